@@ -1,0 +1,54 @@
+"""Lightweight ANN branches on intermediate stages (SPEC §4), built from the model's declared stages."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+
+def _bn_relu(channels: int) -> list[nn.Module]:
+    return [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+
+
+class DSBlock(nn.Module):
+    """Depthwise-separable residual block that halves the resolution: ``c_in -> c_out``.
+
+    ``op = dw3x3(s2) → pw1x1 → BN → ReLU → dw3x3 → pw1x1(c_in→c_out) → BN → ReLU``;
+    ``shortcut = conv1x1(s2) → BN``; ``out = ReLU(op + shortcut)``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 2) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_in, 1, bias=False),
+            *_bn_relu(c_in),
+            nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            *_bn_relu(c_out),
+        )
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.op(x) + self.shortcut(x))
+
+
+class Branch(nn.Sequential):
+    """DSBlocks to the last stage's width, adaptive global pooling, linear head."""
+
+    def __init__(self, channel_plan: Sequence[int], num_classes: int) -> None:
+        blocks = [DSBlock(c_in, c_out) for c_in, c_out in zip(channel_plan[:-1], channel_plan[1:])]
+        super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channel_plan[-1], num_classes))
+
+
+def build_branches(stage_channels: Sequence[int], num_classes: int) -> nn.ModuleList:
+    """One branch per stage but the last; branch ``l`` has one DSBlock per remaining stage.
+
+    Block ``k`` of branch ``l`` maps the width of stage ``l+k`` to that of stage ``l+k+1`` (for the
+    ResNets this doubles the channels each block: ResNet-18 on CIFAR gets 3, 2, 1 blocks).
+    """
+    stage_channels = list(stage_channels)
+    if len(stage_channels) < 2:
+        raise ValueError("self-distillation needs a model with at least two stages")
+    return nn.ModuleList(Branch(stage_channels[l:], num_classes) for l in range(len(stage_channels) - 1))

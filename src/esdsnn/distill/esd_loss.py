@@ -1,0 +1,116 @@
+"""Reliability-decoupled self-distillation loss (SPEC §4).
+
+Heads ``z_1..z_L`` (branches first, main last). The teacher of a sample is built from the heads
+that predict its label (``reliable``), from all heads (``all``: plain self-distillation) or from
+the main head (``main``). KD terms are averaged over the samples that have a teacher; a batch with
+none contributes exactly 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TeacherMode = Literal["reliable", "all", "main"]
+TeacherSpace = Literal["logits", "probs"]
+UnreliableMode = Literal["drop", "uniform", "entropy"]
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Weights and choices of the ESD loss: ``CE_main + alpha·Σ CE_branch + beta·Σ KD``."""
+
+    alpha: float = 1.0
+    beta: float = 0.3
+    tau: float = 3.0
+    teacher: TeacherMode = "reliable"
+    teacher_space: TeacherSpace = "logits"
+    unreliable: UnreliableMode = "drop"
+    eta: float = 0.1  # weight of the unreliable-sample term; unused with unreliable="drop"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.teacher in ("reliable", "all", "main"), f"teacher must be reliable|all|main, got {self.teacher!r}"),
+            (self.teacher_space in ("logits", "probs"), f"teacher_space must be logits|probs, got {self.teacher_space!r}"),
+            (self.unreliable in ("drop", "uniform", "entropy"), f"unreliable must be drop|uniform|entropy, got {self.unreliable!r}"),
+            (self.tau > 0, f"tau must be > 0, got {self.tau}"),
+            (self.alpha >= 0 and self.beta >= 0 and self.eta >= 0, "alpha, beta and eta must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class Teacher:
+    """Per-sample teacher distribution at temperature tau, and which samples have one."""
+
+    probs: Tensor  # [B, K], no gradient
+    has_teacher: Tensor  # [B] bool
+
+
+@torch.no_grad()
+def build_teacher(heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig) -> Teacher:
+    stacked = torch.stack([z.detach().float() for z in heads])  # [L, B, K]
+    if cfg.teacher == "main":
+        weights = torch.zeros(stacked.shape[:2], device=stacked.device)
+        weights[-1] = 1.0
+    elif cfg.teacher == "all":
+        weights = torch.ones(stacked.shape[:2], device=stacked.device)
+    else:
+        weights = (stacked.argmax(-1) == labels.unsqueeze(0)).float()  # [L, B]
+    count = weights.sum(0)  # [B]
+    if cfg.teacher_space == "logits":
+        mean_logits = (stacked * weights.unsqueeze(-1)).sum(0) / (count.unsqueeze(-1) + 1e-8)
+        probs = F.softmax(mean_logits / cfg.tau, dim=-1)
+    else:
+        head_probs = F.softmax(stacked / cfg.tau, dim=-1)
+        probs = (head_probs * weights.unsqueeze(-1)).sum(0) / (count.unsqueeze(-1) + 1e-8)
+    return Teacher(probs=probs, has_teacher=count > 0)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over ``mask``; exactly 0 (with gradient path) when the mask is empty."""
+    n = mask.sum()
+    return (values * mask).sum() / n.clamp_min(1)
+
+
+def distillation_terms(head: Tensor, teacher: Teacher, cfg: DistillConfig) -> Tensor:
+    """``KD_l``: τ²·KL(teacher ‖ head) over samples with a teacher, plus η·R_l over those without."""
+    log_p = F.log_softmax(head.float() / cfg.tau, dim=-1)
+    t = teacher.probs
+    kl = (t * (torch.log(t.clamp_min(1e-12)) - log_p)).sum(-1)  # [B]
+    has = teacher.has_teacher.float()
+    loss = cfg.tau**2 * _masked_mean(kl, has)
+    if cfg.unreliable != "drop" and cfg.eta > 0:
+        no_teacher = 1.0 - has
+        k = head.shape[-1]
+        if cfg.unreliable == "uniform":  # KL(uniform ‖ p) = -log K - mean_c log p_c
+            reg = -torch.log(torch.tensor(float(k), device=head.device)) - log_p.mean(-1)
+        else:  # negative entropy: pushes unreliable predictions towards uncertainty
+            reg = (log_p.exp() * log_p).sum(-1)
+        loss = loss + cfg.eta * _masked_mean(reg, no_teacher)
+    return loss
+
+
+def esd_loss(heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total ESD loss (before the pass's loss scale) and its detached parts.
+
+    ``heads``: branch logits first, the main head last.
+    """
+    *branches, main = heads
+    ce_main = F.cross_entropy(main, labels)
+    ce_branches = sum((F.cross_entropy(z, labels) for z in branches), main.new_zeros(()))
+    teacher = build_teacher(heads, labels, cfg)
+    kd = sum((distillation_terms(z, teacher, cfg) for z in heads), main.new_zeros(()))
+    total = ce_main + cfg.alpha * ce_branches + cfg.beta * kd
+    parts = {
+        "ce_main": ce_main.detach(),
+        "ce_branches": ce_branches.detach(),
+        "kd": kd.detach(),
+        "teacher_frac": teacher.has_teacher.float().mean(),
+    }
+    return total, parts

@@ -1,0 +1,82 @@
+"""A training method is an ``nn.Module``: it chooses the pass and returns a loss record."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..distill.branches import build_branches
+from ..distill.esd_loss import DistillConfig, esd_loss
+from ..errors import ConfigError
+
+
+@dataclass
+class MethodOutput:
+    """What one training step produced.
+
+    ``loss``: the scalar to backpropagate (already times the loss scale). ``logits``: the main head
+    of the training pass ``[B, K]``. ``parts``: unscaled values for logging (``loss``, ``ce_main``,
+    ``acc_main``; with branches ``ce_branches``, ``kd``, ``teacher_frac`` and ``acc_head{i}``).
+    """
+
+    loss: Tensor
+    logits: Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class TrainingMethod(nn.Module):
+    """Common part: optional ESD branches, the loss, the loss scale. Subclasses define the pass."""
+
+    #: RateBP-based methods scale their loss by 1/T under ``loss_scale="auto"`` (SPEC §3).
+    scales_loss_by_T: bool = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        T: int,
+        *,
+        loss_scale: Union[str, float] = "auto",
+        distill: Optional[DistillConfig] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(T, int) or T < 1:
+            raise ConfigError(f"T must be an integer >= 1, got {T!r}")
+        self.model = model
+        self.T = T
+        self.distill = distill
+        self.branches = build_branches(model.stage_channels, model.num_classes) if distill is not None else None
+        if loss_scale == "auto":
+            self.loss_scale = 1.0 / T if self.scales_loss_by_T else 1.0
+        else:
+            try:
+                self.loss_scale = float(loss_scale)
+            except (TypeError, ValueError):
+                raise ConfigError(f"loss_scale must be 'auto' or a positive number, got {loss_scale!r}") from None
+            if not self.loss_scale > 0:
+                raise ConfigError(f"loss_scale must be 'auto' or a positive number, got {loss_scale!r}")
+
+    def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Main logits and, when branches exist, the per-stage inputs of the branches."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, y: Tensor) -> MethodOutput:
+        logits, features = self.training_pass(x)
+        parts: dict[str, Tensor] = {}
+        if self.branches is None:
+            loss = F.cross_entropy(logits, y)
+            parts["ce_main"] = loss.detach()
+        else:
+            heads = [branch(f) for branch, f in zip(self.branches, features)] + [logits]
+            loss, parts = esd_loss(heads, y, self.distill)
+            for i, z in enumerate(heads[:-1]):
+                parts[f"acc_head{i + 1}"] = (z.detach().argmax(-1) == y).float().mean()
+        parts["loss"] = loss.detach()
+        parts["acc_main"] = (logits.detach().argmax(-1) == y).float().mean()
+        values = torch.stack([v.float() for v in parts.values()]).tolist()  # one device sync
+        return MethodOutput(loss * self.loss_scale, logits, dict(zip(parts, values)))
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, loss_scale={self.loss_scale:.4g}, distill={self.distill}"

@@ -1,0 +1,27 @@
+"""Rate-based backpropagation: no-grad spike stage, then one backward pass through rates."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..passes.ratebp import run_rate_stage, run_spike_stage
+from .base import TrainingMethod
+
+
+class RateBP(TrainingMethod):
+    """RateBP; with a ``DistillConfig`` it is ESD (branches on the rate-stage stage outputs)."""
+
+    scales_loss_by_T = True
+
+    def __init__(self, model: nn.Module, T: int, **kwargs) -> None:
+        learnable = [n for n, p in model.named_parameters() if n.endswith("decay_logit")]
+        if learnable:
+            raise ConfigError(
+                "learnable_decay needs a BPTT-based method (bptt, esd-bptt): RateBP's eligibilities "
+                "give no gradient to the decay; use --no-learnable-decay or --method esd-bptt"
+            )
+        super().__init__(model, T, **kwargs)
+
+    def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        _, trace = run_spike_stage(self.model, x, self.T)
+        return run_rate_stage(self.model, x, trace, intermediates=self.branches is not None)

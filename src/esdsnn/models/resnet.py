@@ -1,0 +1,95 @@
+"""Spiking ResNets for CIFAR (ResNet-18, ResNet-19) and the small default for 8×8 digits (SPEC §6)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import Tensor, nn
+
+from ..layers.rate_norm import RateBatchNorm2d
+from ..neurons.lif import LIFConfig
+from .base import SpikingNet
+from .registry import register_model
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        RateBatchNorm2d(c_out),
+    )
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-LIF-conv-BN, plus the (projected) shortcut, then LIF."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(c_in, c_out, 3, stride)
+        self.lif1 = neuron.build()
+        self.conv2 = conv_bn(c_out, c_out, 3)
+        self.shortcut = conv_bn(c_in, c_out, 1, stride) if stride != 1 or c_in != c_out else nn.Identity()
+        self.lif2 = neuron.build()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv2(self.lif1(self.conv1(x)))
+        return self.lif2(out + self.shortcut(x))
+
+
+class SpikingResNet(SpikingNet):
+    """conv3×3 stem + BN + LIF, stages of BasicBlocks, global average pooling, classifier."""
+
+    def __init__(
+        self,
+        *,
+        stem_channels: int,
+        stage_channels: Sequence[int],
+        stage_blocks: Sequence[int],
+        stage_strides: Sequence[int],
+        num_classes: int,
+        in_channels: int,
+        neuron: LIFConfig,
+        hidden_features: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.stage_channels = tuple(stage_channels)
+        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3), neuron.build())
+        stages, c_in = [], stem_channels
+        for c_out, blocks, stride in zip(stage_channels, stage_blocks, stage_strides):
+            layers = []
+            for i in range(blocks):
+                layers.append(BasicBlock(c_in, c_out, stride if i == 0 else 1, neuron))
+                c_in = c_out
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.ModuleList(stages)
+        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if hidden_features is None:
+            head.append(nn.Linear(c_in, num_classes))
+        else:
+            head += [nn.Linear(c_in, hidden_features), neuron.build(), nn.Linear(hidden_features, num_classes)]
+        self.head = nn.Sequential(*head)
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
+    return SpikingResNet(
+        stem_channels=64, stage_channels=(64, 128, 256, 512), stage_blocks=(2, 2, 2, 2), stage_strides=(1, 2, 2, 2),
+        num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+    )
+
+
+@register_model("resnet19")
+def resnet19(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
+    return SpikingResNet(
+        stem_channels=128, stage_channels=(128, 256, 512), stage_blocks=(3, 3, 2), stage_strides=(1, 2, 2),
+        num_classes=num_classes, in_channels=in_channels, neuron=neuron, hidden_features=256,
+    )
+
+
+@register_model("digits_resnet")
+def digits_resnet(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
+    """A small ResNet for 8×8 inputs (the bundled digits): 32-64-128 channels, one block a stage."""
+    return SpikingResNet(
+        stem_channels=32, stage_channels=(32, 64, 128), stage_blocks=(1, 1, 1), stage_strides=(1, 2, 2),
+        num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+    )

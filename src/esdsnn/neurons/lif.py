@@ -1,0 +1,208 @@
+"""Leaky integrate-and-fire neuron (SPEC §2): one pure step function, a thin module around it.
+
+Per step: charge ``h_t = λ·u_{t-1} + x_t``; fire ``s_t = H(h_t − θ)``; reset soft
+``u_t = h_t − θ·s_t`` or hard ``u_t = h_t·(1 − s_t) + v_reset·s_t``. BPTT unrolls
+:func:`lif_step`; the RateBP spike stage runs :func:`lif_rate_eligibility`, which also returns the
+eligibility ``e = ∂(mean_t s_t)/∂x`` of a constant input; the rate stage returns the recorded rate
+with gradient ``e``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..passes.context import current_pass
+from .surrogate import SigmoidSurrogate
+
+ResetMode = Literal["soft", "hard"]
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Fixed (non-learned) parameters of the LIF dynamics."""
+
+    threshold: float = 1.0
+    reset: ResetMode = "soft"
+    v_reset: float = 0.0
+    detach_reset: bool = True
+    surrogate: SigmoidSurrogate = field(default_factory=SigmoidSurrogate)
+
+    def __post_init__(self) -> None:
+        if self.reset not in ("soft", "hard"):
+            raise ValueError(f"reset must be 'soft' or 'hard', got {self.reset!r}")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+
+    def initial_membrane(self, like: Tensor) -> Tensor:
+        """``u_0``: 0 for soft reset, ``v_reset`` for hard reset."""
+        if self.reset == "hard" and self.v_reset != 0.0:
+            return torch.full_like(like, self.v_reset)
+        return torch.zeros_like(like)
+
+
+def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFParams) -> tuple[Tensor, Tensor]:
+    """One differentiable LIF step: returns ``(spike, next_membrane)``."""
+    h = decay * u + x
+    s = p.surrogate.spike(h - p.threshold)
+    s_reset = s.detach() if p.detach_reset else s
+    if p.reset == "soft":
+        u_next = h - p.threshold * s_reset
+    else:
+        u_next = h * (1.0 - s_reset) + p.v_reset * s_reset
+    return s, u_next
+
+
+def lif_multistep(x_seq: Tensor, decay: Tensor | float, p: LIFParams) -> Tensor:
+    """Spikes ``[T, ...]`` for inputs ``[T, ...]``, under autograd (BPTT) or not (inference)."""
+    u = p.initial_membrane(x_seq[0])
+    spikes = []
+    for x_t in x_seq:
+        s, u = lif_step(x_t, u, decay, p)
+        spikes.append(s)
+    return torch.stack(spikes)
+
+
+def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFParams) -> Tensor | float:
+    """``∂u_t/∂h_t`` by the reset rule (SPEC §3 table); ``sg`` is ``σ'(h_t − θ)``."""
+    if p.reset == "soft":
+        return 1.0 if p.detach_reset else 1.0 - p.threshold * sg
+    if p.detach_reset:
+        return 1.0 - s
+    return 1.0 - s + (p.v_reset - h) * sg
+
+
+@torch.no_grad()
+def lif_rate_eligibility(x_seq: Tensor, decay: Tensor | float, p: LIFParams) -> tuple[Tensor, Tensor, Tensor]:
+    """Spike stage of one LIF layer: ``(spikes [T, ...], rate, eligibility)``, no autograd.
+
+    The eligibility follows the recursion ``κ_0 = 1``, ``κ_{t+1} = 1 + λ·κ_t·∂u_t/∂h_t`` and
+    ``e = mean_t κ_t·σ'(h_t)``, which is exactly the surrogate derivative of the rate with respect
+    to a constant input.
+    """
+    T = x_seq.shape[0]
+    spikes = torch.empty_like(x_seq)
+    u = p.initial_membrane(x_seq[0])
+    kappa = torch.ones_like(u)
+    eligibility = torch.zeros_like(u)
+    for t in range(T):
+        h = u.mul_(decay).add_(x_seq[t])  # u is dead after the charge: reuse its storage for h
+        v = h - p.threshold
+        s = spikes[t]
+        torch.ge(v, 0.0, out=s)
+        sg = p.surrogate.derivative(v)
+        eligibility.addcmul_(kappa, sg)
+        if t + 1 < T:
+            dudh = membrane_derivative(s, h, sg, p)
+            kappa.mul_(dudh).mul_(decay).add_(1.0)
+        if p.reset == "soft":
+            u = h.sub_(s, alpha=p.threshold) if p.threshold != 1.0 else h.sub_(s)
+        else:
+            u = h.mul_(1.0 - s).add_(s, alpha=p.v_reset)
+    rate = spikes.mean(0)
+    eligibility.div_(T)
+    return spikes, rate, eligibility
+
+
+class _RateWithEligibility(torch.autograd.Function):
+    """Rate-stage neuron: value = recorded rate, gradient w.r.t. the input = eligibility."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rate: Tensor, eligibility: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(eligibility)
+        return rate.clone()
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        (eligibility,) = ctx.saved_tensors
+        return grad_out * eligibility, None, None
+
+
+@dataclass(frozen=True)
+class LIFConfig:
+    """Everything that configures the LIF layers of a model (all models take one)."""
+
+    decay: float = 0.2
+    threshold: float = 1.0
+    reset: ResetMode = "soft"
+    v_reset: float = 0.0
+    detach_reset: bool = True
+    learnable_decay: bool = False
+    surrogate_alpha: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {self.decay}")
+        LIFParams(self.threshold, self.reset, self.v_reset, self.detach_reset, SigmoidSurrogate(self.surrogate_alpha))
+
+    def build(self) -> "LIF":
+        return LIF(
+            decay=self.decay,
+            threshold=self.threshold,
+            reset=self.reset,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            learnable_decay=self.learnable_decay,
+            surrogate=SigmoidSurrogate(self.surrogate_alpha),
+        )
+
+
+class LIF(nn.Module):
+    """Multi-step LIF layer on folded activations ``[steps·B, ...]`` of the running pass.
+
+    The decay is held as ``logit(decay)`` so that ``λ = sigmoid(param)`` stays in (0, 1); a buffer
+    by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods).
+    """
+
+    def __init__(
+        self,
+        decay: float = 0.2,
+        threshold: float = 1.0,
+        reset: ResetMode = "soft",
+        v_reset: float = 0.0,
+        detach_reset: bool = True,
+        learnable_decay: bool = False,
+        surrogate: SigmoidSurrogate | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.params = LIFParams(threshold, reset, v_reset, detach_reset, surrogate or SigmoidSurrogate())
+        logit = torch.tensor(math.log(decay / (1.0 - decay)))
+        if learnable_decay:
+            self.decay_logit = nn.Parameter(logit)
+        else:
+            self.register_buffer("decay_logit", logit)
+
+    @property
+    def learnable_decay(self) -> bool:
+        return isinstance(self.decay_logit, nn.Parameter)
+
+    @property
+    def decay(self) -> Tensor:
+        return torch.sigmoid(self.decay_logit)
+
+    def forward(self, x: Tensor) -> Tensor:
+        state = current_pass()
+        if state.kind == "rate":
+            record = state.trace.neuron(self)
+            if record.rate.shape != x.shape:
+                raise RuntimeError(f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}")
+            return _RateWithEligibility.apply(x, record.rate, record.eligibility)
+        x_seq = x.view(state.steps, -1, *x.shape[1:])
+        if state.kind == "record":
+            spikes, rate, eligibility = lif_rate_eligibility(x_seq, self.decay.detach(), self.params)
+            state.trace.record_neuron(self, rate, eligibility)
+        else:
+            spikes = lif_multistep(x_seq, self.decay, self.params)
+        return spikes.flatten(0, 1)
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return (
+            f"decay={self.decay.item():.3g}, threshold={p.threshold}, reset={p.reset}, "
+            f"detach_reset={p.detach_reset}, learnable_decay={self.learnable_decay}, surrogate_alpha={p.surrogate.alpha}"
+        )

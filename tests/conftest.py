@@ -1,0 +1,31 @@
+"""Shared test set-up: one torch thread (two busy cores make two threads far slower)."""
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def report(record_property):
+    """Record a measured figure; the session summary prints them all (also under pytest-xdist)."""
+    return lambda line: record_property("figure", line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for rep in reports
+        for key, value in getattr(rep, "user_properties", ())
+        if key == "figure" and getattr(rep, "when", "call") == "call"
+    ]
+    if lines:
+        terminalreporter.section("measured figures")
+        for line in sorted(set(lines)):
+            terminalreporter.write_line(line)

@@ -1,0 +1,149 @@
+"""RateBP against BPTT: equal at T = 1, consistent values and T-independent memory at T > 1."""
+import copy
+
+import pytest
+import torch
+
+import esdsnn
+from esdsnn.passes import run_bptt, run_rate_stage, run_spike_stage
+
+
+def paired(method_a, method_b, arch="resnet18", T=1, dtype=torch.float64, in_channels=3, **model_kwargs):
+    model = esdsnn.create_model(arch, num_classes=10, in_channels=in_channels, **model_kwargs).to(dtype)
+    twin = copy.deepcopy(model)
+    a = esdsnn.create_method(method_a, model, T=T, loss_scale=1.0).to(dtype)
+    b = esdsnn.create_method(method_b, twin, T=T, loss_scale=1.0).to(dtype)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def assert_same_gradients(a, b, atol):
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert p.grad is not None and q.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, atol=atol, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("bptt,ratebp", [("bptt", "ratebp"), ("esd-bptt", "esd")])
+def test_ratebp_equals_bptt_at_T1_resnet18(bptt, ratebp):
+    a, b = paired(bptt, ratebp)
+    x = torch.randn(6, 3, 16, 16, dtype=torch.float64) * 2
+    y = torch.randint(0, 10, (6,))
+    out_a, out_b = a(x, y), b(x, y)
+    out_a.loss.backward()
+    out_b.loss.backward()
+    torch.testing.assert_close(out_a.loss, out_b.loss, atol=1e-5, rtol=0)
+    assert_same_gradients(a, b, atol=1e-5)
+    for (name, buf_a), (_, buf_b) in zip(a.named_buffers(), b.named_buffers()):
+        torch.testing.assert_close(buf_a, buf_b, msg=lambda m: f"{name}: {m}")
+
+
+def test_ratebp_equals_bptt_at_T1_hard_reset_float32():
+    a, b = paired("bptt", "ratebp", arch="digits_resnet", dtype=torch.float32, in_channels=1, reset="hard", detach_reset=False)
+    x, y = torch.randn(16, 1, 8, 8) * 2, torch.randint(0, 10, (16,))
+    a(x, y).loss.backward()
+    b(x, y).loss.backward()
+    assert_same_gradients(a, b, atol=1e-5)
+
+
+def test_rate_stage_values_equal_spike_stage_rates():
+    model = esdsnn.create_model("resnet18", num_classes=10).double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    spike_logits, trace = run_spike_stage(model, x, T=5)
+    from esdsnn.passes import PassState, spike_input, use_pass
+
+    # the time-averaged stage outputs of the spike stage, from a second (identical) recording pass
+    twin = copy.deepcopy(model)
+    with torch.no_grad(), use_pass(PassState("record", 5, esdsnn.passes.Trace(5))):
+        _, spike_features = twin.forward_intermediates(spike_input(x, 5))
+    rate_logits, rate_features = run_rate_stage(model, x, trace, intermediates=True)
+    for s, r in zip(spike_features, rate_features):
+        torch.testing.assert_close(r.detach(), s)
+    torch.testing.assert_close(rate_logits.detach(), spike_logits)
+
+
+def cosine(a, b):
+    ga = torch.cat([p.grad.flatten() for p in a.parameters()])
+    gb = torch.cat([p.grad.flatten() for p in b.parameters()])
+    return torch.nn.functional.cosine_similarity(ga, gb, dim=0).item()
+
+
+@pytest.mark.parametrize("T", [2, 4])
+def test_ratebp_gradient_direction_close_to_bptt(T, report):
+    a, b = paired("bptt", "ratebp", arch="digits_resnet", T=T, dtype=torch.float32, in_channels=1)
+    x, y = torch.randn(64, 1, 8, 8) * 1.5, torch.randint(0, 10, (64,))
+    a(x, y).loss.backward()
+    b(x, y).loss.backward()
+    similarity = cosine(a, b)
+    report(f"cosine(RateBP grad, BPTT grad), digits_resnet, batch 64, T={T}: {similarity:.4f}")
+    assert similarity > 0.5
+
+
+def saved_bytes(fn):
+    """Bytes autograd saves for backward while ``fn`` runs (distinct storages)."""
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def test_ratebp_saved_memory_does_not_grow_with_T():
+    model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
+    x = torch.randn(8, 1, 8, 8)
+    sizes, bptt_sizes = {}, {}
+    for T in (2, 8):
+        _, trace = run_spike_stage(model, x, T)
+        sizes[T] = saved_bytes(lambda: run_rate_stage(model, x, trace))
+        bptt_sizes[T] = saved_bytes(lambda: run_bptt(model, x, T))
+    assert sizes[2] == sizes[8]
+    assert bptt_sizes[8] > 2 * bptt_sizes[2]  # BPTT keeps every step's activations
+
+
+def test_bn_running_stats_updated_once_by_spike_stage_never_by_rate_stage():
+    model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
+    reference = copy.deepcopy(model)
+    x = torch.randn(8, 1, 8, 8)
+    T = 3
+    _, trace = run_spike_stage(model, x, T)
+    run_bptt(reference, x, T)  # the ordinary BN on the same T·B activations
+    for (name, got), (_, want) in zip(model.named_buffers(), reference.named_buffers()):
+        torch.testing.assert_close(got, want, msg=lambda m: f"{name}: {m}")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_rate_stage(model, x, trace)[0].sum().backward()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"rate stage changed {k}"
+    assert all(int(v) == 1 for k, v in before.items() if k.endswith("num_batches_tracked"))
+
+
+def test_recorded_bn_statistics_are_biased_over_all_steps():
+    model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
+    x = torch.randn(5, 1, 8, 8)
+    T = 4
+    _, trace = run_spike_stage(model, x, T)
+    bn = model.stem[0][1]
+    stem_conv = model.stem[0][0]
+    with torch.no_grad():
+        conv_out = stem_conv(x)  # static input: all T steps identical
+    record = trace.norm(bn)
+    torch.testing.assert_close(record.mean, conv_out.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(record.var, conv_out.var(dim=(0, 2, 3), unbiased=False))
+
+
+def test_rate_stage_without_spike_stage_raises():
+    model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
+    with pytest.raises(RuntimeError, match="no record"):
+        run_rate_stage(model, torch.randn(2, 1, 8, 8), esdsnn.passes.Trace(2))
+
+
+def test_event_input_uses_the_frames_and_their_mean():
+    model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=2).double()
+    frames = torch.rand(3, 4, 2, 8, 8, dtype=torch.float64)
+    _, trace = run_spike_stage(model, frames, T=3)
+    logits, _ = run_rate_stage(model, frames, trace)
+    assert logits.shape == (4, 10)
+    with pytest.raises(ValueError, match="frames but T=5"):
+        run_spike_stage(model, frames, T=5)

@@ -43,3 +43,26 @@ def test_branches_only_in_training_methods_not_in_the_model():
     assert sum(p.numel() for p in method.parameters()) > n_model
     assert sum(p.numel() for p in model.parameters()) == n_model
     assert esdsnn.predict(model, torch.randn(3, 1, 8, 8), T=2).shape == (3, 10)
+
+
+def test_vggsnn_branches_after_second_and_third_pooling():
+    model = esdsnn.create_model("vggsnn", num_classes=10, in_channels=2)
+    assert model.stage_channels == (128, 256, 512, 512)
+    method = esdsnn.create_method("esd", model, T=2)
+    assert method.branch_points == (1, 2)
+    assert [count_blocks(b) for b in method.branches] == [2, 1]
+
+
+def test_preact_resnet34_branches_interleave_residual_conv_blocks():
+    from esdsnn.distill import ResidualConvBlock
+
+    model = esdsnn.create_model("preact_resnet34", num_classes=1000)
+    branches = esdsnn.create_method("esd", model, T=2).branches
+    assert [count_blocks(b) for b in branches] == [3, 2, 1]
+    kinds = [type(m).__name__ for m in branches[1] if isinstance(m, (DSBlock, ResidualConvBlock))]
+    assert kinds == ["DSBlock", "ResidualConvBlock", "DSBlock", "ResidualConvBlock"]
+
+
+def test_bad_branch_points_rejected():
+    with pytest.raises(ValueError, match="branch points"):
+        build_branches((8, 16, 32), 10, branch_points=(2,))

@@ -34,21 +34,64 @@ class DSBlock(nn.Module):
         return self.act(self.op(x) + self.shortcut(x))
 
 
-class Branch(nn.Sequential):
-    """DSBlocks to the last stage's width, adaptive global pooling, linear head."""
+class ResidualConvBlock(nn.Module):
+    """Plain ANN residual block ``conv3×3-BN-ReLU-conv3×3-BN + x, ReLU`` (ImageNet branches)."""
 
-    def __init__(self, channel_plan: Sequence[int], num_classes: int) -> None:
-        blocks = [DSBlock(c_in, c_out) for c_in, c_out in zip(channel_plan[:-1], channel_plan[1:])]
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), *_bn_relu(channels),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + x)
+
+
+class Branch(nn.Sequential):
+    """DSBlocks to the last stage's width, adaptive global pooling, linear head.
+
+    ``style="imagenet"`` follows every DSBlock with a :class:`ResidualConvBlock`.
+    """
+
+    def __init__(self, channel_plan: Sequence[int], num_classes: int, style: str = "cifar") -> None:
+        if style not in ("cifar", "imagenet"):
+            raise ValueError(f"branch style must be 'cifar' or 'imagenet', got {style!r}")
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip(channel_plan[:-1], channel_plan[1:]):
+            blocks.append(DSBlock(c_in, c_out))
+            if style == "imagenet":
+                blocks.append(ResidualConvBlock(c_out))
         super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channel_plan[-1], num_classes))
 
 
-def build_branches(stage_channels: Sequence[int], num_classes: int) -> nn.ModuleList:
-    """One branch per stage but the last; branch ``l`` has one DSBlock per remaining stage.
+def build_branches(
+    stage_channels: Sequence[int],
+    num_classes: int,
+    branch_points: Sequence[int] | None = None,
+    style: str = "cifar",
+) -> nn.ModuleList:
+    """One branch per branch point (default: every stage but the last).
 
-    Block ``k`` of branch ``l`` maps the width of stage ``l+k`` to that of stage ``l+k+1`` (for the
-    ResNets this doubles the channels each block: ResNet-18 on CIFAR gets 3, 2, 1 blocks).
+    Branch at stage ``l`` has one DSBlock per remaining stage; block ``k`` maps the width of stage
+    ``l+k`` to that of stage ``l+k+1`` (for the ResNets this doubles the channels each block:
+    ResNet-18 on CIFAR gets 3, 2, 1 blocks).
     """
     stage_channels = list(stage_channels)
     if len(stage_channels) < 2:
         raise ValueError("self-distillation needs a model with at least two stages")
-    return nn.ModuleList(Branch(stage_channels[l:], num_classes) for l in range(len(stage_channels) - 1))
+    points = range(len(stage_channels) - 1) if branch_points is None else branch_points
+    if any(not 0 <= p < len(stage_channels) - 1 for p in points):
+        raise ValueError(f"branch points {list(points)} must lie in 0..{len(stage_channels) - 2}")
+    return nn.ModuleList(Branch(stage_channels[p:], num_classes, style) for p in points)
+
+
+def build_branches_for(model: nn.Module) -> nn.ModuleList:
+    """The ESD branches of a model, read from its declared stages (any registered model)."""
+    return build_branches(
+        model.stage_channels,
+        model.num_classes,
+        getattr(model, "branch_points", None),
+        getattr(model, "branch_style", "cifar"),
+    )

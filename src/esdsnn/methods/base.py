@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distill.branches import build_branches
+from ..distill.branches import build_branches_for
 from ..distill.esd_loss import DistillConfig, esd_loss
 from ..errors import ConfigError
 
@@ -47,7 +47,8 @@ class TrainingMethod(nn.Module):
         self.model = model
         self.T = T
         self.distill = distill
-        self.branches = build_branches(model.stage_channels, model.num_classes) if distill is not None else None
+        self.branches = build_branches_for(model) if distill is not None else None
+        self.branch_points = tuple(getattr(model, "branch_points", range(len(model.stage_channels) - 1)))
         if loss_scale == "auto":
             self.loss_scale = 1.0 / T if self.scales_loss_by_T else 1.0
         else:
@@ -69,7 +70,7 @@ class TrainingMethod(nn.Module):
             loss = F.cross_entropy(logits, y)
             parts["ce_main"] = loss.detach()
         else:
-            heads = [branch(f) for branch, f in zip(self.branches, features)] + [logits]
+            heads = [branch(features[p]) for branch, p in zip(self.branches, self.branch_points)] + [logits]
             loss, parts = esd_loss(heads, y, self.distill)
             for i, z in enumerate(heads[:-1]):
                 parts[f"acc_head{i + 1}"] = (z.detach().argmax(-1) == y).float().mean()

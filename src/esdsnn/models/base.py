@@ -15,8 +15,21 @@ class SpikingNet(nn.Module):
     """Base of all esdsnn models: ``stem -> stages[0..L-1] -> head``.
 
     Subclasses set ``self.stem``, ``self.stages`` (an ``nn.ModuleList``), ``self.head``,
-    ``self.stage_channels`` (output channels of each stage) and ``self.num_classes``.
+    ``self.stage_channels`` (output channels of each stage) and ``self.num_classes``; optionally
+    ``self.branch_points`` (stages that feed an ESD branch; default all but the last) and
+    ``self.branch_style`` (``"cifar"``: DSBlocks; ``"imagenet"``: DSBlocks interleaved with
+    residual conv blocks).
     """
+
+    branch_style: str = "cifar"
+
+    @property
+    def branch_points(self) -> tuple[int, ...]:
+        return getattr(self, "_branch_points", tuple(range(len(self.stage_channels) - 1)))
+
+    @branch_points.setter
+    def branch_points(self, points: tuple[int, ...]) -> None:
+        self._branch_points = tuple(points)
 
     stem: nn.Module
     stages: nn.ModuleList

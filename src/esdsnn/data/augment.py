@@ -1,0 +1,316 @@
+"""Batched augmentation on the training device, reproducible from an explicit ``torch.Generator``.
+
+Every random choice (crop offsets, flips, AutoAugment sub-policies, Cutout squares, NDA ops) is
+drawn per sample from the generator ``TensorBatches`` passes in, on the CPU, then moved to the
+device, so the same seed and epoch give the same batches on any device. Kornia's AutoAugment
+samples its operation parameters from torch's global generators; it runs inside
+``torch.random.fork_rng`` with a seed drawn from our generator, which keeps it reproducible and
+leaves the caller's global RNG state untouched.
+
+Static images (CIFAR): ``CifarAugment`` (crop with padding, flip, AutoAugment, Cutout, normalise)
+and ``Normalize`` for evaluation. Event frames (CIFAR10-DVS): ``EventAugment`` (resize, flip and
+one NDA op per sample), returning time-major ``[T, B, C, H, W]``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AugmentConfig:
+    """Which training augmentations of the CIFAR recipe run (all on by default)."""
+
+    crop: bool = True
+    flip: bool = True
+    autoaugment: bool = True
+    cutout: bool = True
+    crop_padding: int = 4
+    cutout_size: int = 16
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample random ops on whole batches [B, C, H, W]
+# --------------------------------------------------------------------------------------------
+
+
+def _randint(low: int, high: int, n: int, gen: torch.Generator, device: torch.device) -> Tensor:
+    """``n`` integers uniform in ``[low, high]`` (inclusive), drawn on the CPU."""
+    return torch.randint(low, high + 1, (n,), generator=gen).to(device)
+
+
+def _gather_2d(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Per-sample pixel gather: ``out[b, c, i, j] = x[b, c, rows[b, i], cols[b, j]]``."""
+    b = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    out = x.movedim(1, -1)[b, rows[:, :, None], cols[:, None, :]]  # [B, H', W', C]
+    return out.movedim(-1, 1)
+
+
+def random_crop(x: Tensor, gen: torch.Generator, padding: int = 4) -> Tensor:
+    """Zero-pad by ``padding`` once, then crop the original size at a random offset per sample."""
+    if padding <= 0:
+        return x
+    n, _, h, w = x.shape
+    xp = F.pad(x, (padding, padding, padding, padding))
+    dy = _randint(0, 2 * padding, n, gen, x.device)
+    dx = _randint(0, 2 * padding, n, gen, x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    return _gather_2d(xp, rows, cols)
+
+
+def random_flip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
+    """Mirror the last (width) axis of each sample with probability ``p``."""
+    mask = (torch.rand(x.shape[0], generator=gen) < p).to(x.device)
+    mask = mask.view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(mask, x.flip(-1), x)
+
+
+def cutout(x: Tensor, gen: torch.Generator, size: int = 16) -> Tensor:
+    """Zero one ``size``×``size`` square per sample (Cutout): the centre is uniform over the image
+    and the square is clipped at the borders. Works on ``[B, ..., H, W]``."""
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    cy = _randint(0, h - 1, n, gen, x.device)
+    cx = _randint(0, w - 1, n, gen, x.device)
+    half = size // 2
+    r = torch.arange(h, device=x.device)
+    c = torch.arange(w, device=x.device)
+    in_rows = (r >= (cy - half)[:, None]) & (r < (cy - half + size)[:, None])
+    in_cols = (c >= (cx - half)[:, None]) & (c < (cx - half + size)[:, None])
+    hole = in_rows[:, :, None] & in_cols[:, None, :]  # [B, H, W]
+    hole = hole.view(n, *([1] * (x.dim() - 3)), h, w)
+    return x.masked_fill(hole, 0)
+
+
+def random_roll(x: Tensor, gen: torch.Generator, max_shift: int = 5) -> Tensor:
+    """Roll each sample circularly by its own ``(dy, dx)``, each uniform in ``[-max_shift, max_shift]``."""
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    dy = _randint(-max_shift, max_shift, n, gen, x.device)
+    dx = _randint(-max_shift, max_shift, n, gen, x.device)
+    rows = (torch.arange(h, device=x.device) - dy[:, None]) % h
+    cols = (torch.arange(w, device=x.device) - dx[:, None]) % w
+    flat = x.reshape(n, -1, h, w)
+    return _gather_2d(flat, rows, cols).reshape(x.shape)
+
+
+def random_rotate(x: Tensor, gen: torch.Generator, degrees: float = 30.0) -> Tensor:
+    """Rotate each sample about its centre by an angle uniform in ``[-degrees, degrees]``
+    (bilinear, zero fill). Works on ``[B, ..., H, W]``: one angle for all leading channels."""
+    from kornia.geometry.transform import rotate
+
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    angle = ((torch.rand(n, generator=gen) * 2 - 1) * degrees).to(x.device, x.dtype)
+    flat = x.reshape(n, -1, h, w)
+    return rotate(flat, angle, mode="bilinear", padding_mode="zeros").reshape(x.shape)
+
+
+_AUTOAUGMENT_CACHE: dict[str, Sequence[torch.nn.Module]] = {}
+
+
+def _cifar10_subpolicies(device: torch.device) -> Sequence[torch.nn.Module]:
+    key = str(device)
+    if key not in _AUTOAUGMENT_CACHE:
+        from kornia.augmentation.auto import AutoAugment
+
+        policy = AutoAugment("cifar10").to(device)
+        _AUTOAUGMENT_CACHE[key] = list(policy.children())
+    return _AUTOAUGMENT_CACHE[key]
+
+
+def auto_augment(x: Tensor, gen: torch.Generator) -> Tensor:
+    """AutoAugment with the CIFAR-10 policy, one sub-policy drawn *per image*.
+
+    Kornia's ``AutoAugment`` draws one sub-policy per call for the whole batch; here each image
+    draws its own, and the images that drew the same sub-policy go through it together (at most
+    25 calls per batch). ``x`` is float in [0, 1]; the result is clamped back to [0, 1].
+    """
+    subpolicies = _cifar10_subpolicies(x.device)
+    choice = torch.randint(len(subpolicies), (x.shape[0],), generator=gen)
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
+    out = x.clone()
+    devices: list[int] = []
+    if x.device.type == "cuda":
+        devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(seed)
+        for k in torch.unique(choice).tolist():
+            idx = (choice == k).nonzero().flatten().to(x.device)
+            out[idx] = subpolicies[k](x[idx])
+    return out.clamp_(0.0, 1.0)
+
+
+def _channel_stats(values: Sequence[float], like: Tensor) -> Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=like.device).view(1, -1, 1, 1)
+
+
+def to_unit_float(x: Tensor) -> Tensor:
+    """uint8 images → float32 in [0, 1]; float input is returned as float32 unchanged."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()
+
+
+class Normalize:
+    """Deterministic evaluation transform: ``(x/255 − mean) / std`` per channel.
+
+    Callable as ``augment(x, generator)`` (the generator is ignored) so it plugs into
+    ``TensorBatches`` and the ImageNet loader alike.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def __call__(self, x: Tensor, gen: Optional[torch.Generator] = None) -> Tensor:
+        x = to_unit_float(x)
+        return (x - _channel_stats(self.mean, x)) / _channel_stats(self.std, x)
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+class CifarAugment:
+    """The CIFAR training transform on a uint8 batch ``[B, 3, H, W]``:
+    crop (pad 4) → flip → AutoAugment (CIFAR-10 policy, per image) → Cutout 16 → normalise.
+    Each step can be switched off through :class:`AugmentConfig`."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], config: AugmentConfig) -> None:
+        self.config = config
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        cfg = self.config
+        x = to_unit_float(x)
+        if cfg.crop:
+            x = random_crop(x, gen, cfg.crop_padding)
+        if cfg.flip:
+            x = random_flip(x, gen)
+        if cfg.autoaugment:
+            x = auto_augment(x, gen)
+        if cfg.cutout:
+            x = cutout(x, gen, cfg.cutout_size)
+        return self.normalize(x)
+
+    def __repr__(self) -> str:
+        return f"CifarAugment({self.config}, {self.normalize})"
+
+
+# --------------------------------------------------------------------------------------------
+# Event frames: [B, T, C, H, W] in, time-major [T, B, C, H, W] out
+# --------------------------------------------------------------------------------------------
+
+
+def resize_frames(x: Tensor, size: int) -> Tensor:
+    """Bilinear, antialiased resize of ``[B, T, C, H, W]`` frames to ``size``×``size``."""
+    b, t, c, h, w = x.shape
+    if (h, w) == (size, size):
+        return x
+    flat = F.interpolate(x.reshape(b, t * c, h, w), size=(size, size), mode="bilinear",
+                         align_corners=False, antialias=True)
+    return flat.reshape(b, t, c, size, size)
+
+
+def nda(x: Tensor, gen: torch.Generator, *, roll: int = 5, degrees: float = 30.0,
+        cutout_size: int = 16) -> Tensor:
+    """Neuromorphic data augmentation: one op per sample, chosen uniformly among roll (±``roll``
+    px), rotate (±``degrees``) and Cutout (``cutout_size``); the same op on all of its frames."""
+    op = torch.randint(3, (x.shape[0],), generator=gen)
+    ops = (
+        lambda v: random_roll(v, gen, roll),
+        lambda v: random_rotate(v, gen, degrees),
+        lambda v: cutout(v, gen, cutout_size),
+    )
+    out = x.clone()
+    for k, fn in enumerate(ops):
+        idx = (op == k).nonzero().flatten()
+        if len(idx):
+            idx = idx.to(x.device)
+            out[idx] = fn(x[idx])
+    return out
+
+
+class EventAugment:
+    """Frames ``[B, T, C, H, W]`` (integer counts or float) → float ``[T, B, C, size, size]``.
+
+    Training: resize, random horizontal flip, one NDA op per sample. Evaluation
+    (``train=False``): resize only, deterministic.
+    """
+
+    def __init__(self, size: int = 48, *, train: bool, roll: int = 5, degrees: float = 30.0,
+                 cutout_size: int = 16) -> None:
+        self.size = size
+        self.train = train
+        self.roll = roll
+        self.degrees = degrees
+        self.cutout_size = cutout_size
+
+    def __call__(self, x: Tensor, gen: Optional[torch.Generator] = None) -> Tensor:
+        x = resize_frames(x.float(), self.size)
+        if self.train:
+            if gen is None:
+                raise ValueError("EventAugment(train=True) needs a torch.Generator")
+            x = random_flip(x, gen)
+            x = nda(x, gen, roll=self.roll, degrees=self.degrees, cutout_size=self.cutout_size)
+        return x.movedim(1, 0).contiguous()
+
+    def __repr__(self) -> str:
+        return f"EventAugment(size={self.size}, train={self.train})"
+
+
+# --------------------------------------------------------------------------------------------
+# Throughput
+# --------------------------------------------------------------------------------------------
+
+
+def measure_loader_throughput(source: Iterable[tuple[Tensor, Tensor]], batches: int = 10, *,
+                              warmup: int = 1) -> float:
+    """Samples per second a batch source delivers (loading + augmentation), median over batches.
+
+    Skips ``warmup`` batches, then times ``batches`` batches one by one (synchronising CUDA so
+    asynchronous kernels are counted) and returns the median per-batch rate. The sample count of
+    a batch is ``len(y)``, so time-major event batches count samples, not frames.
+    """
+    if batches < 1:
+        raise ValueError("batches must be at least 1")
+    rates: list[float] = []
+    it = iter(source)
+    seen = 0
+    while len(rates) < batches:
+        t0 = time.perf_counter()
+        try:
+            x, y = next(it)
+        except StopIteration:
+            if seen == 0:
+                raise ValueError("the batch source yielded no batches") from None
+            it = iter(source)  # wrap around into a new pass
+            continue
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        dt = time.perf_counter() - t0
+        seen += 1
+        if seen > warmup:
+            rates.append(len(y) / max(dt, 1e-9))
+    return float(statistics.median(rates))
+
+
+__all__ = [
+    "AugmentConfig", "CifarAugment", "EventAugment", "Normalize", "auto_augment", "cutout",
+    "measure_loader_throughput", "nda", "random_crop", "random_flip", "random_roll",
+    "random_rotate", "resize_frames", "to_unit_float", "CIFAR10_MEAN", "CIFAR10_STD",
+    "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+]

@@ -1,0 +1,178 @@
+"""Batched augmentation: shapes, value ranges, per-image randomness, reproducibility."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from esdsnn.data import augment as A
+from esdsnn.data.augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    AugmentConfig,
+    CifarAugment,
+    EventAugment,
+    Normalize,
+)
+from esdsnn.data.base import TensorBatches
+
+torch.set_num_threads(1)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def images(n=16, seed=0):
+    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen(seed))
+
+
+def bounds(mean, std):
+    lo = torch.tensor([(0 - m) / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+    hi = torch.tensor([(1 - m) / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
+    return lo, hi
+
+
+def test_full_cifar_augment_keeps_shape_and_range():
+    x = images(32)
+    out = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, AugmentConfig())(x, gen())
+    assert out.shape == x.shape and out.dtype == torch.float32
+    lo, hi = bounds(CIFAR10_MEAN, CIFAR10_STD)
+    assert torch.all(out >= lo - 1e-5) and torch.all(out <= hi + 1e-5)
+    assert torch.isfinite(out).all()
+
+
+def test_cifar_augment_is_reproducible_and_seed_dependent():
+    x = images(32)
+    aug = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, AugmentConfig())
+    a, b, c = aug(x, gen(1)), aug(x, gen(1)), aug(x, gen(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_augment_leaves_global_rng_untouched():
+    state = torch.get_rng_state()
+    CifarAugment(CIFAR10_MEAN, CIFAR10_STD, AugmentConfig())(images(8), gen())
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_all_switched_off_is_plain_normalisation():
+    x = images(8)
+    off = AugmentConfig(crop=False, flip=False, autoaugment=False, cutout=False)
+    out = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, off)(x, gen())
+    assert torch.allclose(out, Normalize(CIFAR10_MEAN, CIFAR10_STD)(x))
+
+
+def test_normalize_values_and_determinism():
+    x = torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)
+    out = Normalize(CIFAR10_MEAN, CIFAR10_STD)(x, gen(0))
+    expect = torch.tensor([(1 - m) / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD)])
+    assert torch.allclose(out[0, :, 0, 0], expect)
+    assert torch.equal(out, Normalize(CIFAR10_MEAN, CIFAR10_STD)(x, gen(5)))
+
+
+def test_random_crop_is_a_window_of_the_padded_image():
+    x = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).view(4, 3, 8, 8) + 1
+    out = A.random_crop(x, gen(3), padding=2)
+    xp = F.pad(x, (2, 2, 2, 2))
+    for b in range(4):
+        windows = [xp[b, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        assert any(torch.equal(out[b], w) for w in windows)
+
+
+def test_flip_mirrors_some_samples_only():
+    x = torch.rand(64, 3, 4, 4, generator=gen())
+    out = A.random_flip(x, gen(1))
+    same = [torch.equal(out[b], x[b]) for b in range(64)]
+    flipped = [torch.equal(out[b], x[b].flip(-1)) for b in range(64)]
+    assert all(s or f for s, f in zip(same, flipped))
+    assert 0 < sum(flipped) < 64
+
+
+def test_cutout_zeroes_one_clipped_square_per_sample():
+    x = torch.ones(200, 3, 32, 32)
+    out = A.cutout(x, gen(0), size=16)
+    zeros = (out == 0).all(dim=1)  # same hole on every channel
+    counts = zeros.flatten(1).sum(1)
+    assert torch.all(counts > 0) and torch.all(counts <= 256)
+    assert (counts == 256).any()  # a hole fully inside the image
+    assert ((out == 0) | (out == 1)).all()
+    for b in range(5):  # the hole is a rectangle
+        rows, cols = zeros[b].nonzero(as_tuple=True)
+        h = rows.max() - rows.min() + 1
+        w = cols.max() - cols.min() + 1
+        assert h * w == counts[b] and h <= 16 and w <= 16
+
+
+def test_autoaugment_draws_a_subpolicy_per_image(monkeypatch):
+    """Each image must get its own sub-policy (kornia's AutoAugment draws one per call)."""
+    fakes = [lambda v, k=k: torch.full_like(v, k / 100) for k in range(25)]
+    monkeypatch.setattr(A, "_cifar10_subpolicies", lambda device: fakes)
+    x = torch.zeros(64, 3, 8, 8)
+    out = A.auto_augment(x, gen(0))
+    picked = out[:, 0, 0, 0] * 100
+    assert len(torch.unique(picked.round())) > 10
+    assert torch.equal(out, A.auto_augment(x, gen(0)))
+
+
+def test_real_autoaugment_varies_identical_images_and_keeps_range():
+    x = images(1).float().div(255).expand(48, -1, -1, -1).contiguous()
+    out = A.auto_augment(x, gen(4))
+    assert out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    distinct = {tuple(o.flatten()[:64].tolist()) for o in out}
+    assert len(distinct) > 5
+    assert torch.equal(out, A.auto_augment(x, gen(4)))
+
+
+def test_augmented_images_of_one_batch_differ():
+    x = images(1).expand(16, -1, -1, -1).contiguous()
+    out = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, AugmentConfig())(x, gen(0))
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 16
+
+
+def test_roll_shifts_each_sample_circularly_within_five_pixels():
+    x = torch.rand(20, 2, 3, 12, 12, generator=gen())
+    out = A.random_roll(x, gen(1), max_shift=5)
+    for b in range(20):
+        ok = [torch.equal(out[b], torch.roll(x[b], (dy, dx), dims=(-2, -1)))
+              for dy in range(-5, 6) for dx in range(-5, 6)]
+        assert any(ok)
+
+
+def test_rotate_zero_degrees_is_identity_and_rotation_moves_mass():
+    x = torch.zeros(4, 1, 1, 9, 9)
+    x[..., 4, 7] = 1.0
+    assert torch.allclose(A.random_rotate(x, gen(), degrees=0.0), x, atol=1e-6)
+    out = A.random_rotate(x, gen(), degrees=30.0)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, x)
+
+
+def test_event_augment_is_time_major_and_eval_is_resize_only():
+    frames = torch.randint(0, 4, (3, 5, 2, 128, 128), dtype=torch.uint8, generator=gen())
+    ev = EventAugment(48, train=False)
+    out = ev(frames)
+    assert out.shape == (5, 3, 2, 48, 48) and out.dtype == torch.float32 and out.is_contiguous()
+    ref = F.interpolate(frames[1].float(), size=(48, 48), mode="bilinear", antialias=True)
+    assert torch.allclose(out[:, 1], ref, atol=1e-5)
+    assert torch.equal(out, ev(frames, gen(9)))
+
+
+def test_event_augment_train_reproducible_and_varied():
+    frames = torch.randint(0, 4, (1, 4, 2, 128, 128), dtype=torch.uint8, generator=gen())
+    frames = frames.expand(12, -1, -1, -1, -1).contiguous()
+    ev = EventAugment(48, train=True)
+    a, b = ev(frames, gen(3)), ev(frames, gen(3))
+    assert a.shape == (4, 12, 2, 48, 48)
+    assert torch.equal(a, b)
+    assert len({tuple(a[:, i].flatten().tolist()) for i in range(12)}) > 6
+    assert a.min() >= 0
+
+
+def test_measure_loader_throughput_counts_samples_per_second():
+    x = images(40)
+    y = torch.arange(40) % 10
+    src = TensorBatches(x, y, 8, shuffle=True, augment=Normalize(CIFAR10_MEAN, CIFAR10_STD))
+    rate = A.measure_loader_throughput(src, batches=6)  # more than one pass: wraps around
+    assert rate > 0
+    with pytest.raises(ValueError):
+        A.measure_loader_throughput(src, batches=0)

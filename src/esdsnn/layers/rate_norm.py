@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..passes.context import current_pass
@@ -27,7 +26,7 @@ class RateBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x: Tensor) -> Tensor:
         state = current_pass(required=False)
-        if state is None or state.kind == "spike" or not self.training:
+        if state is None or state.kind in ("spike", "infer") or not self.training:
             return super().forward(x)
         if state.kind == "record":
             return self._spike_stage(x, state.trace)
@@ -35,16 +34,17 @@ class RateBatchNorm2d(nn.BatchNorm2d):
 
     @torch.no_grad()
     def _spike_stage(self, x: Tensor, trace) -> Tensor:
-        dims = self._reduce_dims(x)
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        # one fused kernel: batch statistics, normalisation and the running-statistics update
+        momentum = 0.0
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            n = x.numel() // x.shape[1]
-            self.running_mean.lerp_(mean, momentum)
-            self.running_var.lerp_(var * (n / max(n - 1, 1)), momentum)
+        out, mean, invstd = torch.native_batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, True, momentum, self.eps
+        )
+        var = invstd.pow(-2).sub_(self.eps).clamp_min_(0.0)  # biased variance of all T·B samples
         trace.record_norm(self, mean, var)
-        return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        return out
 
     def _rate_stage(self, x: Tensor, trace) -> Tensor:
         record = trace.norm(self)

@@ -40,7 +40,7 @@ class SpikingNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, K]`` (time-averaged) of folded input ``[steps·B, C, H, W]``."""
-        return self.forward_intermediates(x)[0]
+        return self.forward_intermediates(x, keep=False)[0]
 
     def forward_intermediates(self, x: Tensor, keep: bool = True) -> tuple[Tensor, list[Tensor]]:
         """Logits and the time-averaged output of every stage (``[B, C_l, H_l, W_l]``)."""

@@ -14,10 +14,10 @@ class PreActBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig) -> None:
         super().__init__()
-        self.lif1 = neuron.build()
+        self.lif1 = neuron.build()  # not in place: its input is the residual stream, added below
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=True)
         self.bn1 = RateBatchNorm2d(c_out)
-        self.lif2 = neuron.build()
+        self.lif2 = neuron.build(inplace=True)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=True)
         self.bn2 = RateBatchNorm2d(c_out)
         self.projection = None

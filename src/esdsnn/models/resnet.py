@@ -24,10 +24,10 @@ class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig) -> None:
         super().__init__()
         self.conv1 = conv_bn(c_in, c_out, 3, stride)
-        self.lif1 = neuron.build()
+        self.lif1 = neuron.build(inplace=True)
         self.conv2 = conv_bn(c_out, c_out, 3)
         self.shortcut = conv_bn(c_in, c_out, 1, stride) if stride != 1 or c_in != c_out else nn.Identity()
-        self.lif2 = neuron.build()
+        self.lif2 = neuron.build(inplace=True)  # its input is the fresh sum
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv2(self.lif1(self.conv1(x)))
@@ -53,7 +53,7 @@ class SpikingResNet(SpikingNet):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.stage_channels = tuple(stage_channels)
-        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3), neuron.build())
+        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3), neuron.build(inplace=True))
         stages, c_in = [], stem_channels
         for c_out, blocks, stride in zip(stage_channels, stage_blocks, stage_strides):
             layers = []
@@ -66,7 +66,7 @@ class SpikingResNet(SpikingNet):
         if hidden_features is None:
             head.append(nn.Linear(c_in, num_classes))
         else:
-            head += [nn.Linear(c_in, hidden_features), neuron.build(), nn.Linear(hidden_features, num_classes)]
+            head += [nn.Linear(c_in, hidden_features), neuron.build(inplace=True), nn.Linear(hidden_features, num_classes)]
         self.head = nn.Sequential(*head)
 
 

@@ -28,7 +28,7 @@ class VGGSNN(SpikingNet):
                 widths.append(c_in)
                 layers = []
                 continue
-            layers += [nn.Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item), neuron.build()]
+            layers += [nn.Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item), neuron.build(inplace=True)]
             c_in = item
         if layers:
             raise ValueError("the VGG plan must end with a pooling stage 'A'")

@@ -75,36 +75,60 @@ def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFParams) -> Tenso
     return 1.0 - s + (p.v_reset - h) * sg
 
 
+def _reset_inplace(h: Tensor, s: Tensor, p: LIFParams) -> Tensor:
+    """Next membrane from ``h`` (overwritten) and spikes ``s`` (values only)."""
+    if p.reset == "soft":
+        return h.sub_(s) if p.threshold == 1.0 else h.sub_(s, alpha=p.threshold)
+    return h.mul_(1.0 - s).add_(s, alpha=p.v_reset) if p.v_reset != 0.0 else h.mul_(1.0 - s)
+
+
 @torch.no_grad()
-def lif_rate_eligibility(x_seq: Tensor, decay: Tensor | float, p: LIFParams) -> tuple[Tensor, Tensor, Tensor]:
+def lif_spikes(x_seq: Tensor, decay: Tensor | float, p: LIFParams, out: Tensor | None = None) -> Tensor:
+    """Inference: spikes ``[T, ...]`` without autograd. ``out`` may be ``x_seq`` itself (in place)."""
+    spikes = torch.empty_like(x_seq) if out is None else out
+    u = p.initial_membrane(x_seq[0])
+    for t in range(x_seq.shape[0]):
+        h = u.mul_(decay).add_(x_seq[t])  # u is dead after the charge: its storage becomes h
+        torch.ge(h, p.threshold, out=spikes[t])  # x_seq[t] was read above: spikes may overwrite it
+        u = _reset_inplace(h, spikes[t], p)
+    return spikes
+
+
+@torch.no_grad()
+def lif_rate_eligibility(
+    x_seq: Tensor, decay: Tensor | float, p: LIFParams, out: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Spike stage of one LIF layer: ``(spikes [T, ...], rate, eligibility)``, no autograd.
 
     The eligibility follows the recursion ``κ_0 = 1``, ``κ_{t+1} = 1 + λ·κ_t·∂u_t/∂h_t`` and
     ``e = mean_t κ_t·σ'(h_t)``, which is exactly the surrogate derivative of the rate with respect
-    to a constant input.
+    to a constant input. Rate and eligibility are accumulated in the same loop as the spikes;
+    ``out`` may be ``x_seq`` itself, so the layer needs no second ``[T, ...]`` buffer.
     """
     T = x_seq.shape[0]
-    spikes = torch.empty_like(x_seq)
+    alpha = p.surrogate.alpha
+    spikes = torch.empty_like(x_seq) if out is None else out
     u = p.initial_membrane(x_seq[0])
     kappa = torch.ones_like(u)
     eligibility = torch.zeros_like(u)
+    rate = torch.zeros_like(u)
     for t in range(T):
-        h = u.mul_(decay).add_(x_seq[t])  # u is dead after the charge: reuse its storage for h
-        v = h - p.threshold
+        h = u.mul_(decay).add_(x_seq[t])
         s = spikes[t]
-        torch.ge(v, 0.0, out=s)
-        sg = p.surrogate.derivative(v)
-        eligibility.addcmul_(kappa, sg)
+        torch.ge(h, p.threshold, out=s)
+        rate.add_(s)
+        # g(1-g) with g = sigmoid(α(h-θ)), computed in one scratch buffer; σ' = α·g(1-g)
+        g = torch.sub(h, p.threshold).mul_(alpha).sigmoid_()
+        g_one_minus_g = g.addcmul_(g, g, value=-1.0)
+        eligibility.addcmul_(kappa, g_one_minus_g, value=alpha)
         if t + 1 < T:
-            dudh = membrane_derivative(s, h, sg, p)
-            kappa.mul_(dudh).mul_(decay).add_(1.0)
-        if p.reset == "soft":
-            u = h.sub_(s, alpha=p.threshold) if p.threshold != 1.0 else h.sub_(s)
-        else:
-            u = h.mul_(1.0 - s).add_(s, alpha=p.v_reset)
-    rate = spikes.mean(0)
-    eligibility.div_(T)
-    return spikes, rate, eligibility
+            if p.reset == "soft" and p.detach_reset:
+                kappa.mul_(decay).add_(1.0)
+            else:
+                dudh = membrane_derivative(s, h, g_one_minus_g.mul_(alpha), p)
+                kappa.mul_(dudh).mul_(decay).add_(1.0)
+        u = _reset_inplace(h, s, p)
+    return spikes, rate.div_(T), eligibility.div_(T)
 
 
 class _RateWithEligibility(torch.autograd.Function):
@@ -138,8 +162,10 @@ class LIFConfig:
             raise ValueError(f"decay must be in (0, 1), got {self.decay}")
         LIFParams(self.threshold, self.reset, self.v_reset, self.detach_reset, SigmoidSurrogate(self.surrogate_alpha))
 
-    def build(self) -> "LIF":
+    def build(self, inplace: bool = False) -> "LIF":
+        """A LIF layer; ``inplace`` lets the no-grad passes write spikes over the layer's input."""
         return LIF(
+            inplace=inplace,
             decay=self.decay,
             threshold=self.threshold,
             reset=self.reset,
@@ -155,6 +181,8 @@ class LIF(nn.Module):
 
     The decay is held as ``logit(decay)`` so that ``λ = sigmoid(param)`` stays in (0, 1); a buffer
     by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods).
+    ``inplace=True`` (like ``nn.ReLU(inplace=True)``): in the no-grad passes (inference, RateBP
+    spike stage) the spikes overwrite the input, which the caller must not need afterwards.
     """
 
     def __init__(
@@ -166,8 +194,10 @@ class LIF(nn.Module):
         detach_reset: bool = True,
         learnable_decay: bool = False,
         surrogate: SigmoidSurrogate | None = None,
+        inplace: bool = False,
     ) -> None:
         super().__init__()
+        self.inplace = inplace
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.params = LIFParams(threshold, reset, v_reset, detach_reset, surrogate or SigmoidSurrogate())
@@ -193,9 +223,12 @@ class LIF(nn.Module):
                 raise RuntimeError(f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}")
             return _RateWithEligibility.apply(x, record.rate, record.eligibility)
         x_seq = x.view(state.steps, -1, *x.shape[1:])
+        out = x_seq if self.inplace else None
         if state.kind == "record":
-            spikes, rate, eligibility = lif_rate_eligibility(x_seq, self.decay.detach(), self.params)
+            spikes, rate, eligibility = lif_rate_eligibility(x_seq, self.decay.detach(), self.params, out=out)
             state.trace.record_neuron(self, rate, eligibility)
+        elif state.kind == "infer":
+            spikes = lif_spikes(x_seq, self.decay.detach(), self.params, out=out)
         else:
             spikes = lif_multistep(x_seq, self.decay, self.params)
         return spikes.flatten(0, 1)
@@ -204,5 +237,6 @@ class LIF(nn.Module):
         p = self.params
         return (
             f"decay={self.decay.item():.3g}, threshold={p.threshold}, reset={p.reset}, "
-            f"detach_reset={p.detach_reset}, learnable_decay={self.learnable_decay}, surrogate_alpha={p.surrogate.alpha}"
+            f"detach_reset={p.detach_reset}, learnable_decay={self.learnable_decay}, "
+            f"surrogate_alpha={p.surrogate.alpha}, inplace={self.inplace}"
         )

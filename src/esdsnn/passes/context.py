@@ -13,14 +13,15 @@ from typing import Iterator, Literal, Optional
 
 from .trace import Trace
 
-PassKind = Literal["spike", "record", "rate"]
+PassKind = Literal["spike", "infer", "record", "rate"]
 
 
 @dataclass(frozen=True)
 class PassState:
     """The running pass.
 
-    ``kind``: ``spike`` (inference and BPTT: T steps, autograd as the caller decides),
+    ``kind``: ``spike`` (BPTT: T steps under autograd), ``infer`` (the same T steps without
+    autograd, lean and in place),
     ``record`` (RateBP spike stage: T steps, no grad, neurons and norms write to ``trace``),
     ``rate`` (RateBP rate stage: one step on rates, layers read ``trace``).
     ``steps``: time steps folded into the batch dimension of every activation (T, or 1).

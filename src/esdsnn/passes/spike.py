@@ -21,5 +21,5 @@ def run_bptt(model: nn.Module, x: Tensor, T: int, intermediates: bool = False) -
 @torch.no_grad()
 def run_spike(model: nn.Module, x: Tensor, T: int) -> Tensor:
     """Inference: logits ``[B, K]`` of the spike pass, no autograd, in the model's current mode."""
-    with use_pass(PassState("spike", T)):
+    with use_pass(PassState("infer", T)):
         return model(spike_input(x, T))

@@ -1,0 +1,58 @@
+"""Memory-saving paths (in-place spikes, fused BN statistics, the lean inference pass) change nothing."""
+import copy
+
+import pytest
+import torch
+
+import esdsnn
+from esdsnn.neurons import LIF, LIFParams, lif_multistep, lif_rate_eligibility, lif_spikes
+from esdsnn.passes import run_bptt, run_spike
+
+
+@pytest.mark.parametrize("reset,detach", [("soft", True), ("soft", False), ("hard", True), ("hard", False)])
+def test_inplace_functional_paths_equal_plain(reset, detach):
+    p = LIFParams(reset=reset, detach_reset=detach, threshold=0.8, v_reset=0.0)
+    x = torch.randn(6, 300) * 1.3 + 0.4
+    plain_spikes, plain_rate, plain_e = lif_rate_eligibility(x.clone(), 0.3, p)
+    buf = x.clone()
+    spikes, rate, e = lif_rate_eligibility(buf, 0.3, p, out=buf)
+    assert spikes.data_ptr() == buf.data_ptr()
+    assert torch.equal(spikes, plain_spikes) and torch.equal(rate, plain_rate) and torch.equal(e, plain_e)
+    buf = x.clone()
+    assert torch.equal(lif_spikes(buf, 0.3, p, out=buf), plain_spikes)
+    assert torch.equal(lif_multistep(x, 0.3, p), plain_spikes)
+
+
+def without_inplace(model):
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if isinstance(m, LIF):
+            m.inplace = False
+    return twin
+
+
+@pytest.mark.parametrize("arch,shape", [("resnet19", (3, 16, 16)), ("vggsnn", (2, 16, 16)), ("preact_resnet34", (3, 32, 32))])
+def test_inplace_models_record_and_train_identically(arch, shape):
+    model = esdsnn.create_model(arch, num_classes=10, in_channels=shape[0])
+    assert any(m.inplace for m in model.modules() if isinstance(m, LIF))
+    plain = without_inplace(model)
+    x, y = torch.randn(4, *shape), torch.randint(0, 10, (4,))
+    a, b = esdsnn.create_method("esd", model, T=3), esdsnn.create_method("esd", plain, T=3)
+    b.load_state_dict(a.state_dict())
+    out_a, out_b = a(x, y), b(x, y)
+    out_a.loss.backward()
+    out_b.loss.backward()
+    assert torch.equal(out_a.loss, out_b.loss)
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.equal(p.grad, q.grad), name
+    for (name, u), (_, v) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(u, v), name
+    assert torch.equal(esdsnn.predict(model, x, T=3), esdsnn.predict(plain, x, T=3))
+
+
+def test_inference_pass_equals_bptt_forward():
+    model = esdsnn.create_model("resnet18", num_classes=10).eval()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        reference, _ = run_bptt(model, x, T=4)
+    assert torch.equal(run_spike(model, x, T=4), reference)

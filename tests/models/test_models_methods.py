@@ -12,7 +12,10 @@ SHAPES = {"digits_resnet": (1, 8, 8)}  # everything else gets CIFAR-shaped input
 def test_every_model_and_method_gives_finite_gradients(arch, method_name):
     c, h, w = SHAPES.get(arch, (3, 32, 32))
     model = esdsnn.create_model(arch, num_classes=10, in_channels=c)
-    method = esdsnn.create_method(method_name, model, T=2)
+    extra = {}
+    if method_name == "kd":
+        extra["teacher"] = esdsnn.create_method("ann", esdsnn.create_model(arch, num_classes=10, in_channels=c), T=1).model
+    method = esdsnn.create_method(method_name, model, T=2, **extra)
     x, y = torch.randn(2, c, h, w), torch.tensor([1, 7])
     out = method(x, y)
     assert out.logits.shape == (2, 10)

@@ -46,6 +46,7 @@ class TrainingMethod(nn.Module):
             raise ConfigError(f"T must be an integer >= 1, got {T!r}")
         self.model = model
         self.T = T
+        self.inference_T = T  # steps of the spike pass that evaluates this method's model
         self.distill = distill
         self.branches = build_branches_for(model) if distill is not None else None
         self.branch_points = tuple(getattr(model, "branch_points", range(len(model.stage_channels) - 1)))

@@ -22,7 +22,7 @@ def _kd(model: nn.Module, T: int, loss_scale="auto", teacher: nn.Module | None =
     if unknown:
         raise ConfigError(f"unknown kd option(s) {unknown}; known: teacher, loss_scale, {', '.join(sorted(_KD_KEYS))}")
     if teacher is None:
-        raise ConfigError("method kd needs a teacher: train one with --method ann, then pass --teacher RUN_DIR")
+        raise ConfigError("method kd needs a teacher: train one with --method ann, then pass --teacher-run RUN_DIR")
     try:
         kd = KDConfig(**{k: v for k, v in kwargs.items() if k in _KD_KEYS})
     except ValueError as err:

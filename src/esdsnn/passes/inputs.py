@@ -13,6 +13,8 @@ def spike_input(x: Tensor, T: int) -> Tensor:
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if x.dim() == 5:
+        if T == 1:
+            return x.mean(0)
         if x.shape[0] != T:
             raise ValueError(f"event input has {x.shape[0]} frames but T={T}: convert the data with T={T}")
         return x.flatten(0, 1)

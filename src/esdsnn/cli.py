@@ -1,0 +1,178 @@
+"""Command line: ``esdsnn train`` and ``esdsnn eval --run DIR``.
+
+The CLI only parses arguments and calls library functions; each sub-command is a pair
+``(add_arguments, run)`` in :data:`COMMANDS`. Every user error (an :class:`EsdsnnError` or an
+argument error) becomes exactly one line ``esdsnn: error: <message>`` on stderr and exit code 2;
+Ctrl-C during training saves a checkpoint and exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from typing import Any, Callable, Optional, Sequence
+
+from esdsnn.errors import EsdsnnError
+
+PROG = "esdsnn"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """An argument error found by argparse (reported like any other user error)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _pass_name(method: Optional[str]) -> str:
+    return "ANN pass" if method == "ann" else "spike pass"
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+# ---- train ---------------------------------------------------------------------------------------
+_METAVARS = {"data_path": "PATH", "out": "DIR", "device": "DEVICE", "loss_scale": "auto|X"}
+
+
+def _metavar(hint: Any) -> str:
+    names = {int: "N", float: "X", str: "NAME"}
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if set(args) == {str, float}:
+        return "auto|X"
+    return names.get(args[0], "VALUE")
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from esdsnn.train.config import TrainConfig
+
+    parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file (flags override it)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    group = parser.add_argument_group("settings (each also a key of --config)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if "default" not in help_text:
+            help_text += f" (default: {f.default})"
+        if hints[f.name] is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=str, default=argparse.SUPPRESS,
+                               metavar=_METAVARS.get(f.name) or _metavar(hints[f.name]), help=help_text)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from esdsnn.errors import ConfigError
+    from esdsnn.train.config import TrainConfig, load_config
+    from esdsnn.train.loop import resume_config, train
+
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume uses the saved config of the run; drop --config")
+        config = resume_config(args.resume, overrides)
+    else:
+        config = load_config(args.config, overrides)
+    result = train(config, resume=bool(args.resume), echo=_out)
+    s = result.summary
+    if result.status == "interrupted":
+        where = (f"in epoch {result.epoch + 1} after step {result.step}/{result.steps_per_epoch}"
+                 if result.step else f"after epoch {result.epoch}")
+        print(
+            f"{PROG}: interrupted {where}; checkpoint saved in "
+            f"{result.run_dir / 'last.pt'}; continue with: {PROG} train --resume {result.run_dir}",
+            file=sys.stderr, flush=True,
+        )
+        return EXIT_INTERRUPTED
+    best = f"; best {s['best_test_acc']:.2%} at epoch {s['best_epoch']}" if s.get("best_test_acc") is not None else ""
+    _out(
+        f"test accuracy {s['test_acc']:.2%} ({s['test_correct']}/{s['test_total']}, {_pass_name(s['method'])}) after "
+        f"{s['epochs']} epochs in {s['wall_s']:.1f} s{best}; run saved in {result.run_dir}"
+    )
+    return 0
+
+
+# ---- eval ----------------------------------------------------------------------------------------
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="DIR", help="run directory written by esdsnn train")
+    parser.add_argument("--checkpoint", default="last", metavar="last|best|FILE",
+                        help="which checkpoint to evaluate (default: last, the one summary.json reports)")
+    parser.add_argument("--device", default=None, help="device to evaluate on (default: the run's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the run's)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from esdsnn.errors import ConfigError
+    from esdsnn.train.loop import evaluate
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {args.threads}")
+    result = evaluate(args.run, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
+    if args.json:
+        _out(json.dumps({
+            "test_acc": result.test_acc, "correct": result.correct, "total": result.total,
+            "checkpoint": str(result.checkpoint), "epoch": result.epoch, "T": result.T,
+        }))
+    else:
+        _out(
+            f"test_acc {result.test_acc:.6f} ({result.correct}/{result.total} correct, "
+            f"{_pass_name(result.config.get('method'))}, T={result.T}) from {result.checkpoint} (epoch {result.epoch})"
+        )
+    return 0
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+COMMANDS: dict[str, Command] = {
+    "train": ("train a spiking network (default: ESD on the bundled digits)", add_train_arguments, run_train),
+    "eval": ("reload a run's checkpoint and print its test accuracy", add_eval_arguments, run_eval),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from esdsnn import __version__
+
+    parser = _Parser(prog=PROG, description="Train spiking neural networks with RateBP and ESD.",
+                     allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; return the exit code."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError(f"choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
+        return COMMANDS[args.command][2](args)
+    except (EsdsnnError, UsageError) as exc:
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except OSError as exc:  # e.g. a run directory that cannot be written
+        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

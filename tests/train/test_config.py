@@ -1,0 +1,117 @@
+"""TrainConfig: YAML round trip, flag overrides, and errors that say what is wrong."""
+import pytest
+
+from esdsnn.errors import ConfigError
+from esdsnn.train.config import TrainConfig, load_config, read_yaml, save_config
+
+
+def test_defaults_resolve_for_digits():
+    config = TrainConfig().resolved()
+    assert config.method == "esd" and config.dataset == "digits" and config.arch == "digits_resnet"
+    assert config.T == 4 and config.seed == 60 and config.momentum == 0.9 and config.weight_decay == 5e-4
+    assert config.epochs >= 1 and config.batch_size >= 1 and config.lr > 0 and config.threads == 1
+    assert TrainConfig(dataset="npz").resolved().arch == "resnet18"
+    assert TrainConfig(arch="resnet19").resolved().arch == "resnet19"
+
+
+def test_yaml_round_trip(tmp_path):
+    config = TrainConfig(
+        method="bptt", arch="resnet19", T=2, epochs=3, batch_size=16, lr=0.05, loss_scale=0.5,
+        reset="hard", v_reset=0.1, detach_reset=False, learnable_decay=True, teacher="all",
+        teacher_space="probs", unreliable="entropy", threads=1, progress=False, out="some/dir",
+    ).resolved()
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    assert load_config(path) == config
+    defaults = TrainConfig().resolved()
+    save_config(defaults, path)
+    assert load_config(path) == defaults
+
+
+def test_flags_override_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.05\nT: 2\nmethod: ratebp\ndetach_reset: false\n")
+    config = load_config(path, {"T": "3", "detach_reset": True})
+    assert config.T == 3 and config.lr == 0.05 and config.method == "ratebp" and config.detach_reset is True
+    assert load_config(path).T == 2
+    # a flag can repair a bad file value: the merged config is what gets validated
+    path.write_text("T: 0\n")
+    assert load_config(path, {"T": "4"}).T == 4
+
+
+def test_yaml_scientific_notation_and_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 5.0e-4\nepochs: 2\nloss_scale: auto\nthreads: null\n")
+    config = load_config(path)
+    assert config.lr == 1e-3 and config.weight_decay == 5e-4 and config.epochs == 2
+    assert config.loss_scale == "auto" and config.threads is None
+
+
+def test_unknown_key_lists_known_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.1\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "learning_rate" in message and "c.yaml" in message
+    assert "known keys: method, arch, dataset" in message and "batch_size" in message
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"T": 0}, "T must be >= 1"),
+    ({"lr": -0.1}, "lr must be > 0"),
+    ({"lr": 0}, "lr must be > 0"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"reset": "medium"}, "reset must be one of soft, hard"),
+    ({"teacher": "best"}, "teacher must be one of reliable, all, main"),
+    ({"teacher_space": "x"}, "teacher_space must be one of"),
+    ({"unreliable": "keep"}, "unreliable must be one of"),
+    ({"decay": 1.5}, "decay must be in"),
+    ({"loss_scale": "half"}, "loss_scale"),
+    ({"loss_scale": -1}, "loss_scale must be"),
+    ({"T": "four"}, "T .* must be an integer"),
+    ({"T": 2.5}, "T .* must be an integer"),
+    ({"progress": "maybe"}, "progress .* must be true or false"),
+    ({"lr": "nan"}, "finite"),
+    ({"method": "magic"}, "unknown method 'magic'; choose one of .*esd"),
+    ({"arch": "resnet1000"}, "unknown arch 'resnet1000'; choose one of .*digits_resnet"),
+    ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+    ({"device": "tpu"}, "device must be"),
+    ({"eval_every": 0}, "eval_every must be >= 1"),
+    ({"student_pass": "x"}, "student_pass must be one of bptt, ratebp"),
+    ({"nld_mix": 1.5}, "nld_mix must be in"),
+    ({"method": "kd"}, "needs a teacher"),
+])
+def test_bad_values(values, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(values)
+
+
+def test_direct_construction_is_checked_too():
+    with pytest.raises(ConfigError, match="T must be >= 1"):
+        TrainConfig(T=0)
+    assert TrainConfig(T="3").T == 3
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file .*missing.yaml not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [0.1\nT: 4\n")
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+        read_yaml(bad)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="list.yaml must hold a mapping"):
+        load_config(listing)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty) == TrainConfig()
+
+
+def test_replace_is_checked():
+    config = TrainConfig()
+    assert config.replace(T=6).T == 6
+    with pytest.raises(ConfigError):
+        config.replace(T=-1)

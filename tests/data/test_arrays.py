@@ -136,7 +136,7 @@ def test_npz_needs_a_path():
 def test_registry_errors():
     with pytest.raises(ConfigError, match="unknown dataset 'mnist'"):
         load_dataset("mnist", batch_size=4, seed=0)
-    assert {"digits", "npz"} <= set(list_datasets())
-    for name in set(list_datasets(include_planned=True)) - set(list_datasets()):
-        with pytest.raises(ConfigError, match="not available yet"):
+    assert set(list_datasets()) == {"digits", "npz", "cifar10", "cifar100", "cifar10-dvs", "imagenet"}
+    for name in ("cifar10", "cifar100", "cifar10-dvs", "imagenet"):  # no default location: a clear error
+        with pytest.raises(ConfigError, match="data-path"):
             load_dataset(name, batch_size=4, seed=0)

@@ -8,7 +8,8 @@ def spike_input(x: Tensor, T: int) -> Tensor:
     """Folded ``[T·B, ...]`` input of a T-step pass.
 
     Static images ``[B, C, H, W]`` are direct-encoded (the same image at every step); event data
-    ``[T, B, C, H, W]`` must bring exactly T frames.
+    ``[T, B, C, H, W]`` must bring exactly T frames; a one-step pass (T = 1, e.g. the ANN twin)
+    takes their mean frame.
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")

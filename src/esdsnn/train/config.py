@@ -99,6 +99,8 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     progress: bool = _f(True, "show a progress bar per epoch (only on a terminal)")
     eval_every: int = _f(1, "evaluate on the test set every N epochs (and after the last)")
+    workers: Optional[int] = _f(None, "data workers (DVS conversion, ImageNet decoding); default: the loader's")
+    report: bool = _f(True, "write the firing-rate and energy report at the end of training")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -170,6 +172,7 @@ class TrainConfig:
              "method kd needs a teacher: train one with --method ann, then pass --teacher-run RUN_DIR")
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        need(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         if isinstance(self.loss_scale, str):
             need(self.loss_scale == "auto", f"loss_scale must be 'auto' or a positive number, got {self.loss_scale!r}")
         else:

@@ -96,6 +96,8 @@ def build_data(config: TrainConfig, device: torch.device) -> DataBundle:
         from esdsnn.data.augment import AugmentConfig
 
         options["augment"] = AugmentConfig(**{k: getattr(config, k) for k in AUGMENT_FIELDS})
+    if config.workers is not None and "workers" in inspect.signature(dataset_loader(config.dataset)).parameters:
+        options["workers"] = config.workers
     bundle = load_dataset(
         config.dataset,
         data_path=config.data_path,
@@ -443,7 +445,26 @@ def _train(config: TrainConfig, resume: bool, stop: StopSignal, echo: Echo) -> R
         if stop.is_set() and epoch < config.epochs:
             return RunResult(run_dir, summary("interrupted"), "interrupted", state.epoch, 0, len(bundle.train))
 
-    return RunResult(run_dir, summary("completed"), "completed", state.epoch, 0, len(bundle.train))
+    final = summary("completed")
+    if config.report and config.method != "ann":  # firing rates mean nothing for the ReLU twin
+        final = _write_report(run_dir, model, bundle, eval_T, device, final, echo)
+    return RunResult(run_dir, final, "completed", state.epoch, 0, len(bundle.train))
+
+
+def _write_report(run_dir: Path, model: nn.Module, bundle: DataBundle, T: int, device: torch.device,
+                  summary: dict[str, Any], echo: Echo) -> dict[str, Any]:
+    """Firing rates, SOPs and the energy estimate on the test set, merged into summary.json."""
+    from esdsnn.analysis.report import write_report
+
+    try:
+        extra = write_report(run_dir, model, bundle.test, T, device=device)
+    except Exception as exc:  # the run itself is saved: a failed report must not lose it
+        echo(f"warning: the report could not be written ({_brief(exc)}); run `esdsnn report --run {run_dir}`")
+        return summary
+    summary = {**summary, **extra}
+    runlog.write_json(run_dir / runlog.SUMMARY_FILE, summary)
+    echo(f"average firing rate {extra['avg_firing_rate']:.4f}; energy estimate {extra['energy_mj_per_sample']:.4g} mJ/sample; report in {run_dir / 'report.md'}")
+    return summary
 
 
 def _diverged(run_dir: Path, epoch: int, step: int, lr: float, what: str) -> TrainingDiverged:

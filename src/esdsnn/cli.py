@@ -1,4 +1,4 @@
-"""Command line: ``esdsnn train`` and ``esdsnn eval --run DIR``.
+"""Command line: ``esdsnn train``, ``eval``, ``bench``, ``report`` (and ``compare``).
 
 The CLI only parses arguments and calls library functions; each sub-command is a pair
 ``(add_arguments, run)`` in :data:`COMMANDS`. Every user error (an :class:`EsdsnnError` or an
@@ -135,11 +135,98 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- bench ---------------------------------------------------------------------------------------
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from esdsnn.analysis.bench import DEFAULT_ARCH, DEFAULT_METHODS, DEFAULT_TS
+
+    parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"model (default: {DEFAULT_ARCH})")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
+    parser.add_argument("--T", dest="Ts", type=_int_list, default=list(DEFAULT_TS), metavar="T1,T2,...",
+                        help="time steps to measure (default: 1,2,4,6,8)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CPU, 128 on CUDA)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, recorded with the figures (default: 1)")
+    parser.add_argument("--input-shape", type=_int_list, default=[3, 32, 32], metavar="C,H,W", help="input shape (default: 3,32,32)")
+    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration; the median is reported")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--out", default="bench", metavar="DIR", help="where bench.json, bench.md and bench.png go")
+    parser.add_argument("--loaders", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the CIFAR and CIFAR10-DVS input pipelines (images/s)")
+    parser.add_argument("--steps", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure training steps (--no-steps: input pipelines only)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from esdsnn.analysis import bench
+    from esdsnn.errors import ConfigError
+
+    if args.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {args.threads}")
+    if len(args.input_shape) != 3:
+        raise ConfigError(f"--input-shape must be C,H,W, got {args.input_shape}")
+    out = Path(args.out)
+    if args.steps:
+        records = bench.run_bench(
+            arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
+            threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, repeats=args.repeats,
+            warmup=args.warmup, device=args.device, out_dir=out, progress=args.progress,
+        )
+        _out(bench.bench_markdown(records))
+    if args.loaders:
+        device = args.device or ("cuda" if _cuda() else "cpu")
+        loaders = bench.measure_loaders(device=device, threads=args.threads)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / bench.LOADERS_JSON).write_text(json.dumps(loaders, indent=2) + "\n")
+        _out(bench.loaders_markdown(loaders))
+    _out(f"results in {out}")
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ---- report --------------------------------------------------------------------------------------
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="DIR", help="run directory written by esdsnn train")
+    parser.add_argument("--checkpoint", default="last", metavar="last|best|FILE")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from esdsnn.analysis.report import report_run
+
+    figures = report_run(args.run, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
+    _out(
+        f"average firing rate {figures['avg_firing_rate']:.4f}; energy {figures['energy_mj_per_sample']:.4g} mJ/sample "
+        f"(an estimate, 45 nm); report in {Path(args.run) / 'report.md'}"
+    )
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
     "train": ("train a spiking network (default: ESD on the bundled digits)", add_train_arguments, run_train),
     "eval": ("reload a run's checkpoint and print its test accuracy", add_eval_arguments, run_eval),
+    "bench": ("time and peak memory of a training step against T; input-pipeline throughput", add_bench_arguments, run_bench),
+    "report": ("firing rates, SOPs, energy estimate and plots of a saved run", add_report_arguments, run_report),
 }
 
 

@@ -56,3 +56,16 @@ def test_inference_pass_equals_bptt_forward():
     with torch.no_grad():
         reference, _ = run_bptt(model, x, T=4)
     assert torch.equal(run_spike(model, x, T=4), reference)
+
+
+def test_stepwise_conv_equals_one_call():
+    from esdsnn.layers import Conv2d
+    from esdsnn.passes import PassState, use_pass
+
+    conv = Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(3 * 5, 4, 9, 9)
+    with torch.no_grad():
+        reference = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1)
+        for kind in ("infer", "record"):
+            with use_pass(PassState(kind, 3, esdsnn.passes.Trace(3))):
+                torch.testing.assert_close(conv(x), reference, rtol=1e-6, atol=1e-6)

@@ -5,6 +5,7 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from ..layers.conv import Conv2d
 from ..layers.rate_norm import RateBatchNorm2d
 from ..neurons.lif import LIFConfig
 from .base import SpikingNet
@@ -13,7 +14,7 @@ from .registry import register_model
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+        Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
         RateBatchNorm2d(c_out),
     )
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..layers.conv import Conv2d
 from ..layers.rate_norm import RateBatchNorm2d
 from ..neurons.lif import LIFConfig
 from .base import SpikingNet
@@ -28,7 +29,7 @@ class VGGSNN(SpikingNet):
                 widths.append(c_in)
                 layers = []
                 continue
-            layers += [nn.Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item), neuron.build(inplace=True)]
+            layers += [Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item), neuron.build(inplace=True)]
             c_in = item
         if layers:
             raise ValueError("the VGG plan must end with a pooling stage 'A'")

@@ -1,0 +1,31 @@
+"""Convolution that runs the no-grad multi-step passes one time step at a time.
+
+Conv layers are stateless, so the folded ``[T·B, C, H, W]`` input could go through in one call;
+on CPU that call is slower than T calls of batch B (the working set of one step stays in cache:
+measured 310 ms vs 225 ms for a 64→64 3×3 conv at T·B = 6·32, 32×32, one thread). Under autograd
+(BPTT, the rate stage) the layer is a plain ``nn.Conv2d``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..passes.context import current_pass
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and state-dict keys) with step-wise no-grad passes."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        state = current_pass(required=False)
+        if state is None or state.kind not in ("infer", "record") or state.steps == 1 or x.device.type != "cpu":
+            return super().forward(x)
+        chunks = x.chunk(state.steps)
+        first = super().forward(chunks[0])
+        out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device)
+        step = first.shape[0]
+        out[:step].copy_(first)
+        del first
+        for t, chunk in enumerate(chunks[1:], start=1):
+            out[t * step:(t + 1) * step].copy_(super().forward(chunk))
+        return out

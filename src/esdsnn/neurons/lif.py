@@ -8,9 +8,10 @@ with gradient ``e``.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -38,10 +39,16 @@ class LIFParams:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
 
     def initial_membrane(self, like: Tensor) -> Tensor:
-        """``u_0``: 0 for soft reset, ``v_reset`` for hard reset."""
+        """``u_0``: 0 for soft reset, ``v_reset`` for hard reset.
+
+        The membrane (and with it the eligibility and rate accumulators) is float32 when the
+        activations are float16/bfloat16 (mixed precision): threshold tests and the leaky sum stay
+        exact to float32, only the spikes (exactly 0 or 1) are stored in the activations' type.
+        """
+        dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
         if self.reset == "hard" and self.v_reset != 0.0:
-            return torch.full_like(like, self.v_reset)
-        return torch.zeros_like(like)
+            return torch.full_like(like, self.v_reset, dtype=dtype)
+        return torch.zeros_like(like, dtype=dtype)
 
 
 def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFParams) -> tuple[Tensor, Tensor]:
@@ -63,7 +70,7 @@ def lif_multistep(x_seq: Tensor, decay: Tensor | float, p: LIFParams) -> Tensor:
     for x_t in x_seq:
         s, u = lif_step(x_t, u, decay, p)
         spikes.append(s)
-    return torch.stack(spikes)
+    return torch.stack(spikes).to(x_seq.dtype)  # no-op in float32; 0/1 are exact in half types
 
 
 def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFParams) -> Tensor | float:
@@ -145,6 +152,36 @@ class _RateWithEligibility(torch.autograd.Function):
         return grad_out * eligibility, None, None
 
 
+class LIFKernels(NamedTuple):
+    """The three time loops a LIF layer runs (BPTT, RateBP spike stage, inference)."""
+
+    multistep: Callable[..., Tensor]
+    rate_eligibility: Callable[..., tuple[Tensor, Tensor, Tensor]]
+    spikes: Callable[..., Tensor]
+
+
+EAGER_KERNELS = LIFKernels(lif_multistep, lif_rate_eligibility, lif_spikes)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_kernels() -> LIFKernels:
+    """The kernels through ``torch.compile`` (built once, compiled on first use per shape)."""
+    return LIFKernels(*(torch.compile(fn) for fn in EAGER_KERNELS))
+
+
+def compile_neurons_(model: nn.Module) -> int:
+    """Make every LIF layer of ``model`` run its time loops through ``torch.compile`` (fused into
+    few kernels instead of several per step); returns the number of layers changed.
+
+    Only the neuron loops are compiled: they are pure functions of tensors, while the layers around
+    them read the running pass, which would break a whole-model graph at every layer.
+    """
+    layers = [m for m in model.modules() if isinstance(m, LIF)]
+    for layer in layers:
+        layer.kernels = compiled_kernels()
+    return len(layers)
+
+
 @dataclass(frozen=True)
 class LIFConfig:
     """Everything that configures the LIF layers of a model (all models take one)."""
@@ -183,7 +220,10 @@ class LIF(nn.Module):
     by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods).
     ``inplace=True`` (like ``nn.ReLU(inplace=True)``): in the no-grad passes (inference, RateBP
     spike stage) the spikes overwrite the input, which the caller must not need afterwards.
+    ``kernels``: the time loops it runs (eager by default; see :func:`compile_neurons_`).
     """
+
+    kernels: LIFKernels = EAGER_KERNELS
 
     def __init__(
         self,
@@ -225,12 +265,12 @@ class LIF(nn.Module):
         x_seq = x.view(state.steps, -1, *x.shape[1:])
         out = x_seq if self.inplace else None
         if state.kind == "record":
-            spikes, rate, eligibility = lif_rate_eligibility(x_seq, self.decay.detach(), self.params, out=out)
+            spikes, rate, eligibility = self.kernels.rate_eligibility(x_seq, self.decay.detach(), self.params, out=out)
             state.trace.record_neuron(self, rate, eligibility)
         elif state.kind == "infer":
-            spikes = lif_spikes(x_seq, self.decay.detach(), self.params, out=out)
+            spikes = self.kernels.spikes(x_seq, self.decay.detach(), self.params, out=out)
         else:
-            spikes = lif_multistep(x_seq, self.decay, self.params)
+            spikes = self.kernels.multistep(x_seq, self.decay, self.params)
         return spikes.flatten(0, 1)
 
     def extra_repr(self) -> str:

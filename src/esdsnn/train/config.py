@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "teacher_space": ("logits", "probs"),
     "unreliable": ("drop", "uniform", "entropy"),
     "student_pass": ("bptt", "ratebp"),
+    "amp": ("none", "bf16", "fp16"),
 }
 
 # Per-data-set values for the fields left None. digits: tuned so that the default ESD run reaches
@@ -58,7 +59,8 @@ class TrainConfig:
     T: int = _f(4, "number of time steps")
     # optimisation
     epochs: Optional[int] = _f(None, "training epochs; default depends on the data set")
-    batch_size: Optional[int] = _f(None, "batch size; default depends on the data set")
+    batch_size: Optional[int] = _f(
+        None, "global batch size: under torchrun each of N processes takes batch_size/N; default depends on the data set")
     lr: Optional[float] = _f(None, "initial learning rate (SGD, cosine to 0); default depends on the data set")
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
@@ -101,6 +103,13 @@ class TrainConfig:
     eval_every: int = _f(1, "evaluate on the test set every N epochs (and after the last)")
     workers: Optional[int] = _f(None, "data workers (DVS conversion, ImageNet decoding); default: the loader's")
     report: bool = _f(True, "write the firing-rate and energy report at the end of training")
+    # long runs: checkpoints, precision, compilation, several processes
+    save_every_steps: int = _f(0, "also save last.pt every N training steps (0: at the end of each epoch only)")
+    amp: str = _f("none", "mixed precision: none, bf16 or fp16 (fp16 with a gradient scaler)")
+    channels_last: bool = _f(False, "channels-last memory format for the model and image batches")
+    compile: bool = _f(False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)")
+    sync_bn: bool = _f(False, "under torchrun: BatchNorm statistics over the global batch of all processes")
+    tensorboard: bool = _f(True, "also log per-epoch metrics to TensorBoard (tb/) when tensorboard is installed")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -173,6 +182,7 @@ class TrainConfig:
         need(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         need(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         need(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        need(self.save_every_steps >= 0, f"save_every_steps must be >= 0, got {self.save_every_steps}")
         if isinstance(self.loss_scale, str):
             need(self.loss_scale == "auto", f"loss_scale must be 'auto' or a positive number, got {self.loss_scale!r}")
         else:

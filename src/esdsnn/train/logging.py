@@ -1,14 +1,22 @@
-"""What a run leaves on disk: its directory, ``metrics.csv`` and ``summary.json``.
+"""What a run leaves on disk: its directory, ``metrics.csv``, ``summary.json``, ``env.json``.
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
-``summary.json`` (final figures and the environment) and the checkpoints ``last.pt`` / ``best.pt``.
+``summary.json`` (final figures and the environment), ``env.json`` (package version, git
+revision, torch version, device, threads, processes: written when the run starts, and again by
+each resumed session), the checkpoints ``last.pt`` / ``last.prev.pt`` / ``best.pt``, and with the
+``tensorboard`` package installed, TensorBoard event files in ``tb/`` (the same per-epoch values
+as ``metrics.csv``).
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
@@ -20,6 +28,9 @@ from esdsnn.errors import CheckpointError, ConfigError
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
+ENV_FILE = "env.json"
+TENSORBOARD_DIR = "tb"
+TIMING_COLUMNS = ("epoch_s",)
 
 # Columns every metrics.csv starts and ends with; the method's loss parts go in between.
 LEAD_COLUMNS = ("epoch", "lr")
@@ -39,18 +50,60 @@ def new_run_dir(out: Optional[str], method: str, root: str | Path = "runs") -> P
                 f"run directory {path} already holds a run; choose another --out, or continue it "
                 f"with --resume {path}"
             )
-        path.mkdir(parents=True, exist_ok=True)
+        _mkdir(path, exist_ok=True)
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(root) / f"{stamp}-{method}"
     path, n = base, 1
     while True:
         try:
-            path.mkdir(parents=True, exist_ok=False)
+            _mkdir(path, exist_ok=False)
             return path
         except FileExistsError:
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+
+
+def _mkdir(path: Path, exist_ok: bool) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if not exist_ok or not path.is_dir():
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+
+
+def check_run_dir(path: str | Path, need_bytes: int) -> None:
+    """Refuse, before training starts, a run directory that cannot take the run's files: write
+    and ``fsync`` a probe file, then compare the free space with ``need_bytes``."""
+    path = Path(path)
+    probe = path / ".esdsnn-write-probe"
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise ConfigError(f"cannot write to run directory {path}: {exc.strerror or exc}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:  # pragma: no cover - unusual file systems
+        return
+    if free < need_bytes:
+        raise ConfigError(
+            f"run directory {path} has {_mib(free)} free but its checkpoints need about {_mib(need_bytes)} "
+            f"(last, previous and best, plus one being written); free some space or choose another --out"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
 
 
 def existing_run_dir(run: str | Path) -> Path:
@@ -68,6 +121,9 @@ class MetricsLog:
 
     Columns: ``epoch, lr, <loss parts of the method, in its order>, train_acc, test_acc, epoch_s``
     (``test_acc`` empty for epochs without evaluation).
+
+    Every write replaces the file atomically (temp file + rename), so a run killed at any moment
+    leaves whole rows only.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -85,26 +141,36 @@ class MetricsLog:
         return [*LEAD_COLUMNS, *middle, *TAIL_COLUMNS]
 
     def write(self, row: Mapping[str, Any]) -> None:
-        new = self.columns is None
-        if new:
+        if self.columns is None:
             self.columns = self.columns_for(k for k in row if k not in LEAD_COLUMNS + TAIL_COLUMNS)
-        with self.path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: _cell(row.get(k)) for k in self.columns})
+        rows = self._rows() if self.path.is_file() else [self.columns]
+        rows.append([_cell(row.get(k)) for k in self.columns])
+        self._replace(rows)
 
     def truncate(self, epochs: int) -> None:
         """Keep the header and the rows of epochs 1..``epochs`` (used when resuming)."""
         if not self.path.is_file():
             return
-        with self.path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
+        rows = self._rows()
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs]
-        with self.path.open("w", newline="") as fh:
-            csv.writer(fh).writerows(kept)
+        self._replace([rows[0]] + [r for r in rows[1:] if r and _epoch_of(r) <= epochs])
+
+    def _rows(self) -> list[list[str]]:
+        with self.path.open(newline="") as fh:
+            return list(csv.reader(fh))
+
+    def _replace(self, rows: list[list[Any]]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        write_text_atomic(self.path, buffer.getvalue())
+
+
+def _epoch_of(row: list[str]) -> float:
+    try:
+        return int(row[0])
+    except ValueError:  # not a row this log wrote: drop it
+        return float("inf")
 
 
 def _cell(value: Any) -> Any:
@@ -120,7 +186,7 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """The facts every result is recorded with."""
     env: dict[str, Any] = {
         "torch": torch.__version__,
@@ -129,17 +195,95 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
     }
+    if world_size > 1:
+        env["world_size"] = world_size
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env
 
 
+def run_environment(device: torch.device, world_size: int = 1, **extra: Any) -> dict[str, Any]:
+    """What ``env.json`` records: :func:`environment` plus the package version, git revision,
+    CUDA/cuDNN versions, platform, command line and start time."""
+    from esdsnn import __version__
+
+    env: dict[str, Any] = {"esdsnn": __version__, "git": git_revision(), **environment(device, world_size)}
+    env["world_size"] = world_size
+    env["cuda"] = torch.version.cuda
+    if device.type == "cuda":
+        env["cudnn"] = torch.backends.cudnn.version()
+    env["platform"] = platform.platform()
+    env["argv"] = list(sys.argv)
+    env["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    env.update(extra)
+    return env
+
+
+def git_revision() -> Optional[str]:
+    """The git commit of the esdsnn source (``+dirty`` with uncommitted changes to tracked files),
+    or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
 def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     """Write JSON atomically (temp file + rename)."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+class TensorBoardLog:
+    """Per-epoch scalars in TensorBoard event files (``tb/``), when ``tensorboard`` is installed.
+
+    Resuming purges the events of epochs after the checkpoint (``purge_step``), so the curves
+    match ``metrics.csv``.
+    """
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    @classmethod
+    def open(cls, run_dir: str | Path, purge_step: Optional[int] = None) -> Optional["TensorBoardLog"]:
+        """A log in ``run_dir/tb``, or None when the tensorboard package is not installed."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return cls(SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), purge_step=purge_step))
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        epoch = int(row["epoch"])
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(_tb_tag(key), value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _tb_tag(key: str) -> str:
+    if key.startswith("acc") or key.endswith("_acc"):
+        return f"accuracy/{key}"
+    if key in ("lr",) or key in TIMING_COLUMNS:
+        return f"run/{key}"
+    return f"loss/{key}"
 
 
 def read_summary(run: str | Path) -> dict[str, Any]:

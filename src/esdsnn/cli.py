@@ -89,14 +89,19 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(config, resume=bool(args.resume), echo=_out)
     s = result.summary
     if result.status == "interrupted":
-        where = (f"in epoch {result.epoch + 1} after step {result.step}/{result.steps_per_epoch}"
-                 if result.step else f"after epoch {result.epoch}")
-        print(
-            f"{PROG}: interrupted {where}; checkpoint saved in "
-            f"{result.run_dir / 'last.pt'}; continue with: {PROG} train --resume {result.run_dir}",
-            file=sys.stderr, flush=True,
-        )
-        return EXIT_INTERRUPTED
+        # 130 for Ctrl-C, 143 for SIGTERM (128 + the signal), as a shell reports them
+        code = 128 + int(result.signal) if result.signal else EXIT_INTERRUPTED
+        if result.rank == 0:
+            where = (f"in epoch {result.epoch + 1} after step {result.step}/{result.steps_per_epoch}"
+                     if result.step else f"after epoch {result.epoch}")
+            print(
+                f"{PROG}: interrupted {where}; checkpoint saved in "
+                f"{result.run_dir / 'last.pt'}; continue with: {PROG} train --resume {result.run_dir}",
+                file=sys.stderr, flush=True,
+            )
+        return code
+    if result.rank != 0:  # under torchrun only rank 0 reports
+        return 0
     best = f"; best {s['best_test_acc']:.2%} at epoch {s['best_epoch']}" if s.get("best_test_acc") is not None else ""
     _out(
         f"test accuracy {s['test_acc']:.2%} ({s['test_correct']}/{s['test_total']}, {_pass_name(s['method'])}) after "
@@ -220,6 +225,60 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- compare -------------------------------------------------------------------------------------
+# Set per run by compare itself (the run directory, the method, the kd teacher) or fixed (no bars).
+_COMPARE_SKIP = ("method", "out", "teacher_run", "progress")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from esdsnn.analysis.compare import DEFAULT_METHODS, DEFAULT_SEEDS
+    from esdsnn.train.config import TrainConfig
+
+    parser.add_argument("--config", metavar="FILE.yaml", help="shared settings from a YAML file (flags override it)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M1,M2,...",
+                        help=f"methods to compare (default: {','.join(DEFAULT_METHODS)}); kd also trains an ann teacher per seed")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+                        help=f"runs per method, with seeds --seed + 0..N-1 (default: {DEFAULT_SEEDS})")
+    parser.add_argument("--out", default="runs/compare", metavar="DIR",
+                        help="folder of the runs (DIR/<method>/seed<k>/) and of compare.md/.csv/.png (default: runs/compare)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="retrain (deleting them) runs in DIR whose settings differ; without it they are an error")
+    group = parser.add_argument_group("settings shared by all runs (each also a key of --config)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _COMPARE_SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.name == "seed":
+            help_text = f"base seed: run k of each method uses seed + k (default: {f.default})"
+        elif "default" not in help_text:
+            help_text += f" (default: {f.default})"
+        if hints[f.name] is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=str, default=argparse.SUPPRESS,
+                               metavar=_METAVARS.get(f.name) or _metavar(hints[f.name]), help=help_text)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from esdsnn.analysis.compare import base_config, parse_methods, run_comparison
+    from esdsnn.errors import ConfigError
+    from esdsnn.train.config import TrainConfig
+
+    methods = parse_methods(args.methods)
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names() and k not in _COMPARE_SKIP}
+    result = run_comparison(base_config(args.config, overrides), methods, args.seeds, args.out,
+                            echo=_out, overwrite=args.overwrite)
+    _out("")
+    _out(result.markdown.rstrip("\n"))
+    _out(f"tables and figure in {result.out} ({', '.join(p.name for p in result.files.values())})")
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
@@ -227,6 +286,7 @@ COMMANDS: dict[str, Command] = {
     "eval": ("reload a run's checkpoint and print its test accuracy", add_eval_arguments, run_eval),
     "bench": ("time and peak memory of a training step against T; input-pipeline throughput", add_bench_arguments, run_bench),
     "report": ("firing rates, SOPs, energy estimate and plots of a saved run", add_report_arguments, run_report),
+    "compare": ("train several methods x seeds and tabulate accuracy, time, memory, firing", add_compare_arguments, run_compare),
 }
 
 

@@ -1,8 +1,16 @@
 """Shared test set-up: one torch thread (two busy cores make two threads far slower)."""
+import signal
+
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# A shell that starts the suite in the background makes SIGINT ignored, and the training
+# subprocesses the tests interrupt would inherit that; restore the default so they behave as
+# under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -165,7 +165,7 @@ def test_augmentation_switches(tmp_path):
 # ---- errors -------------------------------------------------------------------------------
 
 
-def one_line_error(fn, *parts):
+def check_one_line_error(fn, *parts):
     with pytest.raises(DataError) as info:
         fn()
     msg = str(info.value)
@@ -176,24 +176,24 @@ def one_line_error(fn, *parts):
 
 
 def test_missing_root_says_what_is_expected(tmp_path):
-    one_line_error(lambda: read_cifar("cifar10", tmp_path), tmp_path,
+    check_one_line_error(lambda: read_cifar("cifar10", tmp_path), tmp_path,
                    "cifar-10-python.tar.gz", "cifar-10-batches-py/", "https://www.cs.toronto.edu/~kriz/cifar.html")
-    one_line_error(lambda: read_cifar("cifar100", tmp_path / "nope"), "cifar-100-python.tar.gz")
+    check_one_line_error(lambda: read_cifar("cifar100", tmp_path / "nope"), "cifar-100-python.tar.gz")
     write_cifar10(tmp_path / "ten")
-    one_line_error(lambda: read_cifar("cifar100", tmp_path / "ten"), "CIFAR-100 not found")
+    check_one_line_error(lambda: read_cifar("cifar100", tmp_path / "ten"), "CIFAR-100 not found")
 
 
 def test_incomplete_folder_names_missing_batch(tmp_path):
     folder, _ = write_cifar10(tmp_path)
     os.remove(folder / "data_batch_3")
-    one_line_error(lambda: read_cifar("cifar10", tmp_path), "data_batch_3", folder)
+    check_one_line_error(lambda: read_cifar("cifar10", tmp_path), "data_batch_3", folder)
 
 
 def test_truncated_pickle_names_file(tmp_path):
     folder, _ = write_cifar10(tmp_path)
     data = (folder / "data_batch_2").read_bytes()
     (folder / "data_batch_2").write_bytes(data[: len(data) // 2])
-    one_line_error(lambda: load_cifar("cifar10", tmp_path, batch_size=4, seed=0), folder / "data_batch_2")
+    check_one_line_error(lambda: load_cifar("cifar10", tmp_path, batch_size=4, seed=0), folder / "data_batch_2")
 
 
 def test_truncated_and_corrupt_archive_names_archive(tmp_path):
@@ -203,7 +203,7 @@ def test_truncated_and_corrupt_archive_names_archive(tmp_path):
         d = tmp_path / name
         d.mkdir()
         (d / "cifar-10-python.tar.gz").write_bytes(payload)
-        one_line_error(lambda: read_cifar("cifar10", d), d / "cifar-10-python.tar.gz")
+        check_one_line_error(lambda: read_cifar("cifar10", d), d / "cifar-10-python.tar.gz")
 
 
 def test_wrong_content_is_rejected(tmp_path):
@@ -211,10 +211,10 @@ def test_wrong_content_is_rejected(tmp_path):
     bad = dict(dicts["test_batch"])
     bad[b"data"] = bad[b"data"][:, :100]
     (folder / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
-    one_line_error(lambda: read_cifar("cifar10", tmp_path), folder / "test_batch", "3072")
+    check_one_line_error(lambda: read_cifar("cifar10", tmp_path), folder / "test_batch", "3072")
     del bad[b"data"]
     (folder / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
-    one_line_error(lambda: read_cifar("cifar10", tmp_path), folder / "test_batch", "'data'")
+    check_one_line_error(lambda: read_cifar("cifar10", tmp_path), folder / "test_batch", "'data'")
 
 
 def test_pickle_with_foreign_objects_is_refused(tmp_path):
@@ -225,7 +225,7 @@ def test_pickle_with_foreign_objects_is_refused(tmp_path):
             return (os.system, ("echo pwned",))
 
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
-    one_line_error(lambda: read_cifar("cifar10", tmp_path), folder / "test_batch")
+    check_one_line_error(lambda: read_cifar("cifar10", tmp_path), folder / "test_batch")
 
 
 def test_str_keys_are_accepted(tmp_path):

@@ -222,7 +222,7 @@ def test_bundle_batches_are_time_major_and_reproducible(tmp_path):
 # ---- errors -------------------------------------------------------------------------------
 
 
-def one_line_error(fn, *parts):
+def check_one_line_error(fn, *parts):
     with pytest.raises(DataError) as info:
         fn()
     msg = str(info.value)
@@ -233,33 +233,33 @@ def one_line_error(fn, *parts):
 
 
 def test_missing_root_and_class_folders(tmp_path):
-    one_line_error(lambda: load_cifar10_dvs(tmp_path / "none", T=2, batch_size=2, seed=0),
+    check_one_line_error(lambda: load_cifar10_dvs(tmp_path / "none", T=2, batch_size=2, seed=0),
                    tmp_path / "none", "airplane", "AEDAT 2.0")
     write_dataset(tmp_path, per_class=1)
     for f in (tmp_path / "frog").iterdir():
         f.unlink()
     (tmp_path / "frog").rmdir()
-    one_line_error(lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0), "frog")
+    check_one_line_error(lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0), "frog")
 
 
 def test_truncated_event_file_is_named_before_training(tmp_path):
     write_dataset(tmp_path, per_class=2)
     bad = tmp_path / "ship" / "cifar10_ship_1.aedat"
     bad.write_bytes(bad.read_bytes()[:-3])
-    one_line_error(lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0, progress=False),
+    check_one_line_error(lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0, progress=False),
                    bad, "multiple of 8")
     # the error also crosses the process pool intact
-    one_line_error(lambda: build_cache(tmp_path, 2, workers=2, progress=False, cache_dir=tmp_path / "c"),
+    check_one_line_error(lambda: build_cache(tmp_path, 2, workers=2, progress=False, cache_dir=tmp_path / "c"),
                    bad, "multiple of 8")
 
 
 def test_empty_and_foreign_event_files(tmp_path):
     empty = tmp_path / "e.aedat"
     empty.write_bytes(HEADER)
-    one_line_error(lambda: read_aedat2(empty), empty, "no events")
+    check_one_line_error(lambda: read_aedat2(empty), empty, "no events")
     foreign = tmp_path / "f.aedat"
     foreign.write_bytes(HEADER + np.array([0xFFFFFFFF, 1], dtype=">u4").tobytes())
-    one_line_error(lambda: read_aedat2(foreign), foreign, "128x128")
+    check_one_line_error(lambda: read_aedat2(foreign), foreign, "128x128")
 
 
 def test_registry_entry_point(tmp_path):

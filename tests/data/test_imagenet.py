@@ -131,7 +131,7 @@ def test_grayscale_and_png_images_become_rgb(tmp_path):
 # ---- errors -------------------------------------------------------------------------------
 
 
-def one_line_error(fn, *parts):
+def check_one_line_error(fn, *parts):
     with pytest.raises(DataError) as info:
         fn()
     msg = str(info.value)
@@ -147,13 +147,13 @@ def load(root, **kw):
 
 
 def test_missing_root_and_splits(tmp_path):
-    one_line_error(lambda: load(tmp_path / "nope"), tmp_path / "nope", "train/<wnid>/*.JPEG")
+    check_one_line_error(lambda: load(tmp_path / "nope"), tmp_path / "nope", "train/<wnid>/*.JPEG")
     (tmp_path / "train").mkdir()
-    one_line_error(lambda: load(tmp_path), tmp_path / "train", "no class folders")
+    check_one_line_error(lambda: load(tmp_path), tmp_path / "train", "no class folders")
     write_tree(tmp_path / "b")
     import shutil
     shutil.rmtree(tmp_path / "b" / "val")
-    one_line_error(lambda: load(tmp_path / "b"), tmp_path / "b" / "val")
+    check_one_line_error(lambda: load(tmp_path / "b"), tmp_path / "b" / "val")
 
 
 def test_flat_validation_folder_is_explained(tmp_path):
@@ -161,13 +161,13 @@ def test_flat_validation_folder_is_explained(tmp_path):
     for wnid in WNIDS:
         (tmp_path / "val" / wnid).rmdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
-    one_line_error(lambda: load(tmp_path), "1 loose images", "one folder per wnid")
+    check_one_line_error(lambda: load(tmp_path), "1 loose images", "one folder per wnid")
 
 
 def test_unknown_validation_class(tmp_path):
     write_tree(tmp_path)
     (tmp_path / "val" / "n99999999").mkdir()
-    one_line_error(lambda: load(tmp_path), "n99999999")
+    check_one_line_error(lambda: load(tmp_path), "n99999999")
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -176,7 +176,7 @@ def test_corrupt_jpeg_names_the_file(tmp_path, workers):
     bad = tmp_path / "val" / WNIDS[1] / f"{WNIDS[1]}_0.JPEG"
     bad.write_bytes(bad.read_bytes()[:40])
     b = load(tmp_path, workers=workers)
-    one_line_error(lambda: list(b.test), bad)
+    check_one_line_error(lambda: list(b.test), bad)
 
 
 def test_registry_entry_point(tmp_path):

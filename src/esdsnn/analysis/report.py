@@ -127,32 +127,15 @@ __all__ = ["render_report", "write_report"]
 def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", device: Optional[str] = None,
                threads: Optional[int] = None) -> dict:
     """Rebuild a saved run's model and test data, write its report, merge the figures into summary.json."""
-    from ..errors import CheckpointError, ConfigError
+    from ..errors import ConfigError
     from ..train import logging as runlog
-    from ..train.checkpoint import BEST, LAST, load_checkpoint
-    from ..train.config import TrainConfig
-    from ..train.loop import build_data, build_method, build_model, inference_steps, resolve_device
+    from ..train.loop import load_run
 
-    folder = runlog.existing_run_dir(run_dir)
-    path = folder / {"last": LAST, "best": BEST}.get(checkpoint, checkpoint)
-    ckpt = load_checkpoint(path)
-    try:
-        config = TrainConfig.from_dict(ckpt["config"], source=str(path)).resolved()
-    except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {path} holds a config this esdsnn cannot use: {exc}") from None
-    if config.method == "ann":
+    run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
+    if run.config.method == "ann":
         raise ConfigError("firing rates and energy need a spiking model; this run trained the ANN twin (--method ann)")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device or config.device)
-    bundle = build_data(config, dev)
-    model = build_model(config, bundle)
-    method = build_method(config, model) if config.method != "kd" else None
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {str(exc).splitlines()[0]}") from None
-    extra = write_report(folder, model.to(dev), bundle.test, inference_steps(method, config), device=dev)
+    folder = runlog.existing_run_dir(run_dir)
+    extra = write_report(folder, run.model, run.bundle.test, run.steps, device=run.device)
     summary_path = folder / runlog.SUMMARY_FILE
     if summary_path.is_file():
         summary = {**json.loads(summary_path.read_text()), **extra}

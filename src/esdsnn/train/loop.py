@@ -780,15 +780,22 @@ class _RunState:
 
 
 # ---- evaluation ----------------------------------------------------------------------------------
-def evaluate(
-    run_dir: str | Path,
-    *,
-    checkpoint: str = "last",
-    device: Optional[str] = None,
-    threads: Optional[int] = None,
-) -> EvalResult:
-    """Reload the model of a run (``last`` or ``best`` checkpoint, or a file path) and measure its
-    test accuracy (spike pass, main head) on the run's data set and split with the run's T."""
+@dataclass
+class LoadedRun:
+    """A saved run rebuilt for evaluation: its config, trained model, data and inference steps."""
+
+    config: TrainConfig
+    model: nn.Module
+    bundle: DataBundle
+    steps: int
+    device: torch.device
+    checkpoint: Path
+    ckpt: dict[str, Any]
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
+             threads: Optional[int] = None) -> LoadedRun:
+    """Rebuild a run's model from a checkpoint (``last``, ``best`` or a file) with its data set."""
     run_dir = runlog.existing_run_dir(run_dir)
     names = {"last": LAST, "best": BEST}
     path = run_dir / names[checkpoint] if checkpoint in names else Path(checkpoint)
@@ -798,20 +805,35 @@ def evaluate(
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path} holds a config this esdsnn cannot use: {exc}") from None
     config = config.resolved()
-    with _threads(threads if threads is not None else config.threads):
-        dev = resolve_device(device or config.device)
-        bundle = build_data(config, dev)
-        model = build_model(config, bundle)
-        # Build the method as in training when that changes the model (ann: the ReLU twin); the
-        # kd student is a plain SNN, and its teacher is not needed here.
-        method = build_method(config, model) if config.method != "kd" else None
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {_brief(exc)}") from None
-        model.to(dev)
-        steps = inference_steps(method, config)
-        correct, total = test_accuracy(model, bundle.test, steps)
+    n_threads = threads if threads is not None else config.threads
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    dev = resolve_device(device or config.device)
+    bundle = build_data(config, dev)
+    model = build_model(config, bundle)
+    # Build the method as in training when that changes the model (ann: the ReLU twin); the
+    # kd student is a plain SNN, and its teacher is not needed here.
+    method = build_method(config, model) if config.method != "kd" else None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {_brief(exc)}") from None
+    return LoadedRun(config, model.to(dev), bundle, inference_steps(method, config), dev, path, ckpt)
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "last",
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+) -> EvalResult:
+    """Reload the model of a run (``last`` or ``best`` checkpoint, or a file path) and measure its
+    test accuracy (spike pass, main head) on the run's data set and split with the run's T."""
+    with _threads(None):  # restores the caller's thread count
+        run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
+        correct, total = test_accuracy(run.model, run.bundle.test, run.steps)
+    config, path, ckpt, steps = run.config, run.checkpoint, run.ckpt, run.steps
     return EvalResult(
         test_acc=correct / max(total, 1), correct=correct, total=total, checkpoint=path,
         epoch=int(ckpt["epoch"]), T=steps, step=int(ckpt.get("step", 0)), config=config.to_dict(),

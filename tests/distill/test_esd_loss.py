@@ -117,3 +117,28 @@ def test_kd_matches_kl_div_reference():
     got = distillation_terms(HEADS[0], teacher, cfg)
     expected = F.kl_div(F.log_softmax(HEADS[0] / 4.0, -1), teacher.probs, reduction="batchmean") * 16.0
     assert math.isclose(got.item(), expected.item(), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("unreliable", ["drop", "entropy"])
+def test_global_counts_make_the_mean_of_slice_losses_the_whole_batch_loss(unreliable):
+    """Data parallelism in one process: two equal slices with 2 and 1 reliable samples. With
+    per-slice counts the average of the slice losses (what DDP's gradient average sees) is not the
+    loss of the whole batch; with ``reduce_counts`` = global count / 2 it is, gradients included."""
+    cfg = DistillConfig(tau=2.0, unreliable=unreliable, eta=0.5)
+    labels = torch.tensor([0, 1, 2, 0])
+    heads = [torch.cat([h, h[:1]]).requires_grad_() for h in HEADS]  # sample 3 = sample 0: reliable
+    slices = [slice(0, 2), slice(2, 4)]
+    whole = esd_loss(heads, labels, cfg)[0]
+
+    def slice_loss(part, reduce=None):
+        return esd_loss([h[part] for h in heads], labels[part], cfg, reduce)[0]
+
+    counts = [build_teacher([h[s] for h in heads], labels[s], cfg).counts for s in slices]
+    assert [c[0].item() for c in counts] == [2, 1]
+    share = (counts[0] + counts[1]) / 2
+    local = sum(slice_loss(s) for s in slices) / 2
+    shared = sum(slice_loss(s, lambda c: share) for s in slices) / 2
+    assert not torch.allclose(local, whole, rtol=1e-3)
+    torch.testing.assert_close(shared, whole)
+    for g, g_whole in zip(torch.autograd.grad(shared, heads), torch.autograd.grad(whole, heads)):
+        torch.testing.assert_close(g, g_whole)

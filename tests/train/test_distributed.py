@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from esdsnn.data.base import TensorBatches
+from esdsnn.distill.esd_loss import build_teacher
 from esdsnn.layers.rate_norm import RateBatchNorm2d
 from esdsnn.passes.ratebp import run_spike_stage
 from esdsnn.train import loop
@@ -180,7 +181,18 @@ def test_every_method_trains_data_parallel_and_ranks_agree(two_ranks, name, meth
     assert (saved["epoch"], saved["step"]) == (0, steps) and saved["data"]["world_size"] == 2
 
 
-@pytest.mark.parametrize("name", ["bptt_sync", "ratebp_sync", "esd_all_sync"])
+def test_the_esd_layer_batch_has_uneven_reliable_counts_per_rank():
+    """Else the ESD check below could not tell a per-rank KD mean from a global one."""
+    _, method = dist_worker.build("esd")
+    x, y = dist_worker.layer_batch()
+    logits, features = method.training_pass(x)
+    heads = [b(features[p]) for b, p in zip(method.branches, method.branch_points)] + [logits]
+    has = build_teacher(heads, y, method.distill).has_teacher
+    first, second = (int(h.sum()) for h in has.tensor_split(2))
+    assert first != second and first > 0 and second > 0
+
+
+@pytest.mark.parametrize("name", ["bptt_sync", "ratebp_sync", "esd_sync"])
 def test_one_data_parallel_step_equals_one_process(two_ranks, tmp_path, monkeypatch, name):
     """The training loop under torchrun with sync_bn: after a step on a global batch of 64, the
     weights equal (to float rounding) those of one process on the same 64 samples."""

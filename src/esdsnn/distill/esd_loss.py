@@ -4,11 +4,18 @@ Heads ``z_1..z_L`` (branches first, main last). The teacher of a sample is built
 that predict its label (``reliable``), from all heads (``all``: plain self-distillation) or from
 the main head (``main``). KD terms are averaged over the samples that have a teacher; a batch with
 none contributes exactly 0.
+
+Under data parallelism each process sees a slice of the batch and DDP averages the gradients of the
+slices. Cross-entropy terms are plain means, so that average is the global mean; a mean over the
+*reliable* samples is not (each slice has its own count). ``reduce_counts`` fixes this: it turns the
+local counts into the global count divided by the number of processes (see
+``esdsnn.train.distributed.wrap_ddp``), and the averaged gradient is then exactly that of one
+process on the whole batch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +24,8 @@ from torch import Tensor
 TeacherMode = Literal["reliable", "all", "main"]
 TeacherSpace = Literal["logits", "probs"]
 UnreliableMode = Literal["drop", "uniform", "entropy"]
+#: Maps this process's counts to the denominators of the KD means (global count / processes).
+CountReducer = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -50,10 +59,13 @@ class Teacher:
 
     probs: Tensor  # [B, K], no gradient
     has_teacher: Tensor  # [B] bool
+    counts: Tensor  # [2] float: denominators of the means over samples with / without a teacher
 
 
 @torch.no_grad()
-def build_teacher(heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig) -> Teacher:
+def build_teacher(
+    heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig, reduce_counts: Optional[CountReducer] = None
+) -> Teacher:
     stacked = torch.stack([z.detach().float() for z in heads])  # [L, B, K]
     if cfg.teacher == "main":
         weights = torch.zeros(stacked.shape[:2], device=stacked.device)
@@ -69,13 +81,16 @@ def build_teacher(heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig) -
     else:
         head_probs = F.softmax(stacked / cfg.tau, dim=-1)
         probs = (head_probs * weights.unsqueeze(-1)).sum(0) / (count.unsqueeze(-1) + 1e-8)
-    return Teacher(probs=probs, has_teacher=count > 0)
+    has_teacher = count > 0
+    counts = torch.stack([has_teacher.sum(), (~has_teacher).sum()]).float()
+    if reduce_counts is not None:
+        counts = reduce_counts(counts)
+    return Teacher(probs=probs, has_teacher=has_teacher, counts=counts)
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over ``mask``; exactly 0 (with gradient path) when the mask is empty."""
-    n = mask.sum()
-    return (values * mask).sum() / n.clamp_min(1)
+def _masked_mean(values: Tensor, mask: Tensor, n: Tensor) -> Tensor:
+    """``Σ values·mask / n``; exactly 0 (with gradient path) when no sample counts (n = 0)."""
+    return (values * mask).sum() / torch.where(n > 0, n, torch.ones_like(n))
 
 
 def distillation_terms(head: Tensor, teacher: Teacher, cfg: DistillConfig) -> Tensor:
@@ -84,7 +99,7 @@ def distillation_terms(head: Tensor, teacher: Teacher, cfg: DistillConfig) -> Te
     t = teacher.probs
     kl = (t * (torch.log(t.clamp_min(1e-12)) - log_p)).sum(-1)  # [B]
     has = teacher.has_teacher.float()
-    loss = cfg.tau**2 * _masked_mean(kl, has)
+    loss = cfg.tau**2 * _masked_mean(kl, has, teacher.counts[0])
     if cfg.unreliable != "drop" and cfg.eta > 0:
         no_teacher = 1.0 - has
         k = head.shape[-1]
@@ -92,19 +107,21 @@ def distillation_terms(head: Tensor, teacher: Teacher, cfg: DistillConfig) -> Te
             reg = -torch.log(torch.tensor(float(k), device=head.device)) - log_p.mean(-1)
         else:  # negative entropy: pushes unreliable predictions towards uncertainty
             reg = (log_p.exp() * log_p).sum(-1)
-        loss = loss + cfg.eta * _masked_mean(reg, no_teacher)
+        loss = loss + cfg.eta * _masked_mean(reg, no_teacher, teacher.counts[1])
     return loss
 
 
-def esd_loss(heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig) -> tuple[Tensor, dict[str, Tensor]]:
+def esd_loss(
+    heads: Sequence[Tensor], labels: Tensor, cfg: DistillConfig, reduce_counts: Optional[CountReducer] = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Total ESD loss (before the pass's loss scale) and its detached parts.
 
-    ``heads``: branch logits first, the main head last.
+    ``heads``: branch logits first, the main head last. ``reduce_counts``: see the module notes.
     """
     *branches, main = heads
     ce_main = F.cross_entropy(main, labels)
     ce_branches = sum((F.cross_entropy(z, labels) for z in branches), main.new_zeros(()))
-    teacher = build_teacher(heads, labels, cfg)
+    teacher = build_teacher(heads, labels, cfg, reduce_counts)
     kd = sum((distillation_terms(z, teacher, cfg) for z in heads), main.new_zeros(()))
     total = ce_main + cfg.alpha * ce_branches + cfg.beta * kd
     parts = {

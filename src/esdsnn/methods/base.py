@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,8 @@ class TrainingMethod(nn.Module):
 
     #: RateBP-based methods scale their loss by 1/T under ``loss_scale="auto"`` (SPEC §3).
     scales_loss_by_T: bool = False
+    #: Set under data parallelism (``wrap_ddp``): makes the KD means global (see ``esd_loss``).
+    reduce_teacher_counts: Optional[Callable[[Tensor], Tensor]] = None
 
     def __init__(
         self,
@@ -72,7 +74,8 @@ class TrainingMethod(nn.Module):
             parts["ce_main"] = loss.detach()
         else:
             heads = [branch(features[p]) for branch, p in zip(self.branches, self.branch_points)] + [logits]
-            loss, parts = esd_loss(heads, y, self.distill)
+            reduce = self.reduce_teacher_counts if self.training else None
+            loss, parts = esd_loss(heads, y, self.distill, reduce)
             for i, z in enumerate(heads[:-1]):
                 parts[f"acc_head{i + 1}"] = (z.detach().argmax(-1) == y).float().mean()
         parts["loss"] = loss.detach()

@@ -36,6 +36,7 @@ from esdsnn import errors
 from esdsnn.data.base import TensorBatches
 from esdsnn.errors import ConfigError, EsdsnnError
 from esdsnn.layers.rate_norm import RateBatchNorm2d, global_batch_norm, group_size
+from esdsnn.methods.base import TrainingMethod
 
 R = TypeVar("R")
 Batch = tuple[Tensor, Tensor]
@@ -69,6 +70,11 @@ class DistContext:
         out = values.to(self.device).clone()
         dist.all_reduce(out)
         return out.to(values.device)
+
+    def mean_count(self, counts: Tensor) -> Tensor:
+        """Counts summed over all processes, divided by their number: the per-process share that
+        makes DDP's gradient average of per-process means equal the mean over the global batch."""
+        return self.sum(counts) / self.world_size
 
     def all_true(self, flag: bool) -> bool:
         """Whether ``flag`` holds on every process (all processes then take the same branch)."""
@@ -224,8 +230,11 @@ def wrap_ddp(method: nn.Module, ctx: DistContext) -> nn.Module:
     """The whole method in DDP: one forward = one training step (for RateBP: the no-grad spike
     stage, then the rate stage), one backward = one all-reduce of every gradient. Every parameter
     gets a gradient in every step (the KD teacher is not a submodule), so no unused-parameter
-    search is needed."""
+    search is needed. ESD's means over reliable samples become means over the global batch."""
     from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(method, TrainingMethod) and ctx.distributed:
+        method.reduce_teacher_counts = ctx.mean_count
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # A conv with one input channel gets weight gradients whose size-1 dimension has another

@@ -8,7 +8,7 @@ import torch
 import esdsnn
 from esdsnn.cli import main
 from esdsnn.errors import ConfigError, TrainingDiverged
-from esdsnn.neurons.lif import EAGER_KERNELS, LIF, compile_neurons_
+from esdsnn.neurons.lif import EAGER_KERNELS, LIF, compile_neurons_, compiled_kernels
 from esdsnn.passes.ratebp import run_spike_stage
 from esdsnn.train import logging as runlog
 from esdsnn.train import loop
@@ -130,6 +130,26 @@ def test_compile_gives_the_eager_first_step(tmp_path):
         a, b = load_checkpoint(eager.run_dir / LAST), load_checkpoint(compiled.run_dir / LAST)
         for key, value in a["model"].items():
             assert torch.allclose(value, b["model"][key], atol=1e-5), key
+
+
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+def test_compiled_and_eager_lif_give_identical_spikes(reset):
+    """The torch.compile'd time loops give the eager loops' spikes bit for bit (and rates,
+    eligibilities and BPTT outputs to float rounding), float and compact spikes alike."""
+    from esdsnn.neurons import LIFParams
+
+    p = LIFParams(reset=reset, detach_reset=False, threshold=0.7)
+    x = torch.randn(4, 2, 3, 5, 5) * 1.5 + 0.3
+    eager, compiled = EAGER_KERNELS, compiled_kernels()
+    for out_dtype in (torch.float32, torch.uint8):
+        s_e, r_e, e_e = eager.rate_eligibility(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype))
+        s_c, r_c, e_c = compiled.rate_eligibility(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype))
+        assert s_c.dtype == out_dtype and torch.equal(s_c, s_e)
+        torch.testing.assert_close(r_c, r_e, rtol=0, atol=0)
+        torch.testing.assert_close(e_c, e_e, rtol=1e-6, atol=1e-7)
+        spikes = compiled.spikes(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype))
+        assert torch.equal(spikes, eager.spikes(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype)))
+    assert torch.equal(compiled.multistep(x, 0.4, p), eager.multistep(x, 0.4, p))
 
 
 def test_compile_neurons_only_swaps_kernels():

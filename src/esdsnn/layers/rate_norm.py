@@ -30,13 +30,24 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class RateBatchNorm2d(nn.BatchNorm2d):
-    """Drop-in ``nn.BatchNorm2d`` for spiking models trained by BPTT or RateBP."""
+    """Drop-in ``nn.BatchNorm2d`` for spiking models trained by BPTT or RateBP.
+
+    ``inplace=True``: the RateBP spike stage normalises its input in place (same kernel, same
+    values), for inputs nobody else holds, such as a convolution's output.
+    """
 
     #: Normalise training batches with the statistics of all processes of ``process_group``
     #: (``None``: the default group). Has no effect unless torch.distributed is initialised with
     #: more than one process.
     sync: bool = False
     process_group: Optional[Any] = None
+
+    def __init__(self, num_features: int, *args: Any, inplace: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_features, *args, **kwargs)
+        self.inplace = inplace
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", inplace=True" if self.inplace else "")
 
     def _reduce_dims(self, x: Tensor) -> list[int]:
         return [0] + list(range(2, x.dim()))
@@ -68,9 +79,12 @@ class RateBatchNorm2d(nn.BatchNorm2d):
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        out, mean, invstd = torch.native_batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var, True, momentum, self.eps
-        )
+        args = (x, self.weight, self.bias, self.running_mean, self.running_var, True, momentum, self.eps)
+        if self.inplace and x.dtype not in _LOW_PRECISION:  # (mixed precision: statistics in float32)
+            mean, invstd = x.new_empty(x.shape[1]), x.new_empty(x.shape[1])
+            out, mean, invstd = torch.ops.aten.native_batch_norm.out(*args, out=x, save_mean=mean, save_invstd=invstd)
+        else:
+            out, mean, invstd = torch.native_batch_norm(*args)
         var = invstd.pow(-2).sub_(self.eps).clamp_min_(0.0)  # biased variance of all T·B samples
         trace.record_norm(self, mean, var)
         return out

@@ -6,6 +6,7 @@ ESD branches, reports and exports find them without editing model code.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from ..layers.time import time_mean
@@ -38,6 +39,10 @@ class SpikingNet(nn.Module):
     num_classes: int
     in_channels: int
 
+    def _float_dtype(self) -> torch.dtype:
+        """The parameters' float type: compact (uint8) stage outputs are averaged in it."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, K]`` (time-averaged) of folded input ``[steps·B, C, H, W]``."""
         return self.forward_intermediates(x, keep=False)[0]
@@ -49,5 +54,5 @@ class SpikingNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             if keep:
-                features.append(time_mean(x))
+                features.append(time_mean(x, None if x.is_floating_point() else self._float_dtype()))
         return time_mean(self.head(x)), features

@@ -5,6 +5,7 @@ from torch import Tensor, nn
 
 from ..layers.conv import Conv2d
 from ..layers.rate_norm import RateBatchNorm2d
+from ..layers.time import add_residual
 from ..neurons.lif import LIFConfig
 from .base import SpikingNet
 from .registry import register_model
@@ -15,20 +16,23 @@ class PreActBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig) -> None:
         super().__init__()
-        self.lif1 = neuron.build()  # not in place: its input is the residual stream, added below
+        # not in place: its input is the residual stream, added below; its spikes feed convs only
+        self.lif1 = neuron.build(compact=True)
         self.conv1 = Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=True)
-        self.bn1 = RateBatchNorm2d(c_out)
-        self.lif2 = neuron.build(inplace=True)
+        self.bn1 = RateBatchNorm2d(c_out, inplace=True)
+        self.lif2 = neuron.build(inplace=True, compact=True)
         self.conv2 = Conv2d(c_out, c_out, 3, padding=1, bias=True)
-        self.bn2 = RateBatchNorm2d(c_out)
+        self.bn2 = RateBatchNorm2d(c_out, inplace=True)
         self.projection = None
         if stride != 1 or c_in != c_out:  # projects the spikes of the block's input
-            self.projection = nn.Sequential(Conv2d(c_in, c_out, 1, stride=stride, bias=True), RateBatchNorm2d(c_out))
+            self.projection = nn.Sequential(
+                Conv2d(c_in, c_out, 1, stride=stride, bias=True), RateBatchNorm2d(c_out, inplace=True)
+            )
 
     def forward(self, x: Tensor) -> Tensor:
         spikes = self.lif1(x)
         out = self.bn2(self.conv2(self.lif2(self.bn1(self.conv1(spikes)))))
-        return out + (x if self.projection is None else self.projection(spikes))
+        return add_residual(out, x if self.projection is None else self.projection(spikes))
 
 
 class PreActResNet(SpikingNet):
@@ -42,7 +46,8 @@ class PreActResNet(SpikingNet):
         self.branch_style = "imagenet"
         c_in = stage_channels[0]
         self.stem = nn.Sequential(
-            Conv2d(in_channels, c_in, 7, stride=2, padding=3, bias=True), RateBatchNorm2d(c_in), nn.MaxPool2d(3, 2, 1)
+            Conv2d(in_channels, c_in, 7, stride=2, padding=3, bias=True), RateBatchNorm2d(c_in, inplace=True),
+            nn.MaxPool2d(3, 2, 1),
         )
         stages = []
         for i, (c_out, blocks) in enumerate(zip(stage_channels, stage_blocks)):

@@ -22,14 +22,16 @@ class VGGSNN(SpikingNet):
         self.in_channels = in_channels
         self.stem = nn.Identity()
         stages, layers, widths, c_in = [], [], [], in_channels
-        for item in plan:
+        for k, item in enumerate(plan):
             if item == "A":
                 layers.append(nn.AvgPool2d(2))
                 stages.append(nn.Sequential(*layers))
                 widths.append(c_in)
                 layers = []
                 continue
-            layers += [Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item), neuron.build(inplace=True)]
+            to_conv = k + 1 < len(plan) and plan[k + 1] != "A"  # compact spikes feed convs, not pooling
+            layers += [Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item, inplace=True),
+                       neuron.build(inplace=True, compact=to_conv)]
             c_in = item
         if layers:
             raise ValueError("the VGG plan must end with a pooling stage 'A'")

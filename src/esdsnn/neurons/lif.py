@@ -199,10 +199,12 @@ class LIFConfig:
             raise ValueError(f"decay must be in (0, 1), got {self.decay}")
         LIFParams(self.threshold, self.reset, self.v_reset, self.detach_reset, SigmoidSurrogate(self.surrogate_alpha))
 
-    def build(self, inplace: bool = False) -> "LIF":
-        """A LIF layer; ``inplace`` lets the no-grad passes write spikes over the layer's input."""
+    def build(self, inplace: bool = False, compact: bool = False) -> "LIF":
+        """A LIF layer; in the no-grad passes, ``inplace`` writes spikes over the layer's input and
+        ``compact`` returns them as uint8 (for consumers that take it; see :class:`LIF`)."""
         return LIF(
             inplace=inplace,
+            compact=compact,
             decay=self.decay,
             threshold=self.threshold,
             reset=self.reset,
@@ -220,6 +222,11 @@ class LIF(nn.Module):
     by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods).
     ``inplace=True`` (like ``nn.ReLU(inplace=True)``): in the no-grad passes (inference, RateBP
     spike stage) the spikes overwrite the input, which the caller must not need afterwards.
+    ``compact=True``: in those passes the spikes come back as uint8 (exactly 0/1, a quarter of
+    float32's bytes), so the activations a block holds over all T steps shrink; the layers that
+    read them must take uint8 (esdsnn's ``Conv2d`` does, a float + uint8 sum promotes to float,
+    ``time_mean`` averages them as floats; pooling does not). BPTT and the rate stage always get
+    floats.
     ``kernels``: the time loops it runs (eager by default; see :func:`compile_neurons_`).
     """
 
@@ -235,9 +242,11 @@ class LIF(nn.Module):
         learnable_decay: bool = False,
         surrogate: SigmoidSurrogate | None = None,
         inplace: bool = False,
+        compact: bool = False,
     ) -> None:
         super().__init__()
         self.inplace = inplace
+        self.compact = compact
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.params = LIFParams(threshold, reset, v_reset, detach_reset, surrogate or SigmoidSurrogate())
@@ -263,7 +272,10 @@ class LIF(nn.Module):
                 raise RuntimeError(f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}")
             return _RateWithEligibility.apply(x, record.rate, record.eligibility)
         x_seq = x.view(state.steps, -1, *x.shape[1:])
-        out = x_seq if self.inplace else None
+        if self.compact and state.kind in ("record", "infer"):
+            out = torch.empty_like(x_seq, dtype=torch.uint8)
+        else:
+            out = x_seq if self.inplace else None
         if state.kind == "record":
             spikes, rate, eligibility = self.kernels.rate_eligibility(x_seq, self.decay.detach(), self.params, out=out)
             state.trace.record_neuron(self, rate, eligibility)
@@ -278,5 +290,5 @@ class LIF(nn.Module):
         return (
             f"decay={self.decay.item():.3g}, threshold={p.threshold}, reset={p.reset}, "
             f"detach_reset={p.detach_reset}, learnable_decay={self.learnable_decay}, "
-            f"surrogate_alpha={p.surrogate.alpha}, inplace={self.inplace}"
+            f"surrogate_alpha={p.surrogate.alpha}, inplace={self.inplace}, compact={self.compact}"
         )

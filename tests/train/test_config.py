@@ -115,3 +115,12 @@ def test_replace_is_checked():
     assert config.replace(T=6).T == 6
     with pytest.raises(ConfigError):
         config.replace(T=-1)
+
+
+def test_sd_records_the_teacher_it_trains_with(tmp_path):
+    """`sd` is ESD with the all-heads teacher: the saved config says so (not the default)."""
+    config = TrainConfig(method="sd")
+    assert config.teacher == "all"
+    save_config(config, tmp_path / "config.yaml")
+    assert read_yaml(tmp_path / "config.yaml")["teacher"] == "all"
+    assert TrainConfig(method="esd").teacher == "reliable"

@@ -42,12 +42,13 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from esdsnn.train.logging import write_text_atomic
 
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt")
 DEFAULT_TS = (1, 2, 4, 6, 8)
@@ -225,17 +226,6 @@ def measure_config(
 # ----------------------------------------------------------------------------- parent side
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _worker_command(cfg: dict) -> list[str]:
     return [
         sys.executable, "-m", "esdsnn.analysis.bench", "--worker",
@@ -372,7 +362,7 @@ def run_bench(
     for cfg in bar:
         bar.set_postfix_str(f"{cfg['method']} T={cfg['T']}")
         records.append(_run_worker(cfg, timeout_s))
-        _write_atomic(out / BENCH_JSON, json.dumps(records, indent=2) + "\n")
+        write_text_atomic(out / BENCH_JSON, json.dumps(records, indent=2) + "\n")
     bar.close()
     write_bench_files(records, out)
     return records
@@ -387,7 +377,7 @@ def write_bench_files(records: Optional[Sequence[dict]], out_dir: str | Path) ->
     if records is None:
         records = json.loads((out / BENCH_JSON).read_text())
     records = list(records)
-    _write_atomic(out / BENCH_MD, bench_markdown(records))
+    write_text_atomic(out / BENCH_MD, bench_markdown(records))
     plot_bench(records, out / BENCH_PNG)
     return records
 

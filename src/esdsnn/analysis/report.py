@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
 import torch
 from torch import nn
 
+from ..train.logging import write_text_atomic
 from .firing import FiringReport, measure_firing
 from .plots import plot_firing_rates, plot_training_curves
 
@@ -30,18 +30,6 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 
 _SUMMARY_FIELDS = ("method", "arch", "dataset", "T", "epochs", "test_acc", "wall_s")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically (temp file in the same directory, then ``os.replace``)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] = None, curves: bool = False) -> str:
@@ -104,7 +92,7 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     firing = measure_firing(model, test_source, T, device=device, max_batches=max_batches)
-    _write_text(run_dir / FIRING_JSON, json.dumps(firing.to_dict(), indent=2) + "\n")
+    write_text_atomic(run_dir / FIRING_JSON, json.dumps(firing.to_dict(), indent=2) + "\n")
     plot_firing_rates(firing, run_dir / FIRING_PNG)
     curves = False
     metrics = run_dir / METRICS_FILE
@@ -117,7 +105,7 @@ def write_report(
         except (OSError, ValueError):
             summary = None
     title = run_dir.resolve().name
-    _write_text(run_dir / REPORT_FILE, render_report(firing, title=title, summary=summary, curves=curves))
+    write_text_atomic(run_dir / REPORT_FILE, render_report(firing, title=title, summary=summary, curves=curves))
     return {"avg_firing_rate": firing.avg_rate, "energy_mj_per_sample": firing.energy_mj_per_sample}
 
 

@@ -120,6 +120,8 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name], "config"))
+        if self.method == "sd":  # plain self-distillation *is* the all-heads teacher: record it so
+            self.teacher = "all"
         self.validate()
 
     @classmethod

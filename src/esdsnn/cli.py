@@ -55,15 +55,22 @@ def _metavar(hint: Any) -> str:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from esdsnn.train.config import TrainConfig
-
     parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file (flags override it)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    group = parser.add_argument_group("settings (each also a key of --config)")
+    _add_config_flags(parser.add_argument_group("settings (each also a key of --config)"))
+
+
+def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional[dict[str, str]] = None) -> None:
+    """One flag per TrainConfig field (``--data-path`` for ``data_path``); values stay strings
+    here and are coerced and checked by TrainConfig, so flags and YAML keys behave the same."""
+    from esdsnn.train.config import TrainConfig
+
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = (helps or {}).get(f.name) or f.metadata.get("help", "")
         if "default" not in help_text:
             help_text += f" (default: {f.default})"
         if hints[f.name] is bool:
@@ -232,7 +239,6 @@ _COMPARE_SKIP = ("method", "out", "teacher_run", "progress")
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     from esdsnn.analysis.compare import DEFAULT_METHODS, DEFAULT_SEEDS
-    from esdsnn.train.config import TrainConfig
 
     parser.add_argument("--config", metavar="FILE.yaml", help="shared settings from a YAML file (flags override it)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M1,M2,...",
@@ -243,23 +249,11 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the runs (DIR/<method>/seed<k>/) and of compare.md/.csv/.png (default: runs/compare)")
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain (deleting them) runs in DIR whose settings differ; without it they are an error")
-    group = parser.add_argument_group("settings shared by all runs (each also a key of --config)")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in _COMPARE_SKIP:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.name == "seed":
-            help_text = f"base seed: run k of each method uses seed + k (default: {f.default})"
-        elif "default" not in help_text:
-            help_text += f" (default: {f.default})"
-        if hints[f.name] is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
-        else:
-            group.add_argument(flag, dest=f.name, type=str, default=argparse.SUPPRESS,
-                               metavar=_METAVARS.get(f.name) or _metavar(hints[f.name]), help=help_text)
+    _add_config_flags(
+        parser.add_argument_group("settings shared by all runs (each also a key of --config)"),
+        skip=frozenset(_COMPARE_SKIP),
+        helps={"seed": "base seed: run k of each method uses seed + k"},
+    )
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -54,5 +54,5 @@ class SpikingNet(nn.Module):
         for stage in self.stages:
             x = stage(x)
             if keep:
-                features.append(time_mean(x, None if x.is_floating_point() else self._float_dtype()))
+                features.append(time_mean(x, self._float_dtype()))
         return time_mean(self.head(x)), features

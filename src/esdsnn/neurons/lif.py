@@ -119,15 +119,10 @@ def lif_rate_eligibility(
     kappa = torch.ones_like(u)
     eligibility = torch.zeros_like(u)
     rate = torch.zeros_like(u)
-    # compact (uint8) output: the step's spikes are computed as floats and stored once, so the
-    # arithmetic below needs no dtype conversions
-    step_spikes = None if spikes.is_floating_point() else torch.empty_like(u)
     for t in range(T):
         h = u.mul_(decay).add_(x_seq[t])
-        s = spikes[t] if step_spikes is None else step_spikes
+        s = spikes[t]  # float, or uint8 for compact output (0/1 either way)
         torch.ge(h, p.threshold, out=s)
-        if step_spikes is not None:
-            spikes[t].copy_(s)
         rate.add_(s)
         # g(1-g) with g = sigmoid(α(h-θ)), computed in one scratch buffer; σ' = α·g(1-g)
         g = torch.sub(h, p.threshold).mul_(alpha).sigmoid_()

@@ -130,7 +130,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        reason = " ".join(str(exc).split())[:200]
+        if isinstance(exc, pickle.UnpicklingError):  # torch's text would advise weights_only=False
+            reason = "not a torch file of tensors and plain values; esdsnn never unpickles other objects"
+        else:
+            reason = " ".join(str(exc).split())[:200]
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise CheckpointError(f"{path} is not an esdsnn checkpoint")

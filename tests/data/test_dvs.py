@@ -1,6 +1,11 @@
 """CIFAR10-DVS: AEDAT 2.0 reading, frames, the frame cache, the split and the bundle."""
+import ast
+import importlib.util
 import json
 import os
+import types
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,23 +24,34 @@ from esdsnn.errors import DataError
 
 torch.set_num_threads(1)
 
-HEADER = b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n# Data format is int32 address, int32 timestamp (8 bytes total)\r\n#End Of ASCII Header\r\n"
+# The header of a CIFAR10-DVS file as jAER writes it (CRLF line ends), then the events.
+HEADER = (b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
+          b"# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event\r\n"
+          b"# Timestamps tick is 1 us\r\n# created Mon Apr 03 10:41:17 CST 2017\r\n")
 
 
-def encode(x, y, p, t):
-    """Addresses as the CIFAR10-DVS recordings hold them (inverse of the coordinate flips)."""
-    x, y, p = (np.asarray(v, dtype=np.uint32) for v in (x, y, p))
-    y_raw, x_raw, p_raw = 127 - x, 127 - y, 1 - p
-    addr = (y_raw << 22) | (x_raw << 12) | (p_raw << 11) | np.uint32(0x1)  # plus an unrelated bit
-    words = np.stack([addr, np.asarray(t, dtype=np.uint32)], axis=1).astype(">u4")
-    return HEADER + words.tobytes()
+def dvs128_address(x_raw, y_raw, p_raw):
+    """A DVS128 address word from its fields, as SPEC §7 describes the recordings:
+    polarity in bit 0, x in bits 1-7, y in bits 8-14."""
+    x_raw, y_raw, p_raw = (np.asarray(v, dtype=np.uint32) for v in (x_raw, y_raw, p_raw))
+    return (y_raw << 8) | (x_raw << 1) | p_raw
+
+
+def write_raw(path, addresses, t=None):
+    """An AEDAT 2.0 file of (address, timestamp) big-endian uint32 pairs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    addresses = np.asarray(addresses, dtype=np.uint32)
+    t = np.arange(len(addresses)) * 10 if t is None else t
+    words = np.stack([addresses, np.asarray(t, dtype=np.uint32)], axis=1).astype(">u4")
+    path.write_bytes(HEADER + words.tobytes())
+    return path
 
 
 def write_aedat(path, x, y, p, t=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(len(x)) * 10 if t is None else t
-    path.write_bytes(encode(x, y, p, t))
-    return path
+    """A file whose events decode to image coordinates (x, y) and polarity p: the raw fields
+    are ``x_raw = 127 − y``, ``y_raw = 127 − x``, ``p_raw = 1 − p`` (SPEC §7)."""
+    x, y, p = (np.asarray(v) for v in (x, y, p))
+    return write_raw(path, dvs128_address(127 - y, 127 - x, 1 - p), t)
 
 
 def random_events(rng, n):
@@ -64,14 +80,168 @@ def frames_by_loop(x, y, p, T):
     return out
 
 
-def test_reader_applies_bit_masks_and_coordinate_flips(tmp_path):
-    path = write_aedat(tmp_path / "a.aedat", [3, 127, 0], [5, 0, 127], [1, 0, 1], [7, 8, 9])
+def spikingjelly_functions(module: str, names: set, methods: tuple = ()) -> dict:
+    """Functions of SpikingJelly's ``datasets`` package, run from its source: the package imports
+    torchvision, which does not import here, so the module's constants (the bit masks) and the named functions
+    (and static methods ``(class, name)``) are compiled alone. One shim: NumPy 2 removed the
+    binary ``np.fromstring`` that the reader calls; it is ``np.frombuffer`` (same bytes, dtype)."""
+    spec = importlib.util.find_spec("spikingjelly")
+    if spec is None:
+        pytest.skip("spikingjelly is not installed")
+    source = Path(spec.origin).parent / "datasets" / module
+    with warnings.catch_warnings():  # its docstrings hold LaTeX escapes
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        tree = ast.parse(source.read_text())
+    body = [n for n in tree.body if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant))
+            or (isinstance(n, ast.FunctionDef) and n.name in names)]
+    for cls_name, name in methods:
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+        method = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
+        method.decorator_list = []
+        body.append(method)
+    numpy_shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    numpy_shim.fromstring = np.frombuffer
+    namespace = {"np": numpy_shim, "Dict": dict}
+    exec(compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), str(source),
+                 "exec"), namespace)
+    return namespace
+
+
+def spikingjelly_reader():
+    """SpikingJelly's ``CIFAR10DVS.load_origin_data``, the reader behind the official ESD code."""
+    names = {"read_bits", "skip_header", "load_raw_events", "parse_raw_address", "load_events"}
+    return spikingjelly_functions("cifar10_dvs.py", names,
+                                  (("CIFAR10DVS", "load_origin_data"),))["load_origin_data"]
+
+
+def test_hand_written_address_words_decode_to_the_documented_fields(tmp_path):
+    # x_raw = 5, y_raw = 70, p_raw = 1  ->  a = (70 << 8) | (5 << 1) | 1 = 0x460B
+    # image: x = 127 - y_raw = 57, y = 127 - x_raw = 122, p = 1 - p_raw = 0
+    words = [(70 << 8) | (5 << 1) | 1, 0x460A, 0x0000, 0x7FFF]
+    assert words[0] == 0x460B
+    path = write_raw(tmp_path / "a.aedat", words, [100, 250, 7_000_000, 4_294_967_295])
     x, y, p, t = read_aedat2(path)
-    assert x.tolist() == [3, 127, 0] and y.tolist() == [5, 0, 127]
-    assert p.tolist() == [1, 0, 1] and t.tolist() == [7, 8, 9]
-    # by hand: x = 3, y = 5, p = 1  <=>  y_raw = 124, x_raw = 122, p_raw = 0
-    raw = np.frombuffer(path.read_bytes()[len(HEADER):], dtype=">u4")
-    assert raw[0] == (124 << 22) | (122 << 12) | 1
+    assert (x[0], y[0], p[0]) == (57, 122, 0)
+    assert (x[1], y[1], p[1]) == (57, 122, 1)  # the same pixel, the other polarity
+    assert (x[2], y[2], p[2]) == (127, 127, 1)  # every raw field 0
+    assert (x[3], y[3], p[3]) == (0, 0, 0)  # every raw field at its maximum
+    assert t.tolist() == [100, 250, 7_000_000, 4_294_967_295]
+
+
+def test_random_events_decode_exactly_and_cover_the_sensor(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 4000
+    x_raw, y_raw, p_raw = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
+    t = np.sort(rng.integers(0, 2**31, n))
+    path = write_raw(tmp_path / "r.aedat", dvs128_address(x_raw, y_raw, p_raw), t)
+    x, y, p, tt = read_aedat2(path)
+    assert np.array_equal(x, 127 - y_raw) and np.array_equal(y, 127 - x_raw)
+    assert np.array_equal(p, 1 - p_raw) and np.array_equal(tt, t)
+    # spread over the sensor, not in one column (where the DAVIS240 masks put them)
+    assert len(np.unique(x)) == 128 and len(np.unique(y)) == 128
+    assert 0.4 < p.mean() < 0.6
+
+
+def test_reader_agrees_with_spikingjellys_reader(tmp_path):
+    load_origin_data = spikingjelly_reader()
+    rng = np.random.default_rng(4)
+    n = 3000
+    words = dvs128_address(rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n))
+    path = write_raw(tmp_path / "sj.aedat", words, np.sort(rng.integers(0, 2**31, n)))
+    ref = load_origin_data(str(path))
+    x, y, p, t = read_aedat2(path)
+    for ours, key in ((x, "x"), (y, "y"), (p, "p"), (t, "t")):
+        assert np.array_equal(ours, np.asarray(ref[key]).astype(np.int64)), key
+    assert len(np.unique(x)) == 128
+
+
+def test_frames_agree_with_spikingjellys_reader_and_frame_integration(tmp_path):
+    """The whole conversion, file to frames, against SpikingJelly's path: ``load_origin_data``
+    then ``integrate_events_by_fixed_frames_number(split_by="number")`` (equal-count slices,
+    channel = polarity, [T, 2, H, W])."""
+    load_origin_data = spikingjelly_reader()
+    integrate = spikingjelly_functions("__init__.py", {
+        "cal_fixed_frames_number_segment_index", "integrate_events_segment_to_frame",
+        "integrate_events_by_fixed_frames_number"})["integrate_events_by_fixed_frames_number"]
+    rng = np.random.default_rng(6)
+    for n, T in ((1003, 10), (64, 4), (7, 10)):
+        words = dvs128_address(rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n))
+        path = write_raw(tmp_path / f"f{n}.aedat", words, np.arange(n) * 3)
+        ref = integrate(load_origin_data(str(path)), "number", T, 128, 128)
+        assert np.array_equal(events_to_frames(*read_aedat2(path)[:3], T), ref), (n, T)
+
+
+def test_addresses_with_bits_above_14_are_refused_with_the_file_named(tmp_path):
+    good = dvs128_address([3, 4], [5, 6], [0, 1])
+    for extra in (1 << 15, 1 << 22, 0x80000000):
+        path = write_raw(tmp_path / f"davis_{extra:x}.aedat", [good[0], good[1] | extra])
+        msg = check_one_line_error(lambda: read_aedat2(path), path, "bit 14", "1 of 2")
+        assert f"0x{int(good[1]) | extra:08X}" in msg
+
+
+def test_frames_from_a_tiny_release_put_each_event_at_its_slice_polarity_and_pixel(tmp_path):
+    """A 10-class folder of files with known raw words: each event must land in the cached frame
+    at (slice, p, y, x) computed by hand from its raw fields."""
+    rng = np.random.default_rng(5)
+    expected = {}
+    for cls in CLASSES:
+        n = 12
+        x_raw, y_raw, p_raw = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
+        rel = f"{cls}/cifar10_{cls}_0.aedat"
+        write_raw(tmp_path / rel, dvs128_address(x_raw, y_raw, p_raw))
+        frames = np.zeros((3, 2, 128, 128), np.int64)
+        for i in range(n):  # 12 events, T = 3: slices of 4
+            frames[i // 4, 1 - p_raw[i], 127 - x_raw[i], 127 - y_raw[i]] += 1
+        expected[rel] = frames
+    out = build_cache(tmp_path, 3, workers=0, progress=False)
+    for rel, frames in expected.items():
+        with np.load(out / rel.replace(".aedat", ".npz")) as z:
+            assert np.array_equal(z["frames"], frames), rel
+            assert int(z["decoder"]) == dvs.DECODER_VERSION
+    assert json.loads((out / "manifest.json").read_text())["decoder"] == dvs.DECODER_VERSION
+
+
+def write_old_version_cache(root, T):
+    """The cache as the first decoder version left it: a format-1 manifest and samples without
+    a decoder field, frames of the misread events (all in column 127)."""
+    out = root / ".esdsnn_cache" / f"T{T}"
+    listing = []
+    for rel, label in dvs.list_files(root):
+        src = root / rel
+        stale = np.zeros((T, 2, 128, 128), np.uint8)
+        stale[:, 0, 120:, 127] = 1
+        dst = out / rel.replace(".aedat", ".npz")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(dst, frames=stale, src_size=np.int64(src.stat().st_size), T=np.int64(T))
+        listing.append({"path": rel, "label": label, "size": src.stat().st_size})
+    (out / "manifest.json").write_text(json.dumps(
+        {"format": 1, "T": T, "sensor": 128, "root": str(root), "files": listing}))
+    return out
+
+
+def test_a_cache_from_the_old_decoder_is_rebuilt_with_a_notice(tmp_path, monkeypatch, capsys):
+    events = write_dataset(tmp_path, per_class=1)
+    out = write_old_version_cache(tmp_path, 2)
+    calls = counting(monkeypatch)
+    assert build_cache(tmp_path, 2, workers=0, progress=False) == out
+    assert len(calls) == 10  # every sample converted again, none reused
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rebuilding" in err[0] and "version 1" in err[0] and str(out) in err[0]
+    for rel, ev in events.items():
+        with np.load(out / rel.replace(".aedat", ".npz")) as z:
+            assert np.array_equal(z["frames"], frames_by_loop(*ev, 2)), rel
+    # once rebuilt, it is reused silently
+    build_cache(tmp_path, 2, workers=0, progress=False)
+    assert len(calls) == 10 and capsys.readouterr().err == ""
+
+
+def test_old_samples_left_by_an_interrupted_old_conversion_are_not_reused(tmp_path, monkeypatch, capsys):
+    write_dataset(tmp_path, per_class=1)
+    out = write_old_version_cache(tmp_path, 2)
+    (out / "manifest.json").unlink()  # the old conversion never finished
+    calls = counting(monkeypatch)
+    build_cache(tmp_path, 2, workers=0, progress=False)
+    assert len(calls) == 10 and "rebuilding" in capsys.readouterr().err
 
 
 def test_frames_hold_exactly_the_events_of_each_slice():
@@ -247,10 +417,12 @@ def test_truncated_event_file_is_named_before_training(tmp_path):
     bad = tmp_path / "ship" / "cifar10_ship_1.aedat"
     bad.write_bytes(bad.read_bytes()[:-3])
     check_one_line_error(lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0, progress=False),
-                   bad, "multiple of 8")
+                   bad, "not whole uint32 words")
     # the error also crosses the process pool intact
     check_one_line_error(lambda: build_cache(tmp_path, 2, workers=2, progress=False, cache_dir=tmp_path / "c"),
-                   bad, "multiple of 8")
+                   bad, "not whole uint32 words")
+    bad.write_bytes(bad.read_bytes()[:-1])  # whole words now, but an odd number of them
+    check_one_line_error(lambda: read_aedat2(bad), bad, "odd number of uint32 words")
 
 
 def test_empty_and_foreign_event_files(tmp_path):
@@ -259,7 +431,7 @@ def test_empty_and_foreign_event_files(tmp_path):
     check_one_line_error(lambda: read_aedat2(empty), empty, "no events")
     foreign = tmp_path / "f.aedat"
     foreign.write_bytes(HEADER + np.array([0xFFFFFFFF, 1], dtype=">u4").tobytes())
-    check_one_line_error(lambda: read_aedat2(foreign), foreign, "128x128")
+    check_one_line_error(lambda: read_aedat2(foreign), foreign, "not a DVS128 recording")
 
 
 def test_registry_entry_point(tmp_path):

@@ -1,17 +1,19 @@
 """CIFAR10-DVS from the original release: AEDAT 2.0 event files → cached frame counts → batches.
 
-``root`` holds the 10 class folders (airplane … truck) of ``*.aedat`` files. Each file is read
-with a small vectorised NumPy reader (:func:`read_aedat2`), its N events are split into T slices
+``root`` holds the 10 class folders (airplane … truck) of ``*.aedat`` files, recorded with a
+DVS128. Each file is read with a small vectorised NumPy reader of DVS128 addresses
+(:func:`read_aedat2`, the layout SpikingJelly's reader uses), its N events are split into T slices
 of equal count and counted per (polarity, y, x) into ``[T, 2, 128, 128]`` frames
 (:func:`events_to_frames`). The conversion runs once per T, in parallel over files, and is cached
 next to the data::
 
     <root>/.esdsnn_cache/split.json            stratified 90/10 split per class (fixed seed)
-    <root>/.esdsnn_cache/T{T}/manifest.json    T, file list, source sizes, frame dtype
-    <root>/.esdsnn_cache/T{T}/<class>/<name>.npz  one compressed array per sample
+    <root>/.esdsnn_cache/T{T}/manifest.json    T, decoder version, file list, source sizes
+    <root>/.esdsnn_cache/T{T}/<class>/<name>.npz  one compressed array per sample (+ decoder version)
 
 Each ``.npz`` is written atomically, so an interrupted conversion resumes where it stopped; a
-different T uses a different folder. Batches are time-major ``[T, B, 2, 48, 48]`` floats: resized
+different T uses a different folder; samples made by another decoder version
+(:data:`DECODER_VERSION`) are converted again, never reused. Batches are time-major ``[T, B, 2, 48, 48]`` floats: resized
 on the device, with a random flip and one NDA op per training sample.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -39,6 +42,11 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 SENSOR = 128
 CACHE_DIRNAME = ".esdsnn_cache"
 CACHE_FORMAT = 1
+# Version of the event decoder the cached frames were made with; a cache of another version is
+# rebuilt. 1: DAVIS240 address masks (wrong for CIFAR10-DVS: every event in column 127);
+# 2: DVS128 addresses.
+DECODER_VERSION = 2
+DVS128_ADDRESS_MASK = 0x7FFF  # x: bits 1-7, y: bits 8-14, polarity: bit 0
 SPLIT_SEED = 60
 TEST_FRACTION = 0.1
 DVS_URL = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
@@ -58,11 +66,13 @@ def _brief(exc: BaseException, limit: int = 160) -> str:
 def read_aedat2(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Events ``(x, y, p, t)`` of a CIFAR10-DVS AEDAT 2.0 file, in file order.
 
-    ``#`` header lines, then big-endian uint32 pairs (address, timestamp µs); address bits
-    ``x_raw = (a & 0x003FF000) >> 12``, ``y_raw = (a & 0x7FC00000) >> 22``,
-    ``p_raw = (a & 0x800) >> 11``; image coordinates ``x = 127 − y_raw``, ``y = 127 − x_raw``,
-    polarity ``p = 1 − p_raw``. Raises :class:`DataError` naming the file when it is truncated
-    (payload not a multiple of 8 bytes), empty, or holds addresses outside the 128×128 sensor.
+    ``#`` header lines (the release starts with ``#!AER-DAT2.0``), then big-endian uint32 pairs
+    (address, timestamp µs). The recordings were made with a DVS128, so the addresses are DVS128
+    addresses: ``x_raw = (a & 0xFE) >> 1``, ``y_raw = (a & 0x7F00) >> 8``, ``p_raw = a & 0x1``;
+    image coordinates ``x = 127 − y_raw``, ``y = 127 − x_raw``, polarity ``p = 1 − p_raw``
+    (as SpikingJelly's ``CIFAR10DVS.load_origin_data`` reads them). Raises :class:`DataError`
+    naming the file when it is truncated (not whole address/timestamp pairs), holds no events,
+    or has address bits set above bit 14 (not a DVS128 recording: a DAVIS file, or corrupt).
     """
     path = Path(path)
     try:
@@ -77,25 +87,30 @@ def read_aedat2(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.nda
         start = end + 1
     payload = len(raw) - start
     if payload % 8:
+        what = ("an odd number of uint32 words" if payload % 4 == 0
+                else f"{payload} bytes, not whole uint32 words")
         raise DataError(
-            f"{path} is truncated or corrupt: its event payload has {payload} bytes, "
-            "not a multiple of 8 (AEDAT 2.0 events are 8 bytes)"
+            f"{path} is truncated or corrupt: its event payload holds {what} "
+            "(AEDAT 2.0 events are (address, timestamp) pairs of 8 bytes)"
         )
     if payload == 0:
         raise DataError(f"{path} holds no events (truncated or not an AEDAT 2.0 file?)")
     words = np.frombuffer(raw, dtype=">u4", offset=start).reshape(-1, 2)
     addr, ts = words[:, 0], words[:, 1]
-    x_raw = (addr & 0x003FF000) >> 12
-    y_raw = (addr & 0x7FC00000) >> 22
-    p_raw = (addr & 0x800) >> 11
-    if x_raw.max() >= SENSOR or y_raw.max() >= SENSOR:
+    foreign = addr & ~np.uint32(DVS128_ADDRESS_MASK)
+    if foreign.any():
+        bad = int(np.count_nonzero(foreign))
+        first = int(addr[np.flatnonzero(foreign)[0]])
         raise DataError(
-            f"{path}: event addresses outside the {SENSOR}x{SENSOR} sensor "
-            "(not a CIFAR10-DVS AEDAT 2.0 file, or corrupt)"
+            f"{path}: {bad} of {len(addr)} event addresses have bits set above bit 14 (first "
+            f"0x{first:08X}): not a DVS128 recording as CIFAR10-DVS holds (a DAVIS file, or corrupt)"
         )
+    x_raw = (addr & 0xFE) >> 1
+    y_raw = (addr & 0x7F00) >> 8
+    p_raw = addr & 0x1
     x = (SENSOR - 1 - y_raw).astype(np.int64)
     y = (SENSOR - 1 - x_raw).astype(np.int64)
-    p = (1 - p_raw).astype(np.int64)
+    p = (1 - p_raw.astype(np.int64))
     return x, y, p, ts.astype(np.int64)
 
 
@@ -129,7 +144,8 @@ def convert_file(src: str, dst: str, T: int) -> int:
     fd, tmp = tempfile.mkstemp(prefix=dst_path.name + ".", suffix=".tmp", dir=dst_path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            _write_npz(fh, frames=frames, src_size=np.int64(os.path.getsize(src)), T=np.int64(T))
+            _write_npz(fh, frames=frames, src_size=np.int64(os.path.getsize(src)), T=np.int64(T),
+                       decoder=np.int64(DECODER_VERSION))
         os.replace(tmp, dst_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -231,19 +247,28 @@ def load_split(cache: Path, files: Sequence[tuple[str, int]], seed: int = SPLIT_
     return train, test
 
 
-def _cache_is_current(npz: Path, src_size: int, T: int) -> bool:
+def _cached_decoder(npz: Path, src_size: int, T: int) -> Optional[int]:
+    """The decoder version of a cached sample made from this source (size) with this T, ``1``
+    for samples written before versions were recorded, ``None`` when missing or unusable."""
     try:
         with np.load(npz) as z:
-            return int(z["src_size"]) == src_size and int(z["T"]) == T
+            if int(z["src_size"]) != src_size or int(z["T"]) != T:
+                return None
+            return int(z["decoder"]) if "decoder" in z.files else 1
     except Exception:
-        return False
+        return None
+
+
+def _notice(line: str) -> None:
+    print(f"esdsnn: notice: {line}", file=sys.stderr, flush=True)
 
 
 def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
                 cache_dir: Optional[str | os.PathLike] = None, progress: bool = True) -> Path:
     """Convert every AEDAT file under ``root`` to frames with T slices, once; returns the
-    folder ``<cache>/T{T}``. Files already converted (same source size) are skipped, so an
-    interrupted run resumes; ``workers`` processes convert in parallel (0: in this process)."""
+    folder ``<cache>/T{T}``. Files already converted by this decoder version (same source size)
+    are skipped, so an interrupted run resumes; samples made by another decoder version are
+    converted again, with a notice. ``workers`` processes convert in parallel (0: here)."""
     if T < 1:
         raise DataError(f"T must be at least 1, got {T}")
     root = Path(root).expanduser()
@@ -251,9 +276,10 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     cache = _cache_root(root, cache_dir)
     out = cache / f"T{T}"
     sizes = {rel: (root / rel).stat().st_size for rel, _ in files}
+    listing = [{"path": rel, "label": lab, "size": sizes[rel]} for rel, lab in files]
     manifest = _read_json(out / "manifest.json")
     if manifest and manifest.get("format") == CACHE_FORMAT and manifest.get("T") == T and \
-            manifest.get("files") == [{"path": rel, "label": lab, "size": sizes[rel]} for rel, lab in files] \
+            manifest.get("decoder") == DECODER_VERSION and manifest.get("files") == listing \
             and all((out / _npz_name(rel)).is_file() for rel, _ in files):
         return out
     try:
@@ -261,8 +287,16 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     except OSError as exc:
         raise DataError(f"cannot create the frame cache {out}: {_brief(exc)} "
                         "(pass cache_dir= a writable folder)")
+    versions = {rel: _cached_decoder(out / _npz_name(rel), sizes[rel], T) for rel, _ in files}
+    outdated = sorted({v for v in versions.values() if v not in (None, DECODER_VERSION)})
+    if manifest and manifest.get("decoder", 1) != DECODER_VERSION:
+        outdated = sorted(set(outdated) | {manifest.get("decoder", 1)})
+    if outdated:
+        _notice(f"the CIFAR10-DVS frame cache in {out} was made by event decoder version "
+                f"{', '.join(map(str, outdated))} (DAVIS240 address masks, which misplace every "
+                f"CIFAR10-DVS event); rebuilding it with version {DECODER_VERSION} (DVS128 addresses)")
     todo = [(str(root / rel), str(out / _npz_name(rel)), T) for rel, _ in files
-            if not _cache_is_current(out / _npz_name(rel), sizes[rel], T)]
+            if versions[rel] != DECODER_VERSION]
     if todo:
         bar = tqdm(total=len(todo), desc=f"CIFAR10-DVS -> frames (T={T})", unit="file",
                    disable=not progress)
@@ -272,8 +306,8 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
         finally:
             bar.close()
     _write_json(out / "manifest.json", {
-        "format": CACHE_FORMAT, "T": T, "sensor": SENSOR, "root": str(root),
-        "files": [{"path": rel, "label": lab, "size": sizes[rel]} for rel, lab in files],
+        "format": CACHE_FORMAT, "decoder": DECODER_VERSION, "T": T, "sensor": SENSOR,
+        "root": str(root), "files": listing,
     })
     return out
 
@@ -416,7 +450,7 @@ def load(
 
 
 __all__ = [
-    "CLASSES", "build_cache", "convert_file", "dvs_bundle_from_frames", "events_to_frames",
+    "CLASSES", "DECODER_VERSION", "build_cache", "convert_file", "dvs_bundle_from_frames", "events_to_frames",
     "list_files", "load", "load_cifar10_dvs", "load_frames", "load_split", "read_aedat2",
     "stratified_split",
 ]

@@ -2,14 +2,13 @@
 
 Every random choice (crop offsets, flips, AutoAugment sub-policies, Cutout squares, NDA ops) is
 drawn per sample from the generator ``TensorBatches`` passes in, on the CPU, then moved to the
-device, so the same seed and epoch give the same batches on any device. Kornia's AutoAugment
-samples its operation parameters from torch's global generators; it runs inside
-``torch.random.fork_rng`` with a seed drawn from our generator, which keeps it reproducible and
-leaves the caller's global RNG state untouched.
+device, so the same seed and epoch give the same batches on any device.
 
-Static images (CIFAR): ``CifarAugment`` (crop with padding, flip, AutoAugment, Cutout, normalise)
-and ``Normalize`` for evaluation. Event frames (CIFAR10-DVS): ``EventAugment`` (resize, flip and
-one NDA op per sample), returning time-major ``[T, B, C, H, W]``.
+Static images (CIFAR): ``CifarAugment`` runs the official recipe's order on uint8 images — crop
+with zero padding, flip, AutoAugment (the official CIFAR-10 policy with PIL's semantics,
+:mod:`esdsnn.data.autoaugment`), then to float, Cutout and normalisation — and ``Normalize`` for
+evaluation. Event frames (CIFAR10-DVS): ``EventAugment`` (resize, flip and one NDA op per
+sample), returning time-major ``[T, B, C, H, W]``.
 """
 from __future__ import annotations
 
@@ -21,6 +20,9 @@ from typing import Iterable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from esdsnn.data import pil_ops
+from esdsnn.data.autoaugment import auto_augment
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -107,51 +109,13 @@ def random_roll(x: Tensor, gen: torch.Generator, max_shift: int = 5) -> Tensor:
 
 
 def random_rotate(x: Tensor, gen: torch.Generator, degrees: float = 30.0) -> Tensor:
-    """Rotate each sample about its centre by an angle uniform in ``[-degrees, degrees]``
-    (bilinear, zero fill). Works on ``[B, ..., H, W]``: one angle for all leading channels."""
-    from kornia.geometry.transform import rotate
-
+    """Rotate each sample about its centre by an angle uniform in ``[-degrees, degrees]``:
+    nearest neighbour, zero fill, one angle for all frames and channels of a sample
+    (``[B, ..., H, W]``)."""
     n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
-    angle = ((torch.rand(n, generator=gen) * 2 - 1) * degrees).to(x.device, x.dtype)
+    angles = ((torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * degrees).tolist()
     flat = x.reshape(n, -1, h, w)
-    return rotate(flat, angle, mode="bilinear", padding_mode="zeros").reshape(x.shape)
-
-
-_AUTOAUGMENT_CACHE: dict[str, Sequence[torch.nn.Module]] = {}
-
-
-def _cifar10_subpolicies(device: torch.device) -> Sequence[torch.nn.Module]:
-    key = str(device)
-    if key not in _AUTOAUGMENT_CACHE:
-        from kornia.augmentation.auto import AutoAugment
-
-        policy = AutoAugment("cifar10").to(device)
-        _AUTOAUGMENT_CACHE[key] = list(policy.children())
-    return _AUTOAUGMENT_CACHE[key]
-
-
-def auto_augment(x: Tensor, gen: torch.Generator) -> Tensor:
-    """AutoAugment with the CIFAR-10 policy, one sub-policy drawn *per image*.
-
-    Kornia's ``AutoAugment`` draws one sub-policy per call for the whole batch; here each image
-    draws its own, and the images that drew the same sub-policy go through it together (at most
-    25 calls per batch). ``x`` is float in [0, 1]; the result is clamped back to [0, 1].
-    """
-    subpolicies = _cifar10_subpolicies(x.device)
-    choice = torch.randint(len(subpolicies), (x.shape[0],), generator=gen)
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-    out = x.clone()
-    devices: list[int] = []
-    if x.device.type == "cuda":
-        devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        for d in devices:
-            torch.cuda.default_generators[d].manual_seed(seed)
-        for k in torch.unique(choice).tolist():
-            idx = (choice == k).nonzero().flatten().to(x.device)
-            out[idx] = subpolicies[k](x[idx])
-    return out.clamp_(0.0, 1.0)
+    return pil_ops.rotate(flat, angles, fill=0).reshape(x.shape)
 
 
 def _channel_stats(values: Sequence[float], like: Tensor) -> Tensor:
@@ -185,9 +149,10 @@ class Normalize:
 
 
 class CifarAugment:
-    """The CIFAR training transform on a uint8 batch ``[B, 3, H, W]``:
-    crop (pad 4) → flip → AutoAugment (CIFAR-10 policy, per image) → Cutout 16 → normalise.
-    Each step can be switched off through :class:`AugmentConfig`."""
+    """The CIFAR training transform of the official code on a uint8 batch ``[B, 3, H, W]``:
+    crop (zero padding 4) → flip → AutoAugment (official CIFAR-10 policy, per image), all on
+    uint8 as on PIL images → float in [0, 1] → Cutout 16 → normalise. Each step can be switched
+    off through :class:`AugmentConfig`."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], config: AugmentConfig) -> None:
         self.config = config
@@ -195,13 +160,16 @@ class CifarAugment:
 
     def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
         cfg = self.config
-        x = to_unit_float(x)
         if cfg.crop:
             x = random_crop(x, gen, cfg.crop_padding)
         if cfg.flip:
             x = random_flip(x, gen)
         if cfg.autoaugment:
+            if x.dtype != torch.uint8:
+                raise TypeError("AutoAugment needs uint8 images (PIL semantics); got "
+                                f"{x.dtype}: pass the images as stored, before normalising")
             x = auto_augment(x, gen)
+        x = to_unit_float(x)
         if cfg.cutout:
             x = cutout(x, gen, cfg.cutout_size)
         return self.normalize(x)
@@ -309,7 +277,7 @@ def measure_loader_throughput(source: Iterable[tuple[Tensor, Tensor]], batches: 
 
 
 __all__ = [
-    "AugmentConfig", "CifarAugment", "EventAugment", "Normalize", "auto_augment", "cutout",
+    "AugmentConfig", "CifarAugment", "EventAugment", "Normalize", "cutout",
     "measure_loader_throughput", "nda", "random_crop", "random_flip", "random_roll",
     "random_rotate", "resize_frames", "to_unit_float", "CIFAR10_MEAN", "CIFAR10_STD",
     "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",

@@ -17,10 +17,18 @@ def paired(method_a, method_b, arch="resnet18", T=1, dtype=torch.float64, in_cha
     return a, b
 
 
-def assert_same_gradients(a, b, atol):
-    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
-        assert p.grad is not None and q.grad is not None, name
-        torch.testing.assert_close(p.grad, q.grad, atol=atol, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+def assert_same_gradients(a, b, rtol):
+    """Gradients of the same-named parameters agree to ``rtol`` times each gradient's size."""
+    ga = {name: p.grad for name, p in a.named_parameters()}
+    gb = {name: p.grad for name, p in b.named_parameters()}
+    assert ga.keys() == gb.keys() and len(ga) > 0
+    for name, want in ga.items():
+        got = gb[name]
+        assert want is not None and got is not None, name
+        scale = want.abs().max().item()
+        err = (got - want).abs().max().item()
+        assert err <= rtol * scale, f"{name}: max|Δ| = {err:.3g} > {rtol:g} · max|g| = {rtol * scale:.3g}"
+    assert any(g.abs().max() > 0 for g in ga.values())
 
 
 @pytest.mark.parametrize("bptt,ratebp", [("bptt", "ratebp"), ("esd-bptt", "esd")])
@@ -31,18 +39,21 @@ def test_ratebp_equals_bptt_at_T1_resnet18(bptt, ratebp):
     out_a, out_b = a(x, y), b(x, y)
     out_a.loss.backward()
     out_b.loss.backward()
-    torch.testing.assert_close(out_a.loss, out_b.loss, atol=1e-5, rtol=0)
-    assert_same_gradients(a, b, atol=1e-5)
+    torch.testing.assert_close(out_a.loss, out_b.loss, atol=0, rtol=1e-12)
+    assert_same_gradients(a, b, rtol=1e-10)  # float64: measured ≤ 3e-15 · max|g|
     for (name, buf_a), (_, buf_b) in zip(a.named_buffers(), b.named_buffers()):
         torch.testing.assert_close(buf_a, buf_b, msg=lambda m: f"{name}: {m}")
 
 
 def test_ratebp_equals_bptt_at_T1_hard_reset_float32():
+    # T = 1 only; hard reset without detach_reset at T > 1 (where its ∂u/∂h row of the SPEC §3
+    # table matters) is checked exactly in test_ratebp_exact.py
+    # (test_ratebp_equals_bptt_exactly_for_one_lif_layer_on_static_input).
     a, b = paired("bptt", "ratebp", arch="digits_resnet", dtype=torch.float32, in_channels=1, reset="hard", detach_reset=False)
     x, y = torch.randn(16, 1, 8, 8) * 2, torch.randint(0, 10, (16,))
     a(x, y).loss.backward()
     b(x, y).loss.backward()
-    assert_same_gradients(a, b, atol=1e-5)
+    assert_same_gradients(a, b, rtol=1e-5)  # float32: measured ≤ 7e-7 · max|g|
 
 
 def test_rate_stage_values_equal_spike_stage_rates():
@@ -69,6 +80,8 @@ def cosine(a, b):
 
 @pytest.mark.parametrize("T", [2, 4])
 def test_ratebp_gradient_direction_close_to_bptt(T, report):
+    # a measured figure for a deep model, where RateBP only approximates BPTT; where it is exact
+    # at T > 1 (one LIF layer, static input) see test_ratebp_exact.py
     a, b = paired("bptt", "ratebp", arch="digits_resnet", T=T, dtype=torch.float32, in_channels=1)
     x, y = torch.randn(64, 1, 8, 8) * 1.5, torch.randint(0, 10, (64,))
     a(x, y).loss.backward()

@@ -153,10 +153,37 @@ def test_rate_stage_without_spike_stage_raises():
 
 
 def test_event_input_uses_the_frames_and_their_mean():
+    """Event input [T, B, C, H, W]: a T-step pass gets the frames folded in time order, the rate
+    stage and any one-step pass the mean frame; a wrong frame count is refused by every pass."""
     model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=2).double()
-    frames = torch.rand(3, 4, 2, 8, 8, dtype=torch.float64)
-    _, trace = run_spike_stage(model, frames, T=3)
+    first_conv = model.stem[0][0]
+    seen = []
+    first_conv.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().clone()))
+    # three clearly different frames (different scales), so order, mean and sum all differ
+    frames = torch.rand(3, 4, 2, 8, 8, dtype=torch.float64) * torch.tensor([0.5, 3.0, 1.0], dtype=torch.float64).view(3, 1, 1, 1, 1)
+    by_hand_mean = (frames[0] + frames[1] + frames[2]) / 3
+
+    spike_logits, trace = run_spike_stage(model, frames, T=3)
+    (spike_in,) = seen
+    assert torch.equal(spike_in, torch.cat([frames[0], frames[1], frames[2]]))  # step-major: [t0 batch, t1 batch, t2 batch]
     logits, _ = run_rate_stage(model, frames, trace)
     assert logits.shape == (4, 10)
-    with pytest.raises(ValueError, match="frames but T=5"):
-        run_spike_stage(model, frames, T=5)
+    torch.testing.assert_close(seen[1], by_hand_mean, rtol=1e-15, atol=1e-15)
+    torch.testing.assert_close(logits.detach(), spike_logits)  # rate-stage values are the recorded rates
+
+    # one-step passes (T = 1: the ANN twin, RateBP at T = 1) get exactly the mean frame too
+    seen.clear()
+    run_spike_stage(copy.deepcopy(model), frames, T=1)
+    esdsnn.predict(model, frames, T=1)
+    run_bptt(copy.deepcopy(model), frames, T=1)
+    assert len(seen) == 3
+    for got in seen:
+        torch.testing.assert_close(got, by_hand_mean, rtol=1e-15, atol=1e-15)
+
+    for T in (2, 5):  # the wrong number of frames
+        with pytest.raises(ValueError, match=f"has 3 frames but T={T}"):
+            run_spike_stage(model, frames, T=T)
+        with pytest.raises(ValueError, match=f"frames but T={T}"):
+            run_bptt(model, frames, T=T)
+        with pytest.raises(ValueError, match=f"frames but T={T}"):
+            esdsnn.predict(model, frames, T=T)

@@ -135,21 +135,40 @@ def test_compile_gives_the_eager_first_step(tmp_path):
 @pytest.mark.parametrize("reset", ["soft", "hard"])
 def test_compiled_and_eager_lif_give_identical_spikes(reset):
     """The torch.compile'd time loops give the eager loops' spikes bit for bit (and rates,
-    eligibilities and BPTT outputs to float rounding), float and compact spikes alike."""
+    eligibilities and BPTT outputs to float rounding), float and compact spikes alike.
+
+    The decay is passed as LIF.forward passes it (a 0-dim tensor, ``self.decay.detach()``), and
+    dynamo's counters prove each compiled kernel was captured and compiled (not run eagerly)."""
+    from torch._dynamo.utils import counters
+
     from esdsnn.neurons import LIFParams
 
+    torch._dynamo.reset()
+    counters.clear()
     p = LIFParams(reset=reset, detach_reset=False, threshold=0.7)
+    decay = LIF(decay=0.4).decay.detach()
+    assert decay.dim() == 0 and decay.item() == pytest.approx(0.4)
     x = torch.randn(4, 2, 3, 5, 5) * 1.5 + 0.3
     eager, compiled = EAGER_KERNELS, compiled_kernels()
+
+    def compiled_call(fn, *args, **kwargs):
+        """Call a compiled kernel; the first call of each must compile a new frame."""
+        frames, captured = counters["frames"]["ok"], counters["stats"]["calls_captured"]
+        out = fn(*args, **kwargs)
+        assert counters["frames"]["ok"] > frames and counters["stats"]["calls_captured"] > captured, fn
+        return out
+
     for out_dtype in (torch.float32, torch.uint8):
-        s_e, r_e, e_e = eager.rate_eligibility(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype))
-        s_c, r_c, e_c = compiled.rate_eligibility(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype))
+        s_e, r_e, e_e = eager.rate_eligibility(x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype))
+        s_c, r_c, e_c = compiled_call(compiled.rate_eligibility, x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype))
         assert s_c.dtype == out_dtype and torch.equal(s_c, s_e)
+        assert 0 < s_e.float().mean() < 1  # the loop fires and stays silent: a real comparison
         torch.testing.assert_close(r_c, r_e, rtol=0, atol=0)
         torch.testing.assert_close(e_c, e_e, rtol=1e-6, atol=1e-7)
-        spikes = compiled.spikes(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype))
-        assert torch.equal(spikes, eager.spikes(x.clone(), 0.4, p, out=torch.empty_like(x, dtype=out_dtype)))
-    assert torch.equal(compiled.multistep(x, 0.4, p), eager.multistep(x, 0.4, p))
+        spikes = compiled_call(compiled.spikes, x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype))
+        assert torch.equal(spikes, eager.spikes(x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype)))
+    assert torch.equal(compiled_call(compiled.multistep, x, decay, p), eager.multistep(x, decay, p))
+    assert counters["frames"]["ok"] >= 5  # rate_eligibility and spikes per output dtype, multistep
 
 
 def test_compile_neurons_only_swaps_kernels():

@@ -18,17 +18,24 @@ def test_minmax_is_per_sample():
 
 
 def test_student_attention_sums_channels_and_time():
-    rates = torch.tensor([[[[0.5]], [[0.25]]]])  # B=1, C=2, 1×1
-    assert student_attention(rates, T=4).item() == pytest.approx(3.0)
+    rates = torch.tensor([[[[0.5, 0.0]], [[0.25, 1.0]]],  # B=2, C=2, 1×2
+                          [[[0.0, 0.75]], [[0.5, 0.5]]]])
+    # per sample and position: (sum over channels of the rates) × T spikes
+    expected = torch.tensor([[[0.75 * 4, 1.0 * 4]], [[0.5 * 4, 1.25 * 4]]])
+    torch.testing.assert_close(student_attention(rates, T=4), expected)
 
 
 def test_cam_uses_predicted_class_row_and_relu():
-    features = torch.tensor([[[[1.0, -1.0]], [[2.0, 0.0]]]])  # [1, 2, 1, 2]
+    features = torch.tensor([[[[1.0, -1.0]], [[2.0, 0.0]]],  # [2, 2, 1, 2]: sample 0
+                             [[[0.5, 2.0]], [[1.0, -1.0]]]])  # sample 1
     weight = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
-    cam = class_activation_map(features, weight, torch.tensor([1]))  # 1·F0 − 1·F1 = [-1, -1] → ReLU
-    torch.testing.assert_close(cam, torch.zeros(1, 1, 2))
-    cam0 = class_activation_map(features, weight, torch.tensor([0]))  # [3, -1] → [3, 0]
-    torch.testing.assert_close(cam0, torch.tensor([[[3.0, 0.0]]]))
+    # each sample uses its own class's row: sample 0 class 1: F0 − F1 = [-1, -1] → [0, 0];
+    # sample 1 class 0: F0 + F1 = [1.5, 1] → [1.5, 1]
+    cam = class_activation_map(features, weight, torch.tensor([1, 0]))
+    torch.testing.assert_close(cam, torch.tensor([[[0.0, 0.0]], [[1.5, 1.0]]]))
+    # swapped classes: sample 0 class 0: [3, -1] → [3, 0]; sample 1 class 1: [-0.5, 3] → [0, 3]
+    cam_swapped = class_activation_map(features, weight, torch.tensor([0, 1]))
+    torch.testing.assert_close(cam_swapped, torch.tensor([[[3.0, 0.0]], [[0.0, 3.0]]]))
 
 
 def test_classifier_weight_of_two_linears_is_their_product():
@@ -37,11 +44,18 @@ def test_classifier_weight_of_two_linears_is_their_product():
 
 
 def test_samd_by_hand():
-    student = torch.tensor([[[0.0, 1.0], [2.0, 4.0]]])
-    teacher = torch.tensor([[[4.0, 0.0], [0.0, 0.0]]])
-    s = torch.log_softmax(torch.tensor([0.0, 0.25, 0.5, 1.0]) / 2.0, -1)
-    t = torch.softmax(torch.tensor([1.0, 0.0, 0.0, 0.0]) / 2.0, -1)
-    expected = (t * (t.log() - s)).sum()
+    # B = 2, maps of different ranges: each sample is min-max normalised on its own, the KL
+    # divergences are summed per sample and averaged over the batch
+    student = torch.tensor([[[0.0, 1.0], [2.0, 4.0]], [[1.0, 1.0], [3.0, 0.0]]])
+    teacher = torch.tensor([[[4.0, 0.0], [0.0, 0.0]], [[0.0, 2.0], [2.0, 1.0]]])
+    normalised_student = [[0.0, 0.25, 0.5, 1.0], [1 / 3, 1 / 3, 1.0, 0.0]]
+    normalised_teacher = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.5]]
+    per_sample = []
+    for ns, nt in zip(normalised_student, normalised_teacher):
+        s = torch.log_softmax(torch.tensor(ns) / 2.0, -1)
+        t = torch.softmax(torch.tensor(nt) / 2.0, -1)
+        per_sample.append((t * (t.log() - s)).sum())
+    expected = (per_sample[0] + per_sample[1]) / 2
     torch.testing.assert_close(samd_loss(student, teacher, 2.0), expected)
     assert samd_loss(student, student, 2.0).item() == pytest.approx(0.0, abs=1e-7)
 
@@ -51,18 +65,25 @@ def test_samd_resizes_teacher_map():
 
 
 def test_nld_by_hand_with_fixed_seed():
-    zs = torch.tensor([[1.0, 2.0, 3.0]])
-    zt = torch.tensor([[0.0, 1.0, 0.0]])
+    # B = 2 with different logit scales: μ and σ are per sample, the loss is the batch mean
+    zs = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 4.0]])
+    zt = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 1.0]])
     gen = torch.Generator().manual_seed(7)
     got = nld_loss(zs, zt, weight=0.9, tau=2.0, generator=gen)
-    eps = torch.randn(1, 3, generator=torch.Generator().manual_seed(7))
-    noise = zs.mean() + zs.std() * eps
-    p_s = 0.9 * F.softmax(zs / 2, -1) + 0.1 * F.softmax(noise / 2, -1)
-    p_t = F.softmax(zt / 2, -1)
-    expected = 4.0 * (p_t * (p_t.log() - p_s.log())).sum()
+    eps = torch.randn(2, 3, generator=torch.Generator().manual_seed(7))
+    per_sample = []
+    for b in range(2):
+        z = zs[b]
+        mu = z.sum() / 3
+        sigma = (((z - mu) ** 2).sum() / 2).sqrt()  # unbiased standard deviation of 3 logits
+        noise = mu + sigma * eps[b]
+        p_s = 0.9 * F.softmax(z / 2, -1) + 0.1 * F.softmax(noise / 2, -1)
+        p_t = F.softmax(zt[b] / 2, -1)
+        per_sample.append(4.0 * (p_t * (p_t.log() - p_s.log())).sum())
+    expected = (per_sample[0] + per_sample[1]) / 2
     torch.testing.assert_close(got, expected)
     with_w1 = nld_loss(zs, zt, weight=1.0, tau=2.0, generator=torch.Generator().manual_seed(1))
-    plain = 4.0 * F.kl_div(F.log_softmax(zs / 2, -1), p_t, reduction="batchmean")
+    plain = 4.0 * F.kl_div(F.log_softmax(zs / 2, -1), F.softmax(zt / 2, -1), reduction="batchmean")
     assert math.isclose(with_w1.item(), plain.item(), rel_tol=1e-5)
 
 

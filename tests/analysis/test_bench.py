@@ -3,7 +3,9 @@ import json
 import math
 
 import pytest
+import torch
 
+import esdsnn
 from esdsnn.analysis.bench import RECORD_KEYS, _run_worker, bench_markdown, measure_config, run_bench
 from esdsnn.errors import ConfigError
 
@@ -19,7 +21,8 @@ def test_run_bench_end_to_end(tmp_path):
         assert "error" not in r, r.get("error")
         assert set(RECORD_KEYS) <= set(r)
         assert r["step_s"] > 0 and math.isfinite(r["step_s"])
-        assert isinstance(r["peak_mem_bytes"], int) and r["peak_mem_bytes"] >= 0
+        # a step allocates (activations, gradients): a positive peak, and plausible for 4 samples
+        assert isinstance(r["peak_mem_bytes"], int) and 0 < r["peak_mem_bytes"] < 2**30
         assert (r["device"], r["threads"], r["batch"], r["arch"]) == ("cpu", 1, 4, "digits_resnet")
         assert r["torch"].startswith("2.")
         if r["method"] == "esd":  # the RateBP limit: T no-grad forwards + one step at T = 1
@@ -35,7 +38,41 @@ def test_measure_config_in_process():
     r = measure_config(method="ratebp", T=3, **SMALL)
     assert r["method"] == "ratebp" and r["T"] == 3 and len(r["step_times_s"]) == 2
     assert r["limit_s"] > r["limit_fwd_bwd_s"] > 0
-    assert r["first_steps_peak_mem_bytes"] >= r["peak_mem_bytes"] >= 0
+    assert r["first_steps_peak_mem_bytes"] >= r["peak_mem_bytes"] > 0
+
+
+def saved_bytes_of_one_forward(method, T, batch, input_shape, arch="digits_resnet"):
+    """Bytes autograd saves for the backward of one training forward (distinct storages): all of
+    it is alive at once when the forward ends, so a step's peak memory is at least this much."""
+    model = esdsnn.create_model(arch, num_classes=10, in_channels=input_shape[0])
+    trainer = esdsnn.create_method(method, model, T=T).train()
+    x, y = torch.randn(batch, *input_shape), torch.randint(10, (batch,))
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        trainer(x, y)
+    return sum(seen.values())
+
+
+def test_peak_memory_covers_what_autograd_saves_and_grows_with_bptt_T():
+    """``peak_mem_bytes`` against an independent figure: the bytes autograd saves in one forward
+    (a lower bound on the step's peak); a plausible upper bound (measured ≈ 2.2× the saved bytes);
+    BPTT at T = 6 (3× the saved activations of T = 2) reports a clearly larger peak."""
+    cfg = dict(SMALL, method="bptt", batch=16, input_shape=(1, 16, 16), repeats=1, warmup=1)
+    peaks = {}
+    for T in (2, 6):
+        r = measure_config(T=T, **cfg)
+        if not r["mem_method"].startswith("VmHWM"):
+            pytest.skip(f"in-process peak needs a resettable VmHWM (got {r['mem_method']!r})")
+        saved = saved_bytes_of_one_forward("bptt", T, cfg["batch"], cfg["input_shape"])
+        assert saved > 8 * 2**20  # big enough to stand out of the allocator's noise
+        assert saved <= r["peak_mem_bytes"] <= 8 * saved + 64 * 2**20, (T, saved, r["peak_mem_bytes"])
+        peaks[T] = r["peak_mem_bytes"]
+    assert peaks[6] > 2 * peaks[2], peaks
 
 
 def test_failed_worker_gives_error_record_and_table_row():

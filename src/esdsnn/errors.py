@@ -23,3 +23,12 @@ class CheckpointError(EsdsnnError):
 
 class TrainingDiverged(EsdsnnError):
     """The loss became NaN or infinite."""
+
+
+def brief(exc: BaseException, limit: int = 200, *, with_type: bool = False) -> str:
+    """An exception's message on one line, shortened to ``limit`` characters (for error lines
+    that name a cause without a traceback); ``with_type`` puts the exception's class first."""
+    text = " ".join(str(exc).split())
+    if with_type or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -5,9 +5,8 @@ on CPU that call is slower than T calls of batch B (the working set of one step 
 measured 310 ms vs 225 ms for a 64→64 3×3 conv at T·B = 6·32, 32×32, one thread). Under autograd
 (BPTT, the rate stage) the layer is a plain ``nn.Conv2d``.
 
-It also reads compact spikes (uint8, from ``LIF(compact=True)`` in the no-grad passes): each step
-is cast to the weight's type just before its convolution, so the layer's input stays 1 byte per
-value and only one step is ever held as float.
+It reads packed spikes (:class:`~esdsnn.neurons.spikes.PackedSpikes`) byte by byte: each step is
+cast to the weight's type just before its convolution, so only one step is ever held as float.
 """
 from __future__ import annotations
 
@@ -15,14 +14,18 @@ import torch
 from torch import Tensor, nn
 
 from ..passes.context import current_pass
+from ..neurons.spikes import PackedSpikes
 
 
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters and state-dict keys) with step-wise no-grad passes."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(x, PackedSpikes):
+            x = x.packed
         state = current_pass(required=False)
-        if state is None or state.kind not in ("infer", "record") or state.steps == 1 or x.device.type != "cpu":
+        stepwise = state is not None and state.no_grad and state.steps > 1
+        if not stepwise or x.device.type != "cpu":
             return self._conv(x)
         chunks = x.chunk(state.steps)
         first = self._conv(chunks[0])
@@ -35,6 +38,6 @@ class Conv2d(nn.Conv2d):
         return out
 
     def _conv(self, x: Tensor) -> Tensor:
-        if not x.is_floating_point():  # compact spikes
+        if not x.is_floating_point():  # packed spikes
             x = x.to(self.weight.dtype)
         return super().forward(x)

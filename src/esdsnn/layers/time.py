@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..passes.context import current_pass
+from ..neurons.spikes import PackedSpikes
 
 
 def fold(x_seq: Tensor) -> Tensor:
@@ -24,21 +25,25 @@ def unfold(x: Tensor, steps: int) -> Tensor:
 def time_mean(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Mean over the folded time steps of the running pass: ``[T·B, ...] -> [B, ...]``.
 
-    Compact (uint8) spikes of a no-grad pass are averaged in ``dtype`` (default: torch's default
-    float type)."""
+    Packed spikes are averaged in ``dtype`` (default: their float type)."""
     steps = current_pass().steps
-    if not x.is_floating_point():
-        x = x.to(dtype or torch.get_default_dtype())
+    if isinstance(x, PackedSpikes):
+        x = x.packed.to(dtype or x.float_dtype)
     return x if steps == 1 else unfold(x, steps).mean(0)
 
 
 def add_residual(out: Tensor, shortcut: Tensor) -> Tensor:
-    """``out + shortcut``, written into ``out`` when the result keeps its dtype.
+    """``out + shortcut``, written into ``out`` when the running pass allows it
+    (``MemorySaving.inplace_residual``) and the result keeps ``out``'s dtype.
 
     ``out`` must be a fresh activation nobody else holds (a BatchNorm output: autograd does not
     save it), so a residual block needs no third activation-sized tensor. ``shortcut`` may be
-    compact uint8 spikes (promoted to ``out``'s float type).
+    packed spikes: their bytes are added directly (promoted to ``out``'s float type).
     """
-    if torch.result_type(out, shortcut) == out.dtype and out.shape == shortcut.shape:
+    if isinstance(shortcut, PackedSpikes):
+        shortcut = shortcut.packed
+    state = current_pass(required=False)
+    inplace = state is None or state.memory.inplace_residual
+    if inplace and torch.result_type(out, shortcut) == out.dtype and out.shape == shortcut.shape:
         return out.add_(shortcut)
     return out + shortcut

@@ -40,7 +40,7 @@ class SpikingNet(nn.Module):
     in_channels: int
 
     def _float_dtype(self) -> torch.dtype:
-        """The parameters' float type: compact (uint8) stage outputs are averaged in it."""
+        """The parameters' float type: packed stage outputs are averaged in it."""
         return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
     def forward(self, x: Tensor) -> Tensor:

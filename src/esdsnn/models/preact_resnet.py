@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers.conv import Conv2d
-from ..layers.rate_norm import RateBatchNorm2d
+from ..layers.rate_norm import conv_bn
 from ..layers.time import add_residual
-from ..neurons.lif import LIFConfig
+from ..neurons.lif import LIF, LIFConfig
 from .base import SpikingNet
 from .registry import register_model
 
@@ -16,18 +15,13 @@ class PreActBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig) -> None:
         super().__init__()
-        # not in place: its input is the residual stream, added below; its spikes feed convs only
-        self.lif1 = neuron.build(compact=True)
-        self.conv1 = Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=True)
-        self.bn1 = RateBatchNorm2d(c_out, inplace=True)
-        self.lif2 = neuron.build(inplace=True, compact=True)
-        self.conv2 = Conv2d(c_out, c_out, 3, padding=1, bias=True)
-        self.bn2 = RateBatchNorm2d(c_out, inplace=True)
+        self.lif1 = LIF(neuron)
+        self.conv1, self.bn1 = conv_bn(c_in, c_out, 3, stride, bias=True)
+        self.lif2 = LIF(neuron)
+        self.conv2, self.bn2 = conv_bn(c_out, c_out, 3, bias=True)
         self.projection = None
         if stride != 1 or c_in != c_out:  # projects the spikes of the block's input
-            self.projection = nn.Sequential(
-                Conv2d(c_in, c_out, 1, stride=stride, bias=True), RateBatchNorm2d(c_out, inplace=True)
-            )
+            self.projection = conv_bn(c_in, c_out, 1, stride, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         spikes = self.lif1(x)
@@ -45,10 +39,7 @@ class PreActResNet(SpikingNet):
         self.stage_channels = tuple(stage_channels)
         self.branch_style = "imagenet"
         c_in = stage_channels[0]
-        self.stem = nn.Sequential(
-            Conv2d(in_channels, c_in, 7, stride=2, padding=3, bias=True), RateBatchNorm2d(c_in, inplace=True),
-            nn.MaxPool2d(3, 2, 1),
-        )
+        self.stem = nn.Sequential(*conv_bn(in_channels, c_in, 7, 2, bias=True), nn.MaxPool2d(3, 2, 1))
         stages = []
         for i, (c_out, blocks) in enumerate(zip(stage_channels, stage_blocks)):
             layers = []
@@ -57,7 +48,7 @@ class PreActResNet(SpikingNet):
                 c_in = c_out
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Sequential(neuron.build(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+        self.head = nn.Sequential(LIF(neuron), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
 
 
 @register_model("preact_resnet34")

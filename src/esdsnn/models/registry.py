@@ -1,7 +1,8 @@
 """Models by name (``create_model("resnet18", num_classes=10)``)."""
 from __future__ import annotations
 
-from typing import Callable, Dict
+import dataclasses
+from typing import Callable, Dict, Optional
 
 from torch import nn
 
@@ -28,20 +29,22 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(arch: str, num_classes: int = 10, in_channels: int = 3, **neuron_kwargs) -> nn.Module:
+def create_model(arch: str, num_classes: int = 10, in_channels: int = 3, *, neuron: Optional[LIFConfig] = None,
+                 **neuron_options) -> nn.Module:
     """Build a registered spiking model.
 
-    ``neuron_kwargs`` configure every LIF layer: ``decay``, ``threshold``, ``reset``, ``v_reset``,
-    ``detach_reset``, ``learnable_decay``, ``surrogate_alpha`` (see :class:`LIFConfig`).
+    ``neuron`` (a :class:`LIFConfig`) or its fields as keywords (``decay``, ``threshold``,
+    ``reset``, ``v_reset``, ``detach_reset``, ``learnable_decay``, ``surrogate_alpha``) configure
+    every LIF layer.
     """
     if arch not in _MODELS:
         raise ConfigError(f"unknown arch {arch!r}: choose one of {', '.join(list_models())}")
     if num_classes < 1 or in_channels < 1:
         raise ConfigError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
     try:
-        neuron = LIFConfig(**neuron_kwargs)
+        neuron = dataclasses.replace(neuron or LIFConfig(), **neuron_options)
     except TypeError as err:
-        known = ", ".join(LIFConfig.__dataclass_fields__)
+        known = ", ".join(f.name for f in dataclasses.fields(LIFConfig))
         raise ConfigError(f"bad neuron option ({err}); known options: {known}") from None
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -5,36 +5,23 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
-from ..layers.conv import Conv2d
-from ..layers.rate_norm import RateBatchNorm2d
+from ..layers.rate_norm import conv_bn
 from ..layers.time import add_residual
-from ..neurons.lif import LIFConfig
+from ..neurons.lif import LIF, LIFConfig
 from .base import SpikingNet
 from .registry import register_model
 
 
-def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-        RateBatchNorm2d(c_out, inplace=True),  # normalises the conv's fresh output in place
-    )
-
-
 class BasicBlock(nn.Module):
-    """conv-BN-LIF-conv-BN, plus the (projected) shortcut, then LIF.
+    """conv-BN-LIF-conv-BN, plus the (projected) shortcut, then LIF."""
 
-    In the no-grad passes the spikes between layers are compact (uint8): the block input, held
-    for the shortcut over all T steps, costs 1 byte a value. ``compact_output=False`` for the last
-    block, whose spikes go to the pooling head.
-    """
-
-    def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig, compact_output: bool = True) -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int, neuron: LIFConfig) -> None:
         super().__init__()
         self.conv1 = conv_bn(c_in, c_out, 3, stride)
-        self.lif1 = neuron.build(compact=True)
+        self.lif1 = LIF(neuron)
         self.conv2 = conv_bn(c_out, c_out, 3)
         self.shortcut = conv_bn(c_in, c_out, 1, stride) if stride != 1 or c_in != c_out else nn.Identity()
-        self.lif2 = neuron.build(inplace=True, compact=compact_output)  # its input is the fresh sum
+        self.lif2 = LIF(neuron)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv2(self.lif1(self.conv1(x)))
@@ -60,13 +47,12 @@ class SpikingResNet(SpikingNet):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.stage_channels = tuple(stage_channels)
-        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3), neuron.build(compact=True))
+        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3), LIF(neuron))
         stages, c_in = [], stem_channels
-        for s, (c_out, blocks, stride) in enumerate(zip(stage_channels, stage_blocks, stage_strides)):
+        for c_out, blocks, stride in zip(stage_channels, stage_blocks, stage_strides):
             layers = []
             for i in range(blocks):
-                last = s == len(stage_channels) - 1 and i == blocks - 1
-                layers.append(BasicBlock(c_in, c_out, stride if i == 0 else 1, neuron, compact_output=not last))
+                layers.append(BasicBlock(c_in, c_out, stride if i == 0 else 1, neuron))
                 c_in = c_out
             stages.append(nn.Sequential(*layers))
         self.stages = nn.ModuleList(stages)
@@ -74,7 +60,7 @@ class SpikingResNet(SpikingNet):
         if hidden_features is None:
             head.append(nn.Linear(c_in, num_classes))
         else:
-            head += [nn.Linear(c_in, hidden_features), neuron.build(inplace=True), nn.Linear(hidden_features, num_classes)]
+            head += [nn.Linear(c_in, hidden_features), LIF(neuron), nn.Linear(hidden_features, num_classes)]
         self.head = nn.Sequential(*head)
 
 

@@ -14,7 +14,7 @@ def to_relu_twin_(model: nn.Module) -> nn.Module:
     """
     for name, child in list(model.named_children()):
         if isinstance(child, LIF):
-            setattr(model, name, nn.ReLU(inplace=child.inplace))
+            setattr(model, name, nn.ReLU())
         else:
             to_relu_twin_(child)
     return model

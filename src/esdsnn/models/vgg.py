@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.conv import Conv2d
-from ..layers.rate_norm import RateBatchNorm2d
-from ..neurons.lif import LIFConfig
+from ..layers.rate_norm import conv_bn
+from ..neurons.lif import LIF, LIFConfig
 from .base import SpikingNet
 from .registry import register_model
 
@@ -22,16 +21,14 @@ class VGGSNN(SpikingNet):
         self.in_channels = in_channels
         self.stem = nn.Identity()
         stages, layers, widths, c_in = [], [], [], in_channels
-        for k, item in enumerate(plan):
+        for item in plan:
             if item == "A":
                 layers.append(nn.AvgPool2d(2))
                 stages.append(nn.Sequential(*layers))
                 widths.append(c_in)
                 layers = []
                 continue
-            to_conv = k + 1 < len(plan) and plan[k + 1] != "A"  # compact spikes feed convs, not pooling
-            layers += [Conv2d(c_in, item, 3, padding=1, bias=True), RateBatchNorm2d(item, inplace=True),
-                       neuron.build(inplace=True, compact=to_conv)]
+            layers += [*conv_bn(c_in, item, 3, bias=True), LIF(neuron)]
             c_in = item
         if layers:
             raise ValueError("the VGG plan must end with a pooling stage 'A'")

@@ -1,5 +1,11 @@
-"""Spiking neurons and their surrogate gradients."""
-from .lif import LIF, LIFConfig, LIFParams, lif_multistep, lif_rate_eligibility, lif_spikes, lif_step
-from .surrogate import SigmoidSurrogate
+"""Spiking neurons, their surrogate gradients and the packed spikes they emit in no-grad passes."""
+from .lif import (
+    LIF, LIFConfig, charge, compile_neurons_, lif_multistep, lif_rate_eligibility, lif_spikes, lif_step, reset,
+)
+from .spikes import PackedSpikes, pack_spikes, unpack_spikes
+from .surrogate import SigmoidSurrogate, Surrogate
 
-__all__ = ["LIF", "LIFConfig", "LIFParams", "SigmoidSurrogate", "lif_multistep", "lif_rate_eligibility", "lif_spikes", "lif_step"]
+__all__ = [
+    "LIF", "LIFConfig", "PackedSpikes", "SigmoidSurrogate", "Surrogate", "charge", "compile_neurons_",
+    "lif_multistep", "lif_rate_eligibility", "lif_spikes", "lif_step", "pack_spikes", "reset", "unpack_spikes",
+]

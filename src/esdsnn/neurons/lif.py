@@ -1,42 +1,58 @@
-"""Leaky integrate-and-fire neuron (SPEC §2): one pure step function, a thin module around it.
+"""Leaky integrate-and-fire neuron (SPEC §2): the step written once, the loops around it, a thin module.
 
-Per step: charge ``h_t = λ·u_{t-1} + x_t``; fire ``s_t = H(h_t − θ)``; reset soft
-``u_t = h_t − θ·s_t`` or hard ``u_t = h_t·(1 − s_t) + v_reset·s_t``. BPTT unrolls
-:func:`lif_step`; the RateBP spike stage runs :func:`lif_rate_eligibility`, which also returns the
-eligibility ``e = ∂(mean_t s_t)/∂x`` of a constant input; the rate stage returns the recorded rate
-with gradient ``e``.
+Per step: charge ``h_t = λ·u_{t-1} + x_t`` (:func:`charge`); fire ``s_t = H(h_t − θ)``; reset
+(:func:`reset`) soft ``u_t = h_t − θ·s_t`` or hard ``u_t = h_t·(1 − s_t) + v_reset·s_t``.
+BPTT unrolls :func:`lif_step` under autograd (:func:`lif_multistep`); the no-grad passes run the
+same charge/fire/reset in place (:func:`lif_spikes`), and RateBP's spike stage also accumulates
+the rate and the eligibility ``e = ∂(mean_t s_t)/∂x`` of a constant input
+(:func:`lif_rate_eligibility`), with ``σ'`` from the configuration's surrogate object, the one
+BPTT differentiates. The rate stage returns the recorded rate with gradient ``e``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
+from ..fields import option
 from ..passes.context import current_pass
+from .spikes import pack_spikes
 from .surrogate import SigmoidSurrogate
 
 ResetMode = Literal["soft", "hard"]
 
 
 @dataclass(frozen=True)
-class LIFParams:
-    """Fixed (non-learned) parameters of the LIF dynamics."""
+class LIFConfig:
+    """Everything that configures a LIF layer; a model takes one for all its layers."""
 
-    threshold: float = 1.0
-    reset: ResetMode = "soft"
-    v_reset: float = 0.0
-    detach_reset: bool = True
-    surrogate: SigmoidSurrogate = field(default_factory=SigmoidSurrogate)
+    decay: float = option(0.2, "membrane decay factor lambda, in (0, 1)")
+    threshold: float = option(1.0, "firing threshold")
+    reset: ResetMode = option("soft", "reset rule: soft (subtract threshold) or hard (set to v_reset)")
+    v_reset: float = option(0.0, "membrane value after a hard reset")
+    detach_reset: bool = option(True, "stop the gradient through the reset")
+    learnable_decay: bool = option(False, "learn the decay factor (BPTT-based methods)")
+    surrogate_alpha: float = option(4.0, "steepness of the sigmoid surrogate derivative")
 
     def __post_init__(self) -> None:
-        if self.reset not in ("soft", "hard"):
-            raise ValueError(f"reset must be 'soft' or 'hard', got {self.reset!r}")
+        if not 0.0 < self.decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {self.decay}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.reset not in ("soft", "hard"):
+            raise ValueError(f"reset must be 'soft' or 'hard', got {self.reset!r}")
+        if not self.surrogate_alpha > 0:
+            raise ValueError(f"surrogate_alpha must be > 0, got {self.surrogate_alpha}")
+
+    @functools.cached_property
+    def surrogate(self) -> SigmoidSurrogate:
+        """The surrogate both BPTT and RateBP's eligibilities use."""
+        return SigmoidSurrogate(self.surrogate_alpha)
 
     def initial_membrane(self, like: Tensor) -> Tensor:
         """``u_0``: 0 for soft reset, ``v_reset`` for hard reset.
@@ -51,29 +67,31 @@ class LIFParams:
         return torch.zeros_like(like, dtype=dtype)
 
 
-def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFParams) -> tuple[Tensor, Tensor]:
-    """One differentiable LIF step: returns ``(spike, next_membrane)``."""
-    h = decay * u + x
-    s = p.surrogate.spike(h - p.threshold)
-    s_reset = s.detach() if p.detach_reset else s
+# ---- the step ---------------------------------------------------------------------------------
+def charge(u: Tensor, x: Tensor, decay: Tensor | float, *, inplace: bool = False) -> Tensor:
+    """``h = λ·u + x`` (``inplace``: into ``u``'s storage, which is dead after the charge)."""
+    return u.mul_(decay).add_(x) if inplace else decay * u + x
+
+
+def reset(h: Tensor, s: Tensor, p: LIFConfig, *, inplace: bool = False) -> Tensor:
+    """The next membrane from ``h`` and the spikes ``s`` (``inplace``: overwrites ``h``)."""
     if p.reset == "soft":
-        u_next = h - p.threshold * s_reset
-    else:
-        u_next = h * (1.0 - s_reset) + p.v_reset * s_reset
-    return s, u_next
+        if not inplace:
+            return h - p.threshold * s
+        return h.sub_(s) if p.threshold == 1.0 else h.sub_(s, alpha=p.threshold)
+    if not inplace:
+        return h * (1.0 - s) + p.v_reset * s
+    return h.mul_(1.0 - s).add_(s, alpha=p.v_reset) if p.v_reset != 0.0 else h.mul_(1.0 - s)
 
 
-def lif_multistep(x_seq: Tensor, decay: Tensor | float, p: LIFParams) -> Tensor:
-    """Spikes ``[T, ...]`` for inputs ``[T, ...]``, under autograd (BPTT) or not (inference)."""
-    u = p.initial_membrane(x_seq[0])
-    spikes = []
-    for x_t in x_seq:
-        s, u = lif_step(x_t, u, decay, p)
-        spikes.append(s)
-    return torch.stack(spikes).to(x_seq.dtype)  # no-op in float32; 0/1 are exact in half types
+def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Tensor, Tensor]:
+    """One differentiable LIF step: returns ``(spike, next_membrane)``."""
+    h = charge(u, x, decay)
+    s = p.surrogate.spike(h - p.threshold)
+    return s, reset(h, s.detach() if p.detach_reset else s, p)
 
 
-def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFParams) -> Tensor | float:
+def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFConfig) -> Tensor | float:
     """``∂u_t/∂h_t`` by the reset rule (SPEC §3 table); ``sg`` is ``σ'(h_t − θ)``."""
     if p.reset == "soft":
         return 1.0 if p.detach_reset else 1.0 - p.threshold * sg
@@ -82,59 +100,70 @@ def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFParams) -> Tenso
     return 1.0 - s + (p.v_reset - h) * sg
 
 
-def _reset_inplace(h: Tensor, s: Tensor, p: LIFParams) -> Tensor:
-    """Next membrane from ``h`` (overwritten) and spikes ``s`` (values only)."""
-    if p.reset == "soft":
-        return h.sub_(s) if p.threshold == 1.0 else h.sub_(s, alpha=p.threshold)
-    return h.mul_(1.0 - s).add_(s, alpha=p.v_reset) if p.v_reset != 0.0 else h.mul_(1.0 - s)
+# ---- the loops over time ----------------------------------------------------------------------
+def lif_multistep(x_seq: Tensor, decay: Tensor | float, p: LIFConfig) -> Tensor:
+    """Spikes ``[T, ...]`` for inputs ``[T, ...]`` under autograd (BPTT)."""
+    u = p.initial_membrane(x_seq[0])
+    spikes = []
+    for x_t in x_seq:
+        s, u = lif_step(x_t, u, decay, p)
+        spikes.append(s)
+    return torch.stack(spikes).to(x_seq.dtype)  # no-op in float32; 0/1 are exact in half types
 
 
-@torch.no_grad()
-def lif_spikes(x_seq: Tensor, decay: Tensor | float, p: LIFParams, out: Tensor | None = None) -> Tensor:
-    """Inference: spikes ``[T, ...]`` without autograd. ``out`` may be ``x_seq`` itself (in place)."""
-    spikes = torch.empty_like(x_seq) if out is None else out
+StepObserver = Callable[[int, Tensor, Tensor], None]
+
+
+def _run_steps(x_seq: Tensor, decay: Tensor | float, p: LIFConfig, spikes: Tensor,
+               observe: Optional[StepObserver] = None) -> Tensor:
+    """Charge, fire and reset in place for every step, writing ``spikes[t]``; ``observe(t, h, s)``
+    sees each step's pre-reset membrane and spikes."""
     u = p.initial_membrane(x_seq[0])
     for t in range(x_seq.shape[0]):
-        h = u.mul_(decay).add_(x_seq[t])  # u is dead after the charge: its storage becomes h
-        torch.ge(h, p.threshold, out=spikes[t])  # x_seq[t] was read above: spikes may overwrite it
-        u = _reset_inplace(h, spikes[t], p)
+        h = charge(u, x_seq[t], decay, inplace=True)
+        s = spikes[t]  # float, or uint8 (x_seq[t] was read above: spikes may overwrite it)
+        torch.ge(h, p.threshold, out=s)
+        if observe is not None:
+            observe(t, h, s)
+        u = reset(h, s, p, inplace=True)
     return spikes
 
 
 @torch.no_grad()
+def lif_spikes(x_seq: Tensor, decay: Tensor | float, p: LIFConfig, out: Tensor | None = None) -> Tensor:
+    """Inference: spikes ``[T, ...]`` without autograd into ``out`` (new; may be ``x_seq``
+    itself, or a uint8 buffer)."""
+    return _run_steps(x_seq, decay, p, torch.empty_like(x_seq) if out is None else out)
+
+
+@torch.no_grad()
 def lif_rate_eligibility(
-    x_seq: Tensor, decay: Tensor | float, p: LIFParams, out: Tensor | None = None
+    x_seq: Tensor, decay: Tensor | float, p: LIFConfig, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Spike stage of one LIF layer: ``(spikes [T, ...], rate, eligibility)``, no autograd.
 
     The eligibility follows the recursion ``κ_0 = 1``, ``κ_{t+1} = 1 + λ·κ_t·∂u_t/∂h_t`` and
     ``e = mean_t κ_t·σ'(h_t)``, which is exactly the surrogate derivative of the rate with respect
-    to a constant input. Rate and eligibility are accumulated in the same loop as the spikes;
-    ``out`` may be ``x_seq`` itself, so the layer needs no second ``[T, ...]`` buffer.
+    to a constant input. Rate and eligibility are accumulated in the same loop as the spikes, with
+    one scratch buffer a step.
     """
     T = x_seq.shape[0]
-    alpha = p.surrogate.alpha
-    spikes = torch.empty_like(x_seq) if out is None else out
-    u = p.initial_membrane(x_seq[0])
-    kappa = torch.ones_like(u)
-    eligibility = torch.zeros_like(u)
-    rate = torch.zeros_like(u)
-    for t in range(T):
-        h = u.mul_(decay).add_(x_seq[t])
-        s = spikes[t]  # float, or uint8 for compact output (0/1 either way)
-        torch.ge(h, p.threshold, out=s)
+    u0 = p.initial_membrane(x_seq[0])
+    kappa = torch.ones_like(u0)
+    eligibility = torch.zeros_like(u0)
+    rate = torch.zeros_like(u0)
+
+    def observe(t: int, h: Tensor, s: Tensor) -> None:
         rate.add_(s)
-        # g(1-g) with g = sigmoid(α(h-θ)), computed in one scratch buffer; σ' = α·g(1-g)
-        g = torch.sub(h, p.threshold).mul_(alpha).sigmoid_()
-        g_one_minus_g = g.addcmul_(g, g, value=-1.0)
-        eligibility.addcmul_(kappa, g_one_minus_g, value=alpha)
+        sg = p.surrogate.derivative_(torch.sub(h, p.threshold))
+        eligibility.addcmul_(kappa, sg)
         if t + 1 < T:
             if p.reset == "soft" and p.detach_reset:
                 kappa.mul_(decay).add_(1.0)
             else:
-                dudh = membrane_derivative(s, h, g_one_minus_g.mul_(alpha), p)
-                kappa.mul_(dudh).mul_(decay).add_(1.0)
-        u = _reset_inplace(h, s, p)
+                kappa.mul_(membrane_derivative(s, h, sg, p)).mul_(decay).add_(1.0)
+
+    spikes = _run_steps(x_seq, decay, p, torch.empty_like(x_seq) if out is None else out, observe)
     return spikes, rate.div_(T), eligibility.div_(T)
 
 
@@ -182,76 +211,25 @@ def compile_neurons_(model: nn.Module) -> int:
     return len(layers)
 
 
-@dataclass(frozen=True)
-class LIFConfig:
-    """Everything that configures the LIF layers of a model (all models take one)."""
-
-    decay: float = 0.2
-    threshold: float = 1.0
-    reset: ResetMode = "soft"
-    v_reset: float = 0.0
-    detach_reset: bool = True
-    learnable_decay: bool = False
-    surrogate_alpha: float = 4.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.decay < 1.0:
-            raise ValueError(f"decay must be in (0, 1), got {self.decay}")
-        LIFParams(self.threshold, self.reset, self.v_reset, self.detach_reset, SigmoidSurrogate(self.surrogate_alpha))
-
-    def build(self, inplace: bool = False, compact: bool = False) -> "LIF":
-        """A LIF layer; in the no-grad passes, ``inplace`` writes spikes over the layer's input and
-        ``compact`` returns them as uint8 (for consumers that take it; see :class:`LIF`)."""
-        return LIF(
-            inplace=inplace,
-            compact=compact,
-            decay=self.decay,
-            threshold=self.threshold,
-            reset=self.reset,
-            v_reset=self.v_reset,
-            detach_reset=self.detach_reset,
-            learnable_decay=self.learnable_decay,
-            surrogate=SigmoidSurrogate(self.surrogate_alpha),
-        )
-
-
 class LIF(nn.Module):
     """Multi-step LIF layer on folded activations ``[steps·B, ...]`` of the running pass.
 
+    ``LIF(config)`` or ``LIF(decay=0.5, ...)`` (the fields of :class:`LIFConfig`, over ``config``).
     The decay is held as ``logit(decay)`` so that ``λ = sigmoid(param)`` stays in (0, 1); a buffer
-    by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods).
-    ``inplace=True`` (like ``nn.ReLU(inplace=True)``): in the no-grad passes (inference, RateBP
-    spike stage) the spikes overwrite the input, which the caller must not need afterwards.
-    ``compact=True``: in those passes the spikes come back as uint8 (exactly 0/1, a quarter of
-    float32's bytes), so the activations a block holds over all T steps shrink; the layers that
-    read them must take uint8 (esdsnn's ``Conv2d`` does, a float + uint8 sum promotes to float,
-    ``time_mean`` averages them as floats; pooling does not). BPTT and the rate stage always get
-    floats.
-    ``kernels``: the time loops it runs (eager by default; see :func:`compile_neurons_`).
+    by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods). In the
+    no-grad passes the spikes come back packed, one byte a value
+    (:class:`~esdsnn.neurons.spikes.PackedSpikes`, read as floats by any consumer); BPTT and the
+    rate stage get plain floats. ``kernels``: the time loops it runs (eager by default; see
+    :func:`compile_neurons_`).
     """
 
     kernels: LIFKernels = EAGER_KERNELS
 
-    def __init__(
-        self,
-        decay: float = 0.2,
-        threshold: float = 1.0,
-        reset: ResetMode = "soft",
-        v_reset: float = 0.0,
-        detach_reset: bool = True,
-        learnable_decay: bool = False,
-        surrogate: SigmoidSurrogate | None = None,
-        inplace: bool = False,
-        compact: bool = False,
-    ) -> None:
+    def __init__(self, config: Optional[LIFConfig] = None, **changes: Any) -> None:
         super().__init__()
-        self.inplace = inplace
-        self.compact = compact
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"decay must be in (0, 1), got {decay}")
-        self.params = LIFParams(threshold, reset, v_reset, detach_reset, surrogate or SigmoidSurrogate())
-        logit = torch.tensor(math.log(decay / (1.0 - decay)))
-        if learnable_decay:
+        self.config = dataclasses.replace(config or LIFConfig(), **changes) if changes else (config or LIFConfig())
+        logit = torch.tensor(math.log(self.config.decay / (1.0 - self.config.decay)))
+        if self.config.learnable_decay:
             self.decay_logit = nn.Parameter(logit)
         else:
             self.register_buffer("decay_logit", logit)
@@ -266,29 +244,29 @@ class LIF(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         state = current_pass()
-        if state.kind == "rate":
+        p = self.config
+        if state.kind == "rate_stage":
             record = state.trace.neuron(self)
             if record.rate.shape != x.shape:
                 raise RuntimeError(f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}")
             return _RateWithEligibility.apply(x, record.rate, record.eligibility)
         x_seq = x.view(state.steps, -1, *x.shape[1:])
-        if self.compact and state.kind in ("record", "infer"):
-            out = torch.empty_like(x_seq, dtype=torch.uint8)
-        else:
-            out = x_seq if self.inplace else None
-        if state.kind == "record":
-            spikes, rate, eligibility = self.kernels.rate_eligibility(x_seq, self.decay.detach(), self.params, out=out)
+        if state.kind == "bptt":
+            return self.kernels.multistep(x_seq, self.decay, p).flatten(0, 1)
+        packed = state.memory.compact_spikes
+        out = torch.empty_like(x_seq, dtype=torch.uint8) if packed else None
+        if state.kind == "spike_stage":
+            spikes, rate, eligibility = self.kernels.rate_eligibility(x_seq, self.decay.detach(), p, out=out)
             state.trace.record_neuron(self, rate, eligibility)
-        elif state.kind == "infer":
-            spikes = self.kernels.spikes(x_seq, self.decay.detach(), self.params, out=out)
         else:
-            spikes = self.kernels.multistep(x_seq, self.decay, self.params)
-        return spikes.flatten(0, 1)
+            spikes = self.kernels.spikes(x_seq, self.decay.detach(), p, out=out)
+        spikes = spikes.flatten(0, 1)
+        return pack_spikes(spikes, x.dtype) if packed else spikes
 
     def extra_repr(self) -> str:
-        p = self.params
+        p = self.config
         return (
             f"decay={self.decay.item():.3g}, threshold={p.threshold}, reset={p.reset}, "
             f"detach_reset={p.detach_reset}, learnable_decay={self.learnable_decay}, "
-            f"surrogate_alpha={p.surrogate.alpha}, inplace={self.inplace}, compact={self.compact}"
+            f"surrogate_alpha={p.surrogate_alpha}"
         )

@@ -1,35 +1,50 @@
 """Surrogate gradients: the Heaviside spike forward, a smooth derivative backward.
 
-One surrogate object serves BPTT (through :meth:`SigmoidSurrogate.spike`) and RateBP (through
-:meth:`SigmoidSurrogate.derivative`, used for eligibilities), so both see the same alpha.
+One surrogate object serves both training passes: BPTT differentiates :meth:`spike`, whose
+backward is :meth:`derivative`; RateBP's eligibilities call :meth:`derivative_` (the same
+function, computed in place in the spike stage's scratch buffer). A second surrogate is one more
+class with these three methods, and BPTT and RateBP cannot disagree about it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 
-class _HeavisideSigmoidGrad(torch.autograd.Function):
-    """``H(v)`` forward with ``H(0) = 1``; ``alpha·g·(1−g)``, ``g = sigmoid(alpha·v)`` backward."""
+class Surrogate(Protocol):
+    """What a neuron needs of a surrogate: spikes with a gradient, and the derivative itself."""
+
+    alpha: float
+
+    def spike(self, v: Tensor) -> Tensor: ...
+
+    def derivative(self, v: Tensor) -> Tensor: ...
+
+    def derivative_(self, v: Tensor) -> Tensor: ...
+
+
+class _HeavisideWithSurrogate(torch.autograd.Function):
+    """``H(v)`` forward with ``H(0) = 1``; ``surrogate.derivative(v)`` backward."""
 
     @staticmethod
-    def forward(ctx, v: Tensor, alpha: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, v: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(v)
-        ctx.alpha = alpha
+        ctx.surrogate = surrogate
         return (v >= 0).to(v.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (v,) = ctx.saved_tensors
-        g = torch.sigmoid(ctx.alpha * v)
-        return grad_out * (ctx.alpha * g * (1.0 - g)), None
+        return grad_out * ctx.surrogate.derivative(v), None
 
 
 @dataclass(frozen=True)
 class SigmoidSurrogate:
-    """Sigmoid surrogate with steepness ``alpha`` (SPEC §2: alpha = 4)."""
+    """Sigmoid surrogate with steepness ``alpha`` (SPEC §2: alpha = 4):
+    ``σ'(v) = α·g·(1 − g)``, ``g = sigmoid(α·v)``."""
 
     alpha: float = 4.0
 
@@ -39,9 +54,14 @@ class SigmoidSurrogate:
 
     def spike(self, v: Tensor) -> Tensor:
         """Spikes ``H(v)`` of the distance to threshold ``v = h − θ``, differentiable."""
-        return _HeavisideSigmoidGrad.apply(v, self.alpha)
+        return _HeavisideWithSurrogate.apply(v, self)
 
     def derivative(self, v: Tensor) -> Tensor:
-        """The surrogate derivative ``σ'(v)`` itself (no autograd needed)."""
+        """``σ'(v)`` (no autograd needed)."""
         g = torch.sigmoid(self.alpha * v)
         return self.alpha * g * (1.0 - g)
+
+    def derivative_(self, v: Tensor) -> Tensor:
+        """``σ'(v)`` written over ``v`` (no other buffer)."""
+        g = v.mul_(self.alpha).sigmoid_()
+        return g.addcmul_(g, g, value=-1.0).mul_(self.alpha)

@@ -1,11 +1,12 @@
 """Passes are functions the training method calls: spike (inference), BPTT, RateBP's two stages."""
-from .context import PassState, current_pass, use_pass
+from .context import MemorySaving, PassState, current_pass, use_pass
 from .inputs import rate_input, spike_input
 from .ratebp import run_rate_stage, run_spike_stage
-from .spike import run_bptt, run_spike
+from .spike import run_bptt, run_spike, run_spike_intermediates
 from .trace import NeuronRecord, NormRecord, Trace
 
 __all__ = [
-    "NeuronRecord", "NormRecord", "PassState", "Trace", "current_pass", "rate_input", "run_bptt",
-    "run_rate_stage", "run_spike", "run_spike_stage", "spike_input", "use_pass",
+    "MemorySaving", "NeuronRecord", "NormRecord", "PassState", "Trace", "current_pass", "rate_input",
+    "run_bptt", "run_rate_stage", "run_spike", "run_spike_intermediates", "run_spike_stage", "spike_input",
+    "use_pass",
 ]

@@ -1,35 +1,67 @@
 """Which pass is running: set by the pass runners, read by the few pass-aware layers.
 
-Only two layer kinds depend on the pass (the LIF neuron and the RateBP-aware BatchNorm); they read
-the current :class:`PassState`. Runners set it with :func:`use_pass`, which restores the previous
-state in ``finally``. There are no global mode flags on modules and nothing sniffs grad mode.
+Each pass kind is named after the runner that sets it (``run_spike``, ``run_bptt``,
+``run_spike_stage``, ``run_rate_stage``). Only the pass-aware layers (the LIF neuron, the
+rate-aware BatchNorm, the step-wise convolution, the residual add) read the current
+:class:`PassState`; runners set it with :func:`use_pass`, which restores the previous state in
+``finally``. There are no mode flags on modules and nothing sniffs grad mode.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Literal, Optional
 
 from .trace import Trace
 
-PassKind = Literal["spike", "infer", "record", "rate"]
+PassKind = Literal["spike", "bptt", "spike_stage", "rate_stage"]
+PASS_KINDS: tuple[str, ...] = ("spike", "bptt", "spike_stage", "rate_stage")
+NO_GRAD_KINDS: tuple[str, ...] = ("spike", "spike_stage")
+
+
+@dataclass(frozen=True)
+class MemorySaving:
+    """How the passes save memory; every switch gives bit-identical results (tested), so they
+    exist to verify that and to debug, not to tune.
+
+    ``compact_spikes``: in the no-grad passes neurons return their spikes as 1-byte
+    :class:`~esdsnn.neurons.spikes.PackedSpikes` (any consumer reads them as floats).
+    ``inplace_norm``: in the spike stage a BatchNorm fed by a convolution normalises the
+    convolution's fresh output in place. ``inplace_residual``: residual sums are written into
+    the (fresh) BatchNorm output instead of a third tensor.
+    """
+
+    compact_spikes: bool = True
+    inplace_norm: bool = True
+    inplace_residual: bool = True
 
 
 @dataclass(frozen=True)
 class PassState:
     """The running pass.
 
-    ``kind``: ``spike`` (BPTT: T steps under autograd), ``infer`` (the same T steps without
-    autograd, lean and in place),
-    ``record`` (RateBP spike stage: T steps, no grad, neurons and norms write to ``trace``),
-    ``rate`` (RateBP rate stage: one step on rates, layers read ``trace``).
-    ``steps``: time steps folded into the batch dimension of every activation (T, or 1).
+    ``kind``: ``spike`` (inference: T steps, no autograd), ``bptt`` (the same T steps under
+    autograd), ``spike_stage`` (RateBP's first stage: T steps, no autograd, neurons and norms
+    write to ``trace``), ``rate_stage`` (RateBP's second stage: one step on rates, layers read
+    ``trace``). ``steps``: time steps folded into the batch dimension of every activation.
     """
 
     kind: PassKind
     steps: int
     trace: Optional[Trace] = None
+    memory: MemorySaving = field(default_factory=MemorySaving)
+
+    def __post_init__(self) -> None:
+        if self.kind not in PASS_KINDS:
+            raise ValueError(f"unknown pass kind {self.kind!r}; one of {', '.join(PASS_KINDS)}")
+        if self.kind in ("spike_stage", "rate_stage") and self.trace is None:
+            raise ValueError(f"the {self.kind} pass needs a trace")
+
+    @property
+    def no_grad(self) -> bool:
+        """Whether this pass runs without autograd (so layers may work in place)."""
+        return self.kind in NO_GRAD_KINDS
 
 
 _current: ContextVar[Optional[PassState]] = ContextVar("esdsnn_pass", default=None)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..fields import option
+
 TeacherMode = Literal["reliable", "all", "main"]
 TeacherSpace = Literal["logits", "probs"]
 UnreliableMode = Literal["drop", "uniform", "entropy"]
@@ -32,13 +34,15 @@ CountReducer = Callable[[Tensor], Tensor]
 class DistillConfig:
     """Weights and choices of the ESD loss: ``CE_main + alpha·Σ CE_branch + beta·Σ KD``."""
 
-    alpha: float = 1.0
-    beta: float = 0.3
-    tau: float = 3.0
-    teacher: TeacherMode = "reliable"
-    teacher_space: TeacherSpace = "logits"
-    unreliable: UnreliableMode = "drop"
-    eta: float = 0.1  # weight of the unreliable-sample term; unused with unreliable="drop"
+    alpha: float = option(1.0, "weight of the branch cross-entropy losses")
+    beta: float = option(0.3, "weight of the distillation losses")
+    tau: float = option(3.0, "distillation temperature")
+    teacher: TeacherMode = option("reliable", 
+        "teacher: reliable (ESD), all (plain self-distillation), main")
+    teacher_space: TeacherSpace = option("logits", "average the teacher in logits or probs")
+    unreliable: UnreliableMode = option("drop", 
+        "samples without a reliable teacher: drop, uniform, entropy")
+    eta: float = option(0.1, "weight of the unreliable-sample term (uniform/entropy)")
 
     def __post_init__(self) -> None:
         checks = [
@@ -46,7 +50,9 @@ class DistillConfig:
             (self.teacher_space in ("logits", "probs"), f"teacher_space must be logits|probs, got {self.teacher_space!r}"),
             (self.unreliable in ("drop", "uniform", "entropy"), f"unreliable must be drop|uniform|entropy, got {self.unreliable!r}"),
             (self.tau > 0, f"tau must be > 0, got {self.tau}"),
-            (self.alpha >= 0 and self.beta >= 0 and self.eta >= 0, "alpha, beta and eta must be >= 0"),
+            (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
+            (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
+            (self.eta >= 0, f"eta must be >= 0, got {self.eta}"),
         ]
         for ok, message in checks:
             if not ok:

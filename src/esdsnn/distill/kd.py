@@ -2,11 +2,38 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..fields import option
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Weights and temperatures of ANN-teacher distillation: ``CE + w_samd·SAMD + w_nld·NLD``."""
+
+    samd_weight: float = option(1.0, "kd: weight of the spatial attention map distillation (SAMD)")
+    nld_weight: float = option(1.0, "kd: weight of the noisy logit distillation (NLD)")
+    samd_temperature: float = option(2.0, "kd: softmax temperature of the attention maps")
+    nld_tau: float = option(2.0, "kd: temperature of the logit distillation")
+    nld_mix: float = option(0.9, "kd: weight w of the student's own probabilities in NLD")
+    student_pass: Literal["bptt", "ratebp"] = option("bptt", "kd: how the student trains, bptt or ratebp")
+
+    def __post_init__(self) -> None:
+        if self.student_pass not in ("bptt", "ratebp"):
+            raise ValueError(f"student_pass must be bptt or ratebp, got {self.student_pass!r}")
+        for name in ("samd_weight", "nld_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("samd_temperature", "nld_tau"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0 <= self.nld_mix <= 1:
+            raise ValueError(f"nld_mix must be in [0, 1], got {self.nld_mix}")
 
 
 def minmax_per_sample(maps: Tensor) -> Tensor:

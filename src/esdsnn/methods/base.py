@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..distill.branches import build_branches_for
 from ..distill.esd_loss import DistillConfig, esd_loss
 from ..errors import ConfigError
+from ..passes.context import MemorySaving
 
 
 @dataclass
@@ -32,8 +33,10 @@ class TrainingMethod(nn.Module):
 
     #: RateBP-based methods scale their loss by 1/T under ``loss_scale="auto"`` (SPEC §3).
     scales_loss_by_T: bool = False
-    #: Set under data parallelism (``wrap_ddp``): makes the KD means global (see ``esd_loss``).
+    #: Set by :meth:`prepare_distributed`: makes the KD means global (see ``esd_loss``).
     reduce_teacher_counts: Optional[Callable[[Tensor], Tensor]] = None
+    #: How the passes save memory (every switch gives the same results; see ``MemorySaving``).
+    memory: MemorySaving = MemorySaving()
 
     def __init__(
         self,
@@ -48,7 +51,6 @@ class TrainingMethod(nn.Module):
             raise ConfigError(f"T must be an integer >= 1, got {T!r}")
         self.model = model
         self.T = T
-        self.inference_T = T  # steps of the spike pass that evaluates this method's model
         self.distill = distill
         self.branches = build_branches_for(model) if distill is not None else None
         self.branch_points = tuple(getattr(model, "branch_points", range(len(model.stage_channels) - 1)))
@@ -65,6 +67,11 @@ class TrainingMethod(nn.Module):
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """Main logits and, when branches exist, the per-stage inputs of the branches."""
         raise NotImplementedError
+
+    def prepare_distributed(self, reduce_counts: Callable[[Tensor], Tensor]) -> None:
+        """Make this method's means over samples global before DDP wraps it: ``reduce_counts``
+        maps this process's counts to the global count per process (ESD's reliable samples)."""
+        self.reduce_teacher_counts = reduce_counts
 
     def forward(self, x: Tensor, y: Tensor) -> MethodOutput:
         logits, features = self.training_pass(x)

@@ -1,38 +1,19 @@
 """ANN-to-SNN distillation (CKDSNN, SPEC §5): CE + SAMD + NLD from a frozen ReLU-twin teacher."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distill.kd import class_activation_map, classifier_weight, nld_loss, samd_loss, student_attention
+from ..distill.kd import KDConfig, class_activation_map, classifier_weight, nld_loss, samd_loss, student_attention
 from ..errors import ConfigError
 from ..models.twin import is_relu_twin
-from ..passes.context import PassState, use_pass
-from ..passes.inputs import rate_input
 from ..passes.ratebp import run_rate_stage, run_spike_stage
-from ..passes.spike import run_bptt
+from ..passes.spike import run_bptt, run_spike_intermediates
 from .base import MethodOutput, TrainingMethod
-
-
-@dataclass(frozen=True)
-class KDConfig:
-    samd_weight: float = 1.0
-    nld_weight: float = 1.0
-    samd_temperature: float = 2.0
-    nld_tau: float = 2.0
-    nld_mix: float = 0.9
-    student_pass: str = "bptt"  # or "ratebp"
-
-    def __post_init__(self) -> None:
-        if self.student_pass not in ("bptt", "ratebp"):
-            raise ValueError(f"kd student_pass must be bptt or ratebp, got {self.student_pass!r}")
-        if min(self.samd_weight, self.nld_weight) < 0 or not 0 <= self.nld_mix <= 1:
-            raise ValueError("kd weights must be >= 0 and nld_mix in [0, 1]")
-        if min(self.samd_temperature, self.nld_tau) <= 0:
-            raise ValueError("kd temperatures must be > 0")
+from .registry import register_method
 
 
 class ANNDistillation(TrainingMethod):
@@ -66,17 +47,16 @@ class ANNDistillation(TrainingMethod):
 
     @torch.no_grad()
     def teacher_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        with use_pass(PassState("infer", 1)):
-            logits, features = self.teacher.forward_intermediates(rate_input(x))
+        logits, features = run_spike_intermediates(self.teacher, x, 1)
         last = features[-1]
         cam = class_activation_map(last, classifier_weight(self.teacher.head), logits.argmax(-1))
         return logits, cam
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self.kd.student_pass == "bptt":
-            return run_bptt(self.model, x, self.T, intermediates=True)
-        _, trace = run_spike_stage(self.model, x, self.T)
-        return run_rate_stage(self.model, x, trace, intermediates=True)
+            return run_bptt(self.model, x, self.T, intermediates=True, memory=self.memory)
+        _, trace = run_spike_stage(self.model, x, self.T, memory=self.memory)
+        return run_rate_stage(self.model, x, trace, intermediates=True, memory=self.memory)
 
     def forward(self, x: Tensor, y: Tensor) -> MethodOutput:
         logits, features = self.training_pass(x)
@@ -92,3 +72,13 @@ class ANNDistillation(TrainingMethod):
         }
         values = torch.stack([v.float() for v in parts.values()]).tolist()
         return MethodOutput(loss * self.loss_scale, logits, dict(zip(parts, values)))
+
+
+@register_method("kd", description="SNN student distilled from a trained ANN teacher (SAMD + NLD)",
+                 training_pass="BPTT or RateBP (kd.student_pass)", sections=("kd",), needs=("teacher",),
+                 teacher_method="ann")
+def kd(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto", kd: KDConfig,
+       teacher: Optional[nn.Module] = None) -> ANNDistillation:
+    if teacher is None:
+        raise ConfigError("method kd needs a teacher: train one with --method ann, then pass --teacher-run RUN_DIR")
+    return ANNDistillation(model, T, teacher=teacher, kd=kd, loss_scale=loss_scale)

@@ -1,11 +1,14 @@
 """Rate-based backpropagation: no-grad spike stage, then one backward pass through rates."""
 from __future__ import annotations
 
+from typing import Union
+
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..passes.ratebp import run_rate_stage, run_spike_stage
 from .base import TrainingMethod
+from .registry import register_method
 
 
 class RateBP(TrainingMethod):
@@ -23,5 +26,10 @@ class RateBP(TrainingMethod):
         super().__init__(model, T, **kwargs)
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        _, trace = run_spike_stage(self.model, x, self.T)
-        return run_rate_stage(self.model, x, trace, intermediates=self.branches is not None)
+        _, trace = run_spike_stage(self.model, x, self.T, memory=self.memory)
+        return run_rate_stage(self.model, x, trace, intermediates=self.branches is not None, memory=self.memory)
+
+
+@register_method("ratebp", description="rate-based backpropagation (baseline)", training_pass="RateBP")
+def ratebp(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto") -> RateBP:
+    return RateBP(model, T, loss_scale=loss_scale)

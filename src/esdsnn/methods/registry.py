@@ -1,0 +1,121 @@
+"""Training methods by name, each with what the rest of esdsnn needs to know about it.
+
+A method registers itself in its own file with :func:`register_method`: a factory
+``build(model, T, *, loss_scale, <its config sections>, <its extra arguments>)`` and a
+:class:`MethodSpec` saying which pass it trains with, whether the trained model spikes, which
+config sections it reads, which values it fixes, whether it distils from a teacher run and what
+it does to the model. The training loop, the CLI, the report and the comparison ask the spec;
+none of them compares method names. Adding a method is one file in ``esdsnn/methods/`` (every
+module there is imported on start) plus its tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+from torch import nn
+
+from ..distill.esd_loss import DistillConfig
+from ..distill.kd import KDConfig
+from ..errors import ConfigError
+from .base import TrainingMethod
+
+#: The option sections a method may read, by name (also the names of ``TrainConfig``'s sections).
+SECTIONS: dict[str, type] = {"distill": DistillConfig, "kd": KDConfig}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered training method and what it declares about itself."""
+
+    name: str
+    build: Callable[..., TrainingMethod]
+    description: str
+    training_pass: str  # how it trains, in words: "BPTT", "RateBP", "BPTT or RateBP", "ANN (one step)"
+    spiking: bool = True  # the trained model is an SNN: spike-pass accuracy, firing and energy report
+    sections: tuple[str, ...] = ()  # option sections it reads (keys of SECTIONS)
+    forced: Mapping[str, Any] = field(default_factory=dict)  # section fields it fixes (recorded in configs)
+    needs: tuple[str, ...] = ()  # further keyword arguments of ``build`` (kd: the teacher module)
+    teacher_method: Optional[str] = None  # distils from a trained run of this method (passed as teacher_run)
+    prepare_model: Optional[Callable[[nn.Module], nn.Module]] = None  # what it does to the model
+    ablation_of: Optional[tuple[str, str]] = None  # (method, what the difference to it measures)
+
+    def inference_steps(self, T: int) -> int:
+        """Steps of the pass that evaluates the trained model: T, or 1 for a non-spiking one."""
+        return T if self.spiking else 1
+
+    def prepared(self, model: nn.Module) -> nn.Module:
+        """``model`` as this method trains it (the ReLU twin for ``ann``), e.g. to load a checkpoint."""
+        return self.prepare_model(model) if self.prepare_model is not None else model
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(name: str, *, description: str, training_pass: str, **declared: Any) -> Callable:
+    """Decorator: register ``build`` as method ``name`` with the :class:`MethodSpec` fields given."""
+    unknown = [k for k in declared.get("sections", ()) if k not in SECTIONS]
+    if unknown:
+        raise ValueError(f"method {name!r} reads unknown option sections {unknown}; known: {', '.join(SECTIONS)}")
+
+    def add(build: Callable[..., TrainingMethod]) -> Callable[..., TrainingMethod]:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is registered twice")
+        _METHODS[name] = MethodSpec(name, build, description, training_pass, **declared)
+        return build
+
+    return add
+
+
+def list_methods() -> list[str]:
+    """Registered method names, in registration order."""
+    return list(_METHODS)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The spec of method ``name``; an unknown name raises :class:`ConfigError` with the known ones."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}: choose one of {', '.join(_METHODS)}") from None
+
+
+def section_fields(section: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(SECTIONS[section]))
+
+
+def create_method(name: str, model: nn.Module, T: int, **options: Any) -> TrainingMethod:
+    """Wrap ``model`` in the training method ``name`` (an ``nn.Module`` holding any branches).
+
+    ``options``: ``loss_scale`` (``"auto"`` or a number); for a method that reads a section
+    (``distill``: alpha, beta, tau, teacher, teacher_space, unreliable, eta; ``kd``: samd_weight,
+    nld_weight, samd_temperature, nld_tau, nld_mix, student_pass) either the section's config
+    object or its fields; and the method's own arguments (``kd``: ``teacher``, a trained ANN).
+    Options the method does not read are refused, naming those it does.
+    """
+    spec = method_spec(name)
+    owners = {f: s for s in spec.sections for f in section_fields(s)}
+    known = ["loss_scale", *spec.needs, *spec.sections, *owners]
+    unknown = sorted(k for k in options if k not in known)
+    if unknown:
+        raise ConfigError(f"method {name} does not take option(s) {', '.join(unknown)}; it takes {', '.join(known)}")
+    kwargs: dict[str, Any] = {k: options[k] for k in ("loss_scale", *spec.needs) if k in options}
+    for section in spec.sections:
+        values = {f: v for f, v in options.items() if owners.get(f) == section}
+        given = options.get(section)
+        for key, value in spec.forced.items():
+            if owners.get(key) != section:
+                continue
+            if values.get(key, value) != value or (given is not None and getattr(given, key) != value):
+                raise ConfigError(f"method {name} fixes {key} = {value!r}")
+            values[key] = value
+        try:
+            config = given if given is not None else SECTIONS[section]()
+            kwargs[section] = dataclasses.replace(config, **values) if values else config
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{section} options of method {name}: {err}") from None
+    return spec.build(model, T, **kwargs)
+
+
+__all__ = ["MethodSpec", "SECTIONS", "create_method", "list_methods", "method_spec", "register_method"]

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from esdsnn.data.base import DataBundle, TensorBatches
-from esdsnn.errors import ConfigError, DataError
+from esdsnn.data.base import DataBundle, DataRequest, TensorBatches
+from esdsnn.errors import ConfigError, DataError, brief
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 LAYOUTS = ("NCHW", "NHWC")
@@ -89,7 +89,7 @@ def read_npz(
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({_reason(exc)})") from None
+        raise DataError(f"{path} is not a readable .npz file ({brief(exc, 300, with_type=True)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):  # a plain .npy array
         raise DataError(f"{path} holds a single array, not an .npz archive with {', '.join(REQUIRED_KEYS)}")
     with archive:
@@ -102,7 +102,7 @@ def read_npz(
         try:
             arrays = {k: archive[k] for k in REQUIRED_KEYS}
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-            raise DataError(f"{path} is not a readable .npz file ({_reason(exc)})") from None
+            raise DataError(f"{path} is not a readable .npz file ({brief(exc, 300, with_type=True)})") from None
 
     x_train = _images(arrays["x_train"], layout, f"{path}: x_train")
     x_test = _images(arrays["x_test"], layout, f"{path}: x_test")
@@ -116,11 +116,6 @@ def read_npz(
     y_train = _labels(arrays["y_train"], len(x_train), f"{path}: y_train")
     y_test = _labels(arrays["y_test"], len(x_test), f"{path}: y_test")
     return x_train, y_train, x_test, y_test
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def channel_stats(x: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
@@ -194,20 +189,12 @@ def make_bundle(
     )
 
 
-def load(
-    *,
-    data_path: Optional[str],
-    batch_size: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    T: Optional[int] = None,
-    eval_batch_size: Optional[int] = None,
-    layout: Optional[str] = None,
-) -> DataBundle:
+def load(request: DataRequest) -> DataBundle:
     """The ``npz`` data set: ``data_path`` names the file (static images; ``T`` is not needed)."""
+    data_path = request.data_path
     if not data_path:
         raise ConfigError("the npz data set needs --data-path FILE.npz (keys x_train, y_train, x_test, y_test)")
-    x_train, y_train, x_test, y_test = read_npz(data_path, layout)
+    x_train, y_train, x_test, y_test = read_npz(data_path)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if num_classes < 2:
         raise DataError(f"{data_path}: the labels name only one class; need at least two")
@@ -218,8 +205,8 @@ def load(
         torch.from_numpy(x_test),
         torch.from_numpy(y_test),
         num_classes=num_classes,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-        seed=seed,
-        device=device,
+        batch_size=request.batch_size,
+        eval_batch_size=request.eval_batch_size,
+        seed=request.seed,
+        device=request.device,
     )

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from esdsnn.data import pil_ops
+from esdsnn.fields import option
 from esdsnn.data.autoaugment import auto_augment
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -32,16 +33,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
-    """Which training augmentations of the CIFAR recipe run (all on by default)."""
+    """Which training augmentations of the CIFAR recipe run (all on by default; data sets without
+    augmentation ignore them)."""
 
-    crop: bool = True
-    flip: bool = True
-    autoaugment: bool = True
-    cutout: bool = True
-    crop_padding: int = 4
-    cutout_size: int = 16
+    crop: bool = option(True, "random crop with zero padding")
+    flip: bool = option(True, "random horizontal flip")
+    autoaugment: bool = option(True, "AutoAugment (the official CIFAR-10 policy)")
+    cutout: bool = option(True, "Cutout (one square per image)")
+    crop_padding: int = option(4, "padding of the random crop, pixels")
+    cutout_size: int = option(16, "side of the Cutout square, pixels")
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        if self.cutout_size < 1:
+            raise ValueError(f"cutout_size must be >= 1, got {self.cutout_size}")
 
 
 # --------------------------------------------------------------------------------------------

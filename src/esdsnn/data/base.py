@@ -1,28 +1,56 @@
 """What the training loop needs from a data set: batches on the device and a few facts.
 
-Small data sets (digits, npz, CIFAR) live in memory as tensors; :class:`TensorBatches` slices a
-seeded permutation into batches and applies batched augmentation on the device, with no workers.
-Large ones (ImageNet) wrap a ``DataLoader`` behind the same interface.
+Every data set is loaded from one :class:`DataRequest` (each loader reads what applies to it) and
+returns a :class:`DataBundle` of two :class:`BatchSource` objects. A source is the one batching
+path for a single process, data parallelism and resume alike: ``set_epoch(e)`` fixes the order
+and augmentation of epoch ``e``, ``shard(rank, world_size)`` keeps one process's share of every
+global batch, and ``iter_from(step)`` starts mid-epoch. Small data sets (digits, npz, CIFAR,
+CIFAR10-DVS) live in memory as tensors (:class:`TensorBatches`); large ones (ImageNet) wrap a
+``DataLoader`` behind the same interface.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol
 
 import torch
 from torch import Tensor
 
+from esdsnn.data.augment import AugmentConfig
+
 Augment = Callable[[Tensor, torch.Generator], Tensor]
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a data-set loader is asked for. ``batch_size`` is the global batch (sources are
+    sharded afterwards); ``T`` the time steps (event data builds that many frames); ``workers``
+    for loaders that decode or convert in processes (None: the loader's default)."""
+
+    data_path: Optional[str] = None
+    batch_size: int = 64
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    T: Optional[int] = None
+    eval_batch_size: Optional[int] = None
+    workers: Optional[int] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 class BatchSource(Protocol):
     """An epoch-wise iterable of ``(x, y)`` batches already on the training device."""
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def __iter__(self) -> Iterator[Batch]: ...
 
     def __len__(self) -> int: ...
 
     def set_epoch(self, epoch: int) -> None: ...
+
+    def iter_from(self, start: int) -> Iterator[Batch]: ...
+
+    def shard(self, rank: int, world_size: int, *, train: bool = True) -> "BatchSource": ...
 
 
 @dataclass
@@ -44,8 +72,13 @@ class DataBundle:
 class TensorBatches:
     """Batches of in-memory tensors: a seeded permutation per epoch, sliced; augmentation on device.
 
-    ``x`` may be uint8 (converted by ``augment``/``prepare``) or float. The permutation of epoch
-    ``e`` depends only on ``(seed, e)``, so an epoch can be replayed or resumed exactly.
+    ``x`` may be uint8 (converted by ``augment``/``prepare``) or float. The permutation and the
+    augmentation of epoch ``e`` depend only on ``(seed, e)``, so an epoch can be replayed or
+    resumed exactly. Sharded (:meth:`shard`), every process draws the same global batch and keeps
+    its slice ``rank`` of ``world_size`` near-equal slices, so the union of the slices is exactly
+    the batch one process would train on; for training a last global batch too small to give every
+    process two samples is dropped (BatchNorm needs more than one value), for evaluation nothing is
+    dropped and a process whose slice is empty skips that batch.
     """
 
     def __init__(
@@ -73,28 +106,59 @@ class TensorBatches:
         self.prepare = prepare
         self.augment = augment
         self.epoch = 0
+        self.rank, self.world_size, self.train = 0, 1, True
+
+    def shard(self, rank: int, world_size: int, *, train: bool = True) -> "TensorBatches":
+        """This source's share for process ``rank`` of ``world_size`` (the tensors are shared)."""
+        part = copy.copy(self)
+        part.rank, part.world_size, part.train = rank, world_size, train
+        return part
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
+    def _global_batches(self) -> int:
         n = len(self.x)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __len__(self) -> int:
+        steps = self._global_batches()
+        if self.train and self.world_size > 1 and steps:
+            last = min(len(self.x) - (steps - 1) * self.batch_size, self.batch_size)
+            if last < 2 * self.world_size:
+                steps -= 1
+        return steps
 
     def generator(self) -> torch.Generator:
         """The generator of the current epoch (order and augmentation draw from it)."""
         return torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Batch]:
+        """The epoch's batches from batch ``start`` on. The skipped batches are augmented anyway
+        when there is augmentation (the generator must advance as in an unbroken epoch)."""
         gen = self.generator()
-        n = len(self.x)
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = torch.randperm(len(self.x), generator=gen) if self.shuffle else torch.arange(len(self.x))
         order = order.to(self.device)
         for i in range(len(self)):
+            if i < start and self.augment is None:
+                continue
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            if self.augment is None:  # preparation is per sample: slice first
+                idx = idx.tensor_split(self.world_size)[self.rank]
             xb, yb = self.x[idx], self.y[idx]
             if self.prepare is not None:
                 xb = self.prepare(xb)
             if self.augment is not None:
                 xb = self.augment(xb, gen)
-            yield xb, yb
+                if i < start:
+                    continue
+                xb = xb.tensor_split(self.world_size)[self.rank]
+                yb = yb.tensor_split(self.world_size)[self.rank]
+            if len(yb):
+                yield xb, yb
+
+
+__all__ = ["Augment", "Batch", "BatchSource", "DataBundle", "DataRequest", "TensorBatches"]

@@ -37,8 +37,8 @@ from esdsnn.data.augment import (
     CifarAugment,
     Normalize,
 )
-from esdsnn.data.base import DataBundle, TensorBatches
-from esdsnn.errors import ConfigError, DataError
+from esdsnn.data.base import DataBundle, DataRequest, TensorBatches
+from esdsnn.errors import ConfigError, DataError, brief
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -99,17 +99,11 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _brief(exc: BaseException, limit: int = 160) -> str:
-    """An exception's message on one line, shortened."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _unpickle(data: bytes, where: str) -> dict:
     try:
         obj = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as exc:  # truncated or foreign data raise many different types
-        raise DataError(f"{where} is not a readable CIFAR pickle (truncated or corrupt?): {_brief(exc)}")
+        raise DataError(f"{where} is not a readable CIFAR pickle (truncated or corrupt?): {brief(exc, 160)}")
     if not isinstance(obj, dict):
         raise DataError(f"{where} is not a CIFAR batch: expected a pickled dict, got {type(obj).__name__}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -157,7 +151,7 @@ def _read_folder(folder: Path, layout: _Layout) -> dict[str, bytes]:
         try:
             out[name] = (folder / name).read_bytes()
         except OSError as exc:
-            raise DataError(f"cannot read {folder / name}: {_brief(exc)}")
+            raise DataError(f"cannot read {folder / name}: {brief(exc, 160)}")
     return out
 
 
@@ -177,7 +171,7 @@ def _read_archive(path: Path, layout: _Layout) -> dict[str, bytes]:
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise DataError(
             f"cannot read the archive {path} (truncated or corrupt? download it again from "
-            f"{CIFAR_URL}): {_brief(exc)}"
+            f"{CIFAR_URL}): {brief(exc, 160)}"
         )
     missing = [n for n in wanted if n not in out]
     if missing:
@@ -292,34 +286,25 @@ def load_cifar(
     )
 
 
-def _registry_loader(name: str) -> Callable[..., DataBundle]:
-    def load(
-        *,
-        data_path: Optional[str],
-        batch_size: int,
-        seed: int,
-        device: torch.device | str = "cpu",
-        T: Optional[int] = None,
-        eval_batch_size: Optional[int] = None,
-        augment: Optional[AugmentConfig] = None,
-    ) -> DataBundle:
-        if not data_path:
-            layout = LAYOUTS[name]
-            raise ConfigError(
-                f"{name} needs --data-path DIR holding {layout.archive} or {layout.folder}/ "
-                f"(the python version from {CIFAR_URL})"
-            )
-        return load_cifar(name, data_path, batch_size=batch_size, seed=seed, device=device,
-                          augment=augment, eval_batch_size=eval_batch_size)
-
-    load.__name__ = load.__qualname__ = f"load_{name}"
-    load.__doc__ = (f"The ``{name}`` entry of the data-set registry (static images; ``T`` is not "
-                    "needed): :func:`load_cifar` with ``data_path`` as the root.")
-    return load
+def _load_registered(name: str, request: DataRequest) -> DataBundle:
+    if not request.data_path:
+        layout = LAYOUTS[name]
+        raise ConfigError(
+            f"{name} needs --data-path DIR holding {layout.archive} or {layout.folder}/ "
+            f"(the python version from {CIFAR_URL})"
+        )
+    return load_cifar(name, request.data_path, batch_size=request.batch_size, seed=request.seed,
+                      device=request.device, augment=request.augment, eval_batch_size=request.eval_batch_size)
 
 
-load_cifar10 = _registry_loader("cifar10")
-load_cifar100 = _registry_loader("cifar100")
+def load_cifar10(request: DataRequest) -> DataBundle:
+    """The ``cifar10`` entry of the data-set registry (static images; ``T`` is not needed)."""
+    return _load_registered("cifar10", request)
+
+
+def load_cifar100(request: DataRequest) -> DataBundle:
+    """The ``cifar100`` entry of the data-set registry (static images; ``T`` is not needed)."""
+    return _load_registered("cifar100", request)
 
 
 __all__ = [

@@ -7,13 +7,12 @@ test set.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 import torch
 
 from esdsnn.data.arrays import make_bundle
-from esdsnn.data.base import DataBundle
+from esdsnn.data.base import DataBundle, DataRequest
 from esdsnn.errors import ConfigError
 
 TEST_FRACTION = 0.2
@@ -44,17 +43,9 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[train], y[train], x[test], y[test]
 
 
-def load(
-    *,
-    batch_size: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    data_path: Optional[str] = None,
-    T: Optional[int] = None,
-    eval_batch_size: Optional[int] = None,
-) -> DataBundle:
+def load(request: DataRequest) -> DataBundle:
     """Digits as a :class:`DataBundle` (static images; ``T`` is not needed)."""
-    if data_path is not None:
+    if request.data_path is not None:
         raise ConfigError(
             "the digits data set is bundled with scikit-learn and takes no --data-path "
             "(use --dataset npz for your own arrays)"
@@ -67,8 +58,8 @@ def load(
         torch.from_numpy(x_test),
         torch.from_numpy(y_test),
         num_classes=10,
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-        seed=seed,
-        device=device,
+        batch_size=request.batch_size,
+        eval_batch_size=request.eval_batch_size,
+        seed=request.seed,
+        device=request.device,
     )

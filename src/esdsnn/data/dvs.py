@@ -22,7 +22,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_all_start_methods, get_context
@@ -34,9 +33,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from esdsnn.atomic import atomic_write, write_json_atomic
 from esdsnn.data.augment import EventAugment
-from esdsnn.data.base import DataBundle, TensorBatches
-from esdsnn.errors import ConfigError, DataError
+from esdsnn.data.base import DataBundle, DataRequest, TensorBatches
+from esdsnn.errors import ConfigError, DataError, brief
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SENSOR = 128
@@ -50,12 +50,6 @@ DVS128_ADDRESS_MASK = 0x7FFF  # x: bits 1-7, y: bits 8-14, polarity: bit 0
 SPLIT_SEED = 60
 TEST_FRACTION = 0.1
 DVS_URL = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
-
-
-def _brief(exc: BaseException, limit: int = 160) -> str:
-    """An exception's message on one line, shortened."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -78,7 +72,7 @@ def read_aedat2(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.nda
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {_brief(exc)}")
+        raise DataError(f"cannot read {path}: {brief(exc, 160)}")
     start = 0
     while start < len(raw) and raw[start : start + 1] == b"#":
         end = raw.find(b"\n", start)
@@ -141,15 +135,9 @@ def convert_file(src: str, dst: str, T: int) -> int:
     frames = _smallest_uint(events_to_frames(x, y, p, T))
     dst_path = Path(dst)
     dst_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dst_path.name + ".", suffix=".tmp", dir=dst_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_npz(fh, frames=frames, src_size=np.int64(os.path.getsize(src)), T=np.int64(T),
-                       decoder=np.int64(DECODER_VERSION))
-        os.replace(tmp, dst_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(dst_path, "wb") as fh:
+        _write_npz(fh, frames=frames, src_size=np.int64(os.path.getsize(src)), T=np.int64(T),
+                   decoder=np.int64(DECODER_VERSION))
     return len(x)
 
 
@@ -220,9 +208,7 @@ def stratified_split(files: Sequence[tuple[str, int]], seed: int = SPLIT_SEED,
 
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, obj)
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -285,7 +271,7 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the frame cache {out}: {_brief(exc)} "
+        raise DataError(f"cannot create the frame cache {out}: {brief(exc, 160)} "
                         "(pass cache_dir= a writable folder)")
     versions = {rel: _cached_decoder(out / _npz_name(rel), sizes[rel], T) for rel, _ in files}
     outdated = sorted({v for v in versions.values() if v not in (None, DECODER_VERSION)})
@@ -348,7 +334,7 @@ def load_frames(cache_T: Path, rels: Sequence[str], progress: bool = True) -> Te
             with np.load(path) as z:
                 frames = z["frames"]
         except Exception as exc:
-            raise DataError(f"frame cache file {path} is unreadable ({_brief(exc)}); delete it and rerun")
+            raise DataError(f"frame cache file {path} is unreadable ({brief(exc, 160)}); delete it and rerun")
         if out is None:
             out = np.zeros((len(rels),) + frames.shape, np.uint8)
         elif frames.shape != out.shape[1:]:
@@ -428,25 +414,17 @@ def load_cifar10_dvs(
                                   eval_batch_size=eval_batch_size)
 
 
-def load(
-    *,
-    data_path: Optional[str],
-    batch_size: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    T: Optional[int] = None,
-    eval_batch_size: Optional[int] = None,
-    workers: int = 4,
-    cache_dir: Optional[str] = None,
-) -> DataBundle:
+def load(request: DataRequest) -> DataBundle:
     """The ``cifar10-dvs`` entry of the data-set registry: T frames per sample (default 10)."""
-    if not data_path:
+    if not request.data_path:
         raise ConfigError(
             f"cifar10-dvs needs --data-path DIR holding the 10 class folders of *.aedat files "
             f"(the original release from {DVS_URL})"
         )
-    return load_cifar10_dvs(data_path, T=T or 10, batch_size=batch_size, seed=seed, device=device,
-                            workers=workers, cache_dir=cache_dir, eval_batch_size=eval_batch_size)
+    return load_cifar10_dvs(request.data_path, T=request.T or 10, batch_size=request.batch_size,
+                            seed=request.seed, device=request.device,
+                            workers=4 if request.workers is None else request.workers,
+                            eval_batch_size=request.eval_batch_size)
 
 
 __all__ = [

@@ -6,13 +6,13 @@ seeded by ``(seed, epoch, index)``, so they do not depend on the number of worke
 worker decodes it. Workers return uint8 ``[3, S, S]``; conversion to float and normalisation
 happen per batch on the training device (4× less to copy).
 
-:class:`LoaderBatches` wraps the ``DataLoader`` behind the ``BatchSource`` interface. Its sampler
-comes from ``sampler_factory(dataset, shuffle=..., seed=...)`` (default: a seeded permutation per
-epoch), so distributed training can pass a sharding sampler (``distributed=True`` uses
-``DistributedSampler``).
+:class:`LoaderBatches` puts the files behind the ``BatchSource`` interface: a seeded permutation
+per epoch (:class:`EpochSampler`), sharded over processes and started mid-epoch by the sampler
+itself, so a resumed epoch decodes only the images it still needs.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from pathlib import Path
@@ -25,21 +25,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from esdsnn.data.augment import IMAGENET_MEAN, IMAGENET_STD, Normalize
-from esdsnn.data.base import DataBundle
-from esdsnn.errors import ConfigError, DataError
+from esdsnn.data.base import DataBundle, DataRequest
+from esdsnn.errors import ConfigError, DataError, brief
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
-SamplerFactory = Callable[..., Sampler]
 
 _LAYOUT_HINT = ("expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ILSVRC-2012 from "
                 "https://image-net.org, the validation images sorted into one folder per wnid; "
                 "esdsnn never downloads)")
-
-
-def _brief(exc: BaseException, limit: int = 160) -> str:
-    """An exception's message on one line, shortened."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +158,7 @@ class ImageFolderDataset(Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{path} is not a readable image (truncated or corrupt?): {_brief(exc)}")
+            raise DataError(f"{path} is not a readable image (truncated or corrupt?): {brief(exc, 160)}")
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             img = train_transform(img, self.image_size, rng)
@@ -175,36 +168,39 @@ class ImageFolderDataset(Dataset):
 
 
 class EpochSampler(Sampler[int]):
-    """All indices, in a seeded random order per epoch (or in order when ``shuffle`` is off)."""
+    """One process's indices of one epoch: all indices in a seeded random order per epoch (in
+    order when ``shuffle`` is off), sharded ``rank::world_size`` and started at ``start``.
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0) -> None:
-        self.n = n
-        self.shuffle = shuffle
-        self.seed = seed
+    With ``pad`` (training) the order is padded with its own first indices to a multiple of
+    ``world_size``, so every process gets as many samples (and steps); without it (evaluation)
+    every sample is seen exactly once over all processes.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pad: bool = True, start: int = 0) -> None:
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size, self.pad, self.start = rank, world_size, pad, start
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            order = list(range(self.n))
+        else:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=gen).tolist()
+        if self.pad and self.world_size > 1 and self.n % self.world_size:
+            order += order[: self.world_size - self.n % self.world_size]
+        return order[self.rank :: self.world_size]
+
     def __len__(self) -> int:
-        return self.n
+        total = -(-self.n // self.world_size) if self.pad else len(range(self.rank, self.n, self.world_size))
+        return max(total - self.start, 0)
 
     def __iter__(self) -> Iterator[int]:
-        if not self.shuffle:
-            return iter(range(self.n))
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
-
-
-def default_sampler_factory(dataset: Dataset, *, shuffle: bool, seed: int) -> Sampler:
-    return EpochSampler(len(dataset), shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
-
-
-def distributed_sampler_factory(dataset: Dataset, *, shuffle: bool, seed: int) -> Sampler:
-    """Shards across the ranks of the initialised process group (``DistributedSampler``)."""
-    from torch.utils.data.distributed import DistributedSampler
-
-    return DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+        return iter(self._order()[self.start :])
 
 
 def _worker_init(_: int) -> None:
@@ -222,60 +218,75 @@ def _one_line(exc: BaseException) -> str:
 
 
 class LoaderBatches:
-    """A ``DataLoader`` behind the ``BatchSource`` interface: ``(x, y)`` on ``device``, ``x``
-    converted to float and normalised there; ``set_epoch`` reseeds shuffling and augmentation."""
+    """Image files behind the ``BatchSource`` interface: a ``DataLoader`` per epoch over an
+    :class:`EpochSampler`, ``(x, y)`` on ``device``, ``x`` converted to float and normalised there.
 
-    def __init__(self, loader: DataLoader, dataset: ImageFolderDataset, device: torch.device | str,
-                 transform: Callable[[Tensor], Tensor]) -> None:
-        self.loader = loader
+    ``batch_size`` is the global batch; sharded over ``world_size`` processes each takes
+    ``batch_size / world_size`` samples a step. ``iter_from(step)`` starts mid-epoch without
+    decoding the skipped images.
+    """
+
+    def __init__(self, dataset: ImageFolderDataset, *, batch_size: int, shuffle: bool, seed: int,
+                 device: torch.device | str, workers: int, transform: Callable[[Tensor], Tensor]) -> None:
         self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
         self.device = torch.device(device)
+        self.workers = workers
         self.transform = transform
         self.epoch = 0
+        self.rank, self.world_size, self.train = 0, 1, shuffle
+
+    def shard(self, rank: int, world_size: int, *, train: bool = True) -> "LoaderBatches":
+        if self.batch_size % world_size:
+            raise ConfigError(f"batch_size {self.batch_size} must divide evenly over {world_size} processes")
+        part = copy.copy(self)
+        part.rank, part.world_size, part.train = rank, world_size, train
+        return part
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self.dataset.epoch = epoch
-        sampler = self.loader.sampler
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+
+    def _sampler(self, start_sample: int = 0) -> EpochSampler:
+        sampler = EpochSampler(len(self.dataset), shuffle=self.shuffle, seed=self.seed, rank=self.rank,
+                               world_size=self.world_size, pad=self.train, start=start_sample)
+        sampler.set_epoch(self.epoch)
+        return sampler
+
+    @property
+    def per_process_batch(self) -> int:
+        return self.batch_size // self.world_size
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return -(-len(self._sampler()) // self.per_process_batch)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        loader = DataLoader(
+            self.dataset, batch_size=self.per_process_batch, sampler=self._sampler(start * self.per_process_batch),
+            num_workers=self.workers, worker_init_fn=_worker_init if self.workers > 0 else None,
+            pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=False,
+        )
         non_blocking = self.device.type == "cuda"
         try:
-            for x, y in self.loader:
+            for x, y in loader:
                 x = x.to(self.device, non_blocking=non_blocking)
                 yield self.transform(x), y.to(self.device, non_blocking=non_blocking)
         except DataError as exc:
             raise DataError(_one_line(exc)) from None
 
 
-def imagenet_loader(
-    samples: Sequence[tuple[str, int]],
-    *,
-    train: bool,
-    batch_size: int,
-    seed: int,
-    device: torch.device | str,
-    workers: int,
-    image_size: int = 224,
-    sampler_factory: Optional[SamplerFactory] = None,
-) -> LoaderBatches:
+def imagenet_loader(samples: Sequence[tuple[str, int]], *, train: bool, batch_size: int, seed: int,
+                    device: torch.device | str, workers: int, image_size: int = 224) -> LoaderBatches:
     """A :class:`LoaderBatches` over image files (Pillow decoding in ``workers`` processes with
     one torch thread each)."""
-    device = torch.device(device)
     dataset = ImageFolderDataset(samples, train=train, image_size=image_size, seed=seed)
-    factory = sampler_factory or default_sampler_factory
-    sampler = factory(dataset, shuffle=train, seed=seed)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        worker_init_fn=_worker_init if workers > 0 else None,
-        pin_memory=device.type == "cuda", drop_last=False, persistent_workers=False,
-    )
-    return LoaderBatches(loader, dataset, device, Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return LoaderBatches(dataset, batch_size=batch_size, shuffle=train, seed=seed, device=device,
+                         workers=workers, transform=Normalize(IMAGENET_MEAN, IMAGENET_STD))
 
 
 def load_imagenet(
@@ -286,28 +297,19 @@ def load_imagenet(
     device: torch.device | str = "cpu",
     workers: int = 8,
     image_size: int = 224,
-    sampler_factory: Optional[SamplerFactory] = None,
-    distributed: bool = False,
     eval_batch_size: Optional[int] = None,
 ) -> DataBundle:
     """ImageNet from ``root/train/<wnid>/`` and ``root/val/<wnid>/``; class index = sorted wnid.
-
-    ``batch_size`` is per process. ``sampler_factory(dataset, shuffle=, seed=)`` replaces the
-    default seeded sampler; ``distributed=True`` shards with ``DistributedSampler``.
-    """
+    ``batch_size`` is the global batch (see :class:`LoaderBatches`)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"ImageNet not found in {root}: {_LAYOUT_HINT}")
-    if sampler_factory is None and distributed:
-        sampler_factory = distributed_sampler_factory
     classes, train_samples = scan_split(root / "train")
     _, val_samples = scan_split(root / "val", classes)
-    common = dict(seed=seed, device=device, workers=workers, image_size=image_size,
-                  sampler_factory=sampler_factory)
+    common = dict(seed=seed, device=device, workers=workers, image_size=image_size)
     return DataBundle(
         name="imagenet",
-        train=imagenet_loader(train_samples, train=True, batch_size=batch_size,
-                              **common),  # type: ignore[arg-type]
+        train=imagenet_loader(train_samples, train=True, batch_size=batch_size, **common),  # type: ignore[arg-type]
         test=imagenet_loader(val_samples, train=False, batch_size=eval_batch_size or batch_size,
                              **common),  # type: ignore[arg-type]
         num_classes=len(classes),
@@ -315,29 +317,17 @@ def load_imagenet(
     )
 
 
-def load(
-    *,
-    data_path: Optional[str],
-    batch_size: int,
-    seed: int,
-    device: torch.device | str = "cpu",
-    T: Optional[int] = None,
-    eval_batch_size: Optional[int] = None,
-    workers: int = 8,
-    image_size: int = 224,
-    sampler_factory: Optional[SamplerFactory] = None,
-    distributed: bool = False,
-) -> DataBundle:
+def load(request: DataRequest) -> DataBundle:
     """The ``imagenet`` entry of the data-set registry (static images; ``T`` is not needed)."""
-    if not data_path:
+    if not request.data_path:
         raise ConfigError(f"imagenet needs --data-path DIR; {_LAYOUT_HINT}")
-    return load_imagenet(data_path, batch_size=batch_size, seed=seed, device=device, workers=workers,
-                         image_size=image_size, sampler_factory=sampler_factory,
-                         distributed=distributed, eval_batch_size=eval_batch_size)
+    return load_imagenet(request.data_path, batch_size=request.batch_size, seed=request.seed,
+                         device=request.device, workers=8 if request.workers is None else request.workers,
+                         eval_batch_size=request.eval_batch_size)
 
 
 __all__ = [
-    "EpochSampler", "ImageFolderDataset", "LoaderBatches", "default_sampler_factory",
-    "distributed_sampler_factory", "eval_transform", "imagenet_loader", "load", "load_imagenet",
+    "EpochSampler", "ImageFolderDataset", "LoaderBatches", "eval_transform", "imagenet_loader", "load",
+    "load_imagenet",
     "random_resized_crop_box", "scan_split", "train_transform",
 ]

@@ -10,7 +10,6 @@ Quick use::
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .errors import CheckpointError, ConfigError, DataError, EsdsnnError, TrainingDiverged

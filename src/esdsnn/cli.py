@@ -1,14 +1,16 @@
-"""Command line: ``esdsnn train``, ``eval``, ``bench``, ``report`` (and ``compare``).
+"""Command line: ``esdsnn train``, ``eval``, ``bench``, ``report`` and ``compare``.
 
 The CLI only parses arguments and calls library functions; each sub-command is a pair
-``(add_arguments, run)`` in :data:`COMMANDS`. Every user error (an :class:`EsdsnnError` or an
-argument error) becomes exactly one line ``esdsnn: error: <message>`` on stderr and exit code 2;
-Ctrl-C during training saves a checkpoint and exits with 130.
+``(add_arguments, run)`` in :data:`COMMANDS`. The settings of ``train`` and ``compare`` are one
+flag per leaf of the config tree (:mod:`esdsnn.config`). It also wires the pieces that do not
+know each other: ``train`` passes the report (:mod:`esdsnn.analysis.report`) to training as its
+after-training step. Every user error (an :class:`EsdsnnError` or an argument error) becomes
+exactly one line ``esdsnn: error: <message>`` on stderr and exit code 2; Ctrl-C during training
+saves a checkpoint and exits with 130.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import typing
@@ -34,8 +36,8 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _pass_name(method: Optional[str]) -> str:
-    return "ANN pass" if method == "ann" else "spike pass"
+def _pass_name(spiking: bool) -> str:
+    return "spike pass" if spiking else "ANN pass"
 
 
 def _out(line: str) -> None:
@@ -43,7 +45,7 @@ def _out(line: str) -> None:
 
 
 # ---- train ---------------------------------------------------------------------------------------
-_METAVARS = {"data_path": "PATH", "out": "DIR", "device": "DEVICE", "loss_scale": "auto|X"}
+_METAVARS = {"data_path": "PATH", "out": "DIR", "teacher_run": "DIR", "device": "DEVICE", "loss_scale": "auto|X"}
 
 
 def _metavar(hint: Any) -> str:
@@ -61,30 +63,33 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional[dict[str, str]] = None) -> None:
-    """One flag per TrainConfig field (``--data-path`` for ``data_path``); values stay strings
-    here and are coerced and checked by TrainConfig, so flags and YAML keys behave the same."""
-    from esdsnn.train.config import TrainConfig
+    """One flag per setting of the config tree (``--data-path`` for ``data_path``); values stay
+    strings here and are coerced and checked by TrainConfig, so flags and YAML keys behave the same."""
+    from esdsnn.config import choices, config_leaves
 
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in skip:
+    for leaf in config_leaves():
+        if leaf.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = (helps or {}).get(f.name) or f.metadata.get("help", "")
+        flag = "--" + leaf.name.replace("_", "-")
+        help_text = (helps or {}).get(leaf.name) or leaf.help
         if "default" not in help_text:
-            help_text += f" (default: {f.default})"
-        if hints[f.name] is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+            help_text += f" (default: {leaf.default})"
+        if leaf.hint is bool:
+            group.add_argument(flag, dest=leaf.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=str, default=argparse.SUPPRESS,
-                               metavar=_METAVARS.get(f.name) or _metavar(hints[f.name]), help=help_text)
+            options = choices(leaf.hint)
+            metavar = "|".join(options) if options else _METAVARS.get(leaf.name) or _metavar(leaf.hint)
+            group.add_argument(flag, dest=leaf.name, type=str, default=argparse.SUPPRESS, metavar=metavar,
+                               help=help_text)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from esdsnn.analysis.report import report_after_training
+    from esdsnn.config import TrainConfig, load_config
     from esdsnn.errors import ConfigError
-    from esdsnn.train.config import TrainConfig, load_config
-    from esdsnn.train.loop import resume_config, train
+    from esdsnn.methods import method_spec
+    from esdsnn.train import resume_config, train
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
     if args.resume:
@@ -93,7 +98,8 @@ def run_train(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, overrides)
     else:
         config = load_config(args.config, overrides)
-    result = train(config, resume=bool(args.resume), echo=_out)
+    after = (report_after_training,) if config.run.report else ()
+    result = train(config, resume=bool(args.resume), echo=_out, after_training=after)
     s = result.summary
     if result.status == "interrupted":
         # 130 for Ctrl-C, 143 for SIGTERM (128 + the signal), as a shell reports them
@@ -111,7 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     best = f"; best {s['best_test_acc']:.2%} at epoch {s['best_epoch']}" if s.get("best_test_acc") is not None else ""
     _out(
-        f"test accuracy {s['test_acc']:.2%} ({s['test_correct']}/{s['test_total']}, {_pass_name(s['method'])}) after "
+        f"test accuracy {s['test_acc']:.2%} ({s['test_correct']}/{s['test_total']}, {_pass_name(method_spec(s['method']).spiking)}) after "
         f"{s['epochs']} epochs in {s['wall_s']:.1f} s{best}; run saved in {result.run_dir}"
     )
     return 0
@@ -129,7 +135,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from esdsnn.errors import ConfigError
-    from esdsnn.train.loop import evaluate
+    from esdsnn.runs import evaluate
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {args.threads}")
@@ -142,7 +148,7 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         _out(
             f"test_acc {result.test_acc:.6f} ({result.correct}/{result.total} correct, "
-            f"{_pass_name(result.config.get('method'))}, T={result.T}) from {result.checkpoint} (epoch {result.epoch})"
+            f"{_pass_name(result.spiking)}, T={result.T}) from {result.checkpoint} (epoch {result.epoch})"
         )
     return 0
 
@@ -180,7 +186,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from esdsnn.analysis import bench
+    from esdsnn.analysis import bench, pipeline_bench
+    from esdsnn.atomic import write_text_atomic
     from esdsnn.errors import ConfigError
 
     if args.threads < 1:
@@ -197,10 +204,10 @@ def run_bench(args: argparse.Namespace) -> int:
         _out(bench.bench_markdown(records))
     if args.loaders:
         device = args.device or ("cuda" if _cuda() else "cpu")
-        loaders = bench.measure_loaders(device=device, threads=args.threads)
+        loaders = pipeline_bench.measure_loaders(device=device, threads=args.threads)
         out.mkdir(parents=True, exist_ok=True)
-        (out / bench.LOADERS_JSON).write_text(json.dumps(loaders, indent=2) + "\n")
-        _out(bench.loaders_markdown(loaders))
+        write_text_atomic(out / pipeline_bench.LOADERS_JSON, json.dumps(loaders, indent=2) + "\n")
+        _out(pipeline_bench.loaders_markdown(loaders))
     _out(f"results in {out}")
     return 0
 
@@ -238,11 +245,11 @@ _COMPARE_SKIP = ("method", "out", "teacher_run", "progress")
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    from esdsnn.analysis.compare import DEFAULT_METHODS, DEFAULT_SEEDS
+    from esdsnn.compare import DEFAULT_METHODS, DEFAULT_SEEDS
 
     parser.add_argument("--config", metavar="FILE.yaml", help="shared settings from a YAML file (flags override it)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M1,M2,...",
-                        help=f"methods to compare (default: {','.join(DEFAULT_METHODS)}); kd also trains an ann teacher per seed")
+                        help=f"methods to compare (default: {','.join(DEFAULT_METHODS)}); a distilling method (kd) also trains its teacher per seed")
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
                         help=f"runs per method, with seeds --seed + 0..N-1 (default: {DEFAULT_SEEDS})")
     parser.add_argument("--out", default="runs/compare", metavar="DIR",
@@ -257,9 +264,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from esdsnn.analysis.compare import base_config, parse_methods, run_comparison
+    from esdsnn.compare import base_config, parse_methods, run_comparison
+    from esdsnn.config import TrainConfig
     from esdsnn.errors import ConfigError
-    from esdsnn.train.config import TrainConfig
 
     methods = parse_methods(args.methods)
     if args.seeds < 1:

@@ -3,6 +3,7 @@
 - :func:`measure_firing`: firing rates per layer and step, MACs/SOPs, the energy estimate.
 - :func:`write_report`: ``report.md``, ``firing_rates.json`` and figures in a run directory.
 - :func:`run_bench`: time and peak memory of a training step against T, per method.
+- :mod:`.comparison`: the tables of a comparison of methods (trained by :mod:`esdsnn.compare`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ _LAZY = {
     "bench_markdown": ".bench",
     "write_bench_files": ".bench",
     "write_report": ".report",
+    "report_run": ".report",
     "plot_bench": ".plots",
     "plot_firing_rates": ".plots",
     "plot_training_curves": ".plots",

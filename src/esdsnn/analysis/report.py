@@ -13,21 +13,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 import torch
 from torch import nn
 
-from ..train.logging import write_text_atomic
+from ..atomic import write_text_atomic
+from ..errors import ConfigError, brief
+from ..runs import files as runfiles
+from ..runs.files import CURVES_PNG, FIRING_JSON, FIRING_PNG, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
+from ..runs.load import TrainedModel, load_run
 from .firing import FiringReport, measure_firing
 from .plots import plot_firing_rates, plot_training_curves
-
-REPORT_FILE = "report.md"
-FIRING_JSON = "firing_rates.json"
-FIRING_PNG = "firing_rates.png"
-CURVES_PNG = "training_curves.png"
-METRICS_FILE = "metrics.csv"
-SUMMARY_FILE = "summary.json"
 
 _SUMMARY_FIELDS = ("method", "arch", "dataset", "T", "epochs", "test_acc", "wall_s")
 
@@ -109,23 +106,35 @@ def write_report(
     return {"avg_firing_rate": firing.avg_rate, "energy_mj_per_sample": firing.energy_mj_per_sample}
 
 
-__all__ = ["render_report", "write_report"]
+def report_after_training(trained: TrainedModel, echo: Callable[[str], None]) -> Optional[dict]:
+    """The after-training step of ``esdsnn train``: the report of the model just trained (its
+    figures go into summary.json). A non-spiking model (the ANN twin) gets none; a report that
+    fails costs a warning naming the command that retries it, never the run."""
+    if not trained.spec.spiking:
+        return None
+    try:
+        extra = write_report(trained.run_dir, trained.model, trained.test, trained.steps, device=trained.device)
+    except Exception as exc:
+        echo(f"warning: the report could not be written ({brief(exc, 300)}); run `esdsnn report --run {trained.run_dir}`")
+        return None
+    echo(f"average firing rate {extra['avg_firing_rate']:.4f}; energy estimate {extra['energy_mj_per_sample']:.4g} "
+         f"mJ/sample; report in {trained.run_dir / REPORT_FILE}")
+    return extra
 
 
 def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", device: Optional[str] = None,
                threads: Optional[int] = None) -> dict:
     """Rebuild a saved run's model and test data, write its report, merge the figures into summary.json."""
-    from ..errors import ConfigError
-    from ..train import logging as runlog
-    from ..train.loop import load_run
-
     run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
-    if run.config.method == "ann":
-        raise ConfigError("firing rates and energy need a spiking model; this run trained the ANN twin (--method ann)")
-    folder = runlog.existing_run_dir(run_dir)
-    extra = write_report(folder, run.model, run.bundle.test, run.steps, device=run.device)
-    summary_path = folder / runlog.SUMMARY_FILE
+    if not run.spec.spiking:
+        raise ConfigError(f"firing rates and energy need a spiking model; this run trained with --method "
+                          f"{run.config.method} ({run.spec.description})")
+    extra = write_report(run.run_dir, run.model, run.test, run.steps, device=run.device)
+    summary_path = run.run_dir / SUMMARY_FILE
     if summary_path.is_file():
         summary = {**json.loads(summary_path.read_text()), **extra}
-        runlog.write_json(summary_path, summary)
+        runfiles.write_json(summary_path, summary)
     return extra
+
+
+__all__ = ["render_report", "report_after_training", "report_run", "write_report"]

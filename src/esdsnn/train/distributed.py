@@ -6,24 +6,23 @@ Gloo on CPU) and trains its share of every batch. What changes, and what does no
 
 - ``batch_size`` is the **global** batch: each of the N processes takes ``batch_size / N``
   samples a step (it must divide evenly), so a run means the same thing on any number of GPUs.
-- In-memory data (:class:`~esdsnn.data.base.TensorBatches`): every process draws the same seeded
-  permutation and augmentation of the global batch and keeps its own slice (:class:`ShardedBatches`),
-  so the global order does not depend on N. Loader-based data (ImageNet) gets a
-  ``DistributedSampler`` for training and a strided, unpadded split of the evaluation set.
+- The data sources shard themselves (``source.shard(rank, world_size)``, see
+  :mod:`esdsnn.data.base`): in-memory data draws the same seeded permutation and augmentation of
+  the global batch on every process and keeps its own slice, so the global order does not depend
+  on N; loader-based data (ImageNet) gets a padded strided shard of the epoch's permutation for
+  training and an unpadded one for evaluation.
 - The whole training method (model + ESD branches) is wrapped in DDP, so one DDP forward is one
   training step: RateBP's spike stage runs inside it under ``no_grad`` (no autograd graph, no
-  gradient hooks) and every parameter gets its gradient from the one backward pass.
-- ``sync_bn``: every BatchNorm normalises with the statistics of the global batch. The backbone's
-  :class:`~esdsnn.layers.rate_norm.RateBatchNorm2d` does it itself (the spike stage records the
-  global statistics, the rate stage's straight-through gradient is global); the branches' plain
-  BatchNorms become :class:`GlobalBatchNorm`. Both run on any backend (CPU/Gloo included).
+  gradient hooks) and every parameter gets its gradient from the one backward pass. The method
+  prepares itself first (:meth:`~esdsnn.methods.TrainingMethod.prepare_distributed`).
+- ``sync_bn``: every BatchNorm normalises with the statistics of the global batch
+  (:func:`esdsnn.layers.sync_norm.convert_sync_batchnorm`; any backend, CPU/Gloo included).
 - Loss, accuracy and test accuracy are reduced over all processes; only rank 0 prints, shows
   progress bars and writes files.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import warnings
 from dataclasses import dataclass
@@ -33,13 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from esdsnn import errors
-from esdsnn.data.base import TensorBatches
 from esdsnn.errors import ConfigError, EsdsnnError
-from esdsnn.layers.rate_norm import RateBatchNorm2d, global_batch_norm, group_size
 from esdsnn.methods.base import TrainingMethod
 
 R = TypeVar("R")
-Batch = tuple[Tensor, Tensor]
 
 
 @dataclass
@@ -176,56 +172,6 @@ def session(device_name: str, resolve: Callable[[str], torch.device]) -> Iterato
 
 
 # ---- the model ---------------------------------------------------------------------------------
-class GlobalBatchNorm(nn.BatchNorm2d):
-    """A plain BatchNorm whose training statistics cover the samples of all processes of
-    ``process_group`` (any backend; ``nn.SyncBatchNorm`` needs CUDA). Same parameters, buffers
-    and state-dict keys as the BatchNorm it replaces."""
-
-    process_group: Optional[Any] = None
-
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2D input, got {x.dim()}D")
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or group_size(self.process_group) <= 1:
-            return super().forward(x)
-        return global_batch_norm(self, x, self.process_group)
-
-
-def convert_sync_batchnorm(module: nn.Module, process_group: Optional[Any] = None) -> nn.Module:
-    """Synchronise every BatchNorm of ``module`` over ``process_group`` (in place; returned).
-
-    :class:`RateBatchNorm2d` layers keep their class and get ``sync = True`` (they know the RateBP
-    stages); plain ``nn.BatchNorm1d/2d/3d`` are replaced by :class:`GlobalBatchNorm` sharing their
-    parameters and buffers. Call before building the optimizer (parameters are shared anyway).
-    """
-    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-    for name, child in list(module.named_children()):
-        if isinstance(child, RateBatchNorm2d):
-            child.sync = True
-            child.process_group = process_group
-        elif type(child) in plain:
-            setattr(module, name, _global_copy(child, process_group))
-        else:
-            convert_sync_batchnorm(child, process_group)
-    if isinstance(module, RateBatchNorm2d):
-        module.sync, module.process_group = True, process_group
-    return module
-
-
-def _global_copy(bn: nn.modules.batchnorm._BatchNorm, group: Optional[Any]) -> GlobalBatchNorm:
-    new = GlobalBatchNorm(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
-    if bn.affine:
-        new.weight, new.bias = bn.weight, bn.bias
-    if bn.track_running_stats:
-        new.running_mean, new.running_var = bn.running_mean, bn.running_var
-        new.num_batches_tracked = bn.num_batches_tracked
-    new.train(bn.training)
-    new.process_group = group
-    return new
-
-
 def wrap_ddp(method: nn.Module, ctx: DistContext) -> nn.Module:
     """The whole method in DDP: one forward = one training step (for RateBP: the no-grad spike
     stage, then the rate stage), one backward = one all-reduce of every gradient. Every parameter
@@ -234,7 +180,7 @@ def wrap_ddp(method: nn.Module, ctx: DistContext) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     if isinstance(method, TrainingMethod) and ctx.distributed:
-        method.reduce_teacher_counts = ctx.mean_count
+        method.prepare_distributed(ctx.mean_count)
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     # A conv with one input channel gets weight gradients whose size-1 dimension has another
@@ -246,124 +192,4 @@ def wrap_ddp(method: nn.Module, ctx: DistContext) -> nn.Module:
                                    gradient_as_bucket_view=True)
 
 
-# ---- the data ----------------------------------------------------------------------------------
-class ShardedBatches:
-    """One process's share of a :class:`TensorBatches` of global batches.
-
-    Every process draws the same seeded permutation (and the same augmentation) of each global
-    batch and keeps slice ``rank`` of ``world_size`` near-equal slices; the union of the slices is
-    exactly the batch a single process would train on. With one process it yields exactly what
-    the wrapped source yields. For training (``train=True``) a last global batch too small to give
-    every process two samples is dropped (BatchNorm needs more than one value); for evaluation
-    nothing is dropped, and a process whose slice is empty skips that batch.
-    :meth:`iter_from` starts mid-epoch (resume) without preparing the skipped batches when there
-    is no augmentation to replay.
-    """
-
-    def __init__(self, source: TensorBatches, rank: int = 0, world_size: int = 1, *, train: bool = True) -> None:
-        self.source = source
-        self.rank = rank
-        self.world_size = world_size
-        self.train = train
-
-    def set_epoch(self, epoch: int) -> None:
-        self.source.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        src = self.source
-        n = len(src)
-        if self.train and self.world_size > 1 and n:
-            last = min(len(src.x) - (n - 1) * src.batch_size, src.batch_size)
-            if last < 2 * self.world_size:
-                n -= 1
-        return n
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self.iter_from(0)
-
-    def iter_from(self, start: int) -> Iterator[Batch]:
-        src = self.source
-        gen = src.generator()
-        n = len(src.x)
-        order = torch.randperm(n, generator=gen) if src.shuffle else torch.arange(n)
-        order = order.to(src.device)
-        for i in range(len(self)):
-            idx = order[i * src.batch_size : (i + 1) * src.batch_size]
-            if src.augment is None:
-                if i < start:
-                    continue
-                idx = idx.tensor_split(self.world_size)[self.rank]  # prepare is per sample
-                if len(idx):
-                    xb, yb = src.x[idx], src.y[idx]
-                    yield (src.prepare(xb) if src.prepare is not None else xb), yb
-                continue
-            xb, yb = src.x[idx], src.y[idx]
-            if src.prepare is not None:
-                xb = src.prepare(xb)
-            xb = src.augment(xb, gen)  # replayed for skipped batches: the generator must advance
-            if i < start:
-                continue
-            xb, yb = xb.tensor_split(self.world_size)[self.rank], yb.tensor_split(self.world_size)[self.rank]
-            if len(yb):
-                yield xb, yb
-
-
-class _StridedShard(torch.utils.data.Sampler[int]):
-    """Indices ``rank, rank + N, ...``: every sample exactly once over all processes (evaluation)."""
-
-    def __init__(self, n: int, rank: int, world_size: int) -> None:
-        self.n, self.rank, self.world_size = n, rank, world_size
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.world_size))
-
-
-def sampler_factory(ctx: DistContext) -> Callable[..., torch.utils.data.Sampler]:
-    """For loaders that take one (ImageNet): a ``DistributedSampler`` for the shuffled training
-    set (equal length on every process), a strided unpadded split for evaluation."""
-    from torch.utils.data.distributed import DistributedSampler
-
-    def factory(dataset: Any, *, shuffle: bool, seed: int) -> torch.utils.data.Sampler:
-        if shuffle:
-            return DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-        return _StridedShard(len(dataset), ctx.rank, ctx.world_size)
-
-    return factory
-
-
-def batches_from(source: Any, start: int) -> Iterator[tuple[int, Batch]]:
-    """``(index, batch)`` of an epoch from batch ``start`` on, skipping cheaply where possible:
-    sources with ``iter_from``, and ``DataLoader``-backed ones (the skipped samples are not
-    decoded); otherwise the skipped batches are drawn and dropped."""
-    if start <= 0:
-        yield from enumerate(source)
-        return
-    if hasattr(source, "iter_from"):
-        yield from enumerate(source.iter_from(start), start)
-        return
-    loader = getattr(source, "loader", None)
-    if isinstance(loader, torch.utils.data.DataLoader) and loader.batch_size:
-        rest = list(loader.sampler)[start * loader.batch_size :]
-        clone = copy.copy(source)
-        clone.loader = torch.utils.data.DataLoader(
-            loader.dataset, batch_size=loader.batch_size, sampler=rest, num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-            worker_init_fn=loader.worker_init_fn, timeout=loader.timeout,
-        )
-        yield from enumerate(clone, start)
-        return
-    for i, batch in enumerate(source):
-        if i >= start:
-            yield i, batch
-
-
-__all__ = [
-    "DistContext", "GlobalBatchNorm", "ShardedBatches", "batches_from", "convert_sync_batchnorm",
-    "launched_distributed", "sampler_factory", "session", "wrap_ddp",
-]
+__all__ = ["DistContext", "launched_distributed", "session", "wrap_ddp"]

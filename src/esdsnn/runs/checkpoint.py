@@ -28,55 +28,21 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from esdsnn.errors import CheckpointError
+from esdsnn.atomic import atomic_write
+from esdsnn.errors import CheckpointError, brief
+from esdsnn.runs.files import LAST_CHECKPOINT
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-LAST = "last.pt"
+LAST = LAST_CHECKPOINT
 PREVIOUS = "last.prev.pt"
 BEST = "best.pt"
-
-
-def split_state(method: nn.Module, model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(model state, the rest of the method's state)``: the SNN alone can then be rebuilt and
-    loaded without the method (its branches are training-only)."""
-    prefix = _prefix_of(method, model)
-    model_state = model.state_dict()
-    if prefix is None:  # the method does not hold the model as a submodule
-        return model_state, method.state_dict()
-    extra = {k: v for k, v in method.state_dict().items() if not k.startswith(prefix)}
-    return model_state, extra
-
-
-def load_split_state(method: nn.Module, model: nn.Module, model_state: dict, extra: dict) -> None:
-    """Inverse of :func:`split_state` (strict: every key must match)."""
-    prefix = _prefix_of(method, model)
-    if prefix is None:
-        model.load_state_dict(model_state)
-        method.load_state_dict(extra)
-        return
-    full = {prefix + k: v for k, v in model_state.items()}
-    full.update(extra)
-    method.load_state_dict(full)
-
-
-def _prefix_of(method: nn.Module, model: nn.Module) -> str | None:
-    if method is model:
-        return ""
-    for name, module in method.named_modules():
-        if module is model and name:
-            return name + "."
-    return None
 
 
 # ---- writing and reading -----------------------------------------------------------------------
@@ -89,36 +55,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], *, keep_previous:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if keep_previous is not None and path.is_file():
+    with atomic_write(path, "wb", durable=True) as fh:
+        torch.save(data, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+        if keep_previous is not None and path.is_file():  # the new file is on disk: keep the old one
             os.replace(path, keep_previous)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -133,7 +76,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if isinstance(exc, pickle.UnpicklingError):  # torch's text would advise weights_only=False
             reason = "not a torch file of tensors and plain values; esdsnn never unpickles other objects"
         else:
-            reason = " ".join(str(exc).split())[:200]
+            reason = brief(exc)
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise CheckpointError(f"{path} is not an esdsnn checkpoint")
@@ -178,60 +121,6 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
         raise CheckpointError(problems[0] + others)
     _, path, data = max(fallbacks, key=lambda item: item[0])
     return path, data, problems
-
-
-def checkpoint_nbytes(method: nn.Module, optimizer_copies: int = 1) -> int:
-    """An estimate of one checkpoint's size: the method's state plus ``optimizer_copies`` copies
-    of its parameters (SGD momentum), plus a little for the rest."""
-    params = sum(p.numel() * p.element_size() for p in method.parameters())
-    buffers = sum(b.numel() * b.element_size() for b in method.buffers())
-    return params * (1 + optimizer_copies) + buffers + 64 * 1024
-
-
-def all_finite(tensors: Iterable[Any]) -> bool:
-    """Whether every floating-point tensor among ``tensors`` is free of NaN/inf."""
-    return all(bool(torch.isfinite(t).all()) for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterable[torch.Tensor]:
-    for state in optimizer.state.values():
-        for value in state.values():
-            if isinstance(value, torch.Tensor):
-                yield value
-
-
-# ---- random number generators ---------------------------------------------------------------------
-def rng_state(cuda: bool = False) -> dict[str, Any]:
-    """Every global RNG state as tensors and plain values (``weights_only``-loadable)."""
-    version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-    }
-    if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def set_rng_state(state: Any) -> None:
-    """Restore what :func:`rng_state` saved (a bare tensor: a version-1 checkpoint's torch state)."""
-    if isinstance(state, torch.Tensor):
-        torch.set_rng_state(state)
-        return
-    torch.set_rng_state(state["torch"])
-    py = state.get("python")
-    if py is not None:
-        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
-    npy = state.get("numpy")
-    if npy is not None:
-        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                             npy["has_gauss"], npy["cached_gaussian"]))
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda][: torch.cuda.device_count()])
 
 
 def describe(data: dict[str, Any]) -> str:

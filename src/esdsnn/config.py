@@ -1,0 +1,372 @@
+"""Training configuration: one tree of component configs, read from YAML and command-line flags.
+
+:class:`TrainConfig` holds what to train (method, model, data, T, seed) and one section per
+component, each declared once where the component lives: ``optim`` (:class:`OptimConfig`),
+``neuron`` (:class:`~esdsnn.neurons.LIFConfig`), ``distill``
+(:class:`~esdsnn.distill.DistillConfig`), ``kd`` (:class:`~esdsnn.distill.KDConfig`), ``augment``
+(:class:`~esdsnn.data.augment.AugmentConfig`) and ``run`` (:class:`RunConfig`). Every leaf has a
+flat name that is unique across the tree (``lr``, ``decay``, ``beta``, ...): YAML files, saved
+``config.yaml`` files and command-line flags (``--lr``) use these flat names, all derived by
+walking the tree, so a new option is one field in its component. Unknown keys are rejected with
+the list of known ones; values are coerced to each field's type (``Literal`` fields to their
+choices); the methods' fixed values (``sd``: ``teacher = all``) are applied and recorded.
+
+Fields left ``None`` that depend on the data set (``arch``, ``epochs``, ``batch_size``, ``lr``,
+``threads``) are filled in by :meth:`TrainConfig.resolved`: for ``digits`` a short run tuned to
+finish well within 3 minutes on 2 CPU cores, otherwise the CIFAR recipe of the paper (SPEC §7).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, NamedTuple, Optional, Union
+
+import yaml
+
+from esdsnn.atomic import write_text_atomic
+from esdsnn.data import list_datasets
+from esdsnn.data.augment import AugmentConfig
+from esdsnn.distill.esd_loss import DistillConfig
+from esdsnn.distill.kd import KDConfig
+from esdsnn.errors import ConfigError
+from esdsnn.fields import option
+from esdsnn.methods import list_methods, method_spec
+from esdsnn.models import list_models
+from esdsnn.neurons.lif import LIFConfig
+
+# Per-data-set values for the fields left None. digits: tuned so that the default ESD run reaches
+# >= 96% test accuracy (spike pass) in well under 3 minutes on 2 CPU cores.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    # One thread: the model is small, and two threads slow down many times over as soon as the
+    # other core is busy (measured: 0.3-0.8 s vs 6-7 s per step on a loaded 2-core machine).
+    "digits": {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1, "threads": 1},
+}
+FALLBACK_DEFAULTS: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "threads": None}
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with momentum and a cosine schedule to 0 (SPEC §7)."""
+
+    epochs: Optional[int] = option(None, "training epochs; default depends on the data set")
+    batch_size: Optional[int] = option(
+        None, "global batch size: under torchrun each of N processes takes batch_size/N; default depends on the data set")
+    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0); default depends on the data set")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
+
+    def __post_init__(self) -> None:
+        _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a run executes. Fields marked ``resumable`` may change when a run resumes:
+    they do not change what is computed, beyond the floating-point details of another device."""
+
+    out: Optional[str] = option(None, "run directory; default runs/<timestamp>-<method>")
+    threads: Optional[int] = option(None, "torch CPU threads; default: 1 on digits, else torch's setting", resumable=True)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N", resumable=True)
+    progress: bool = option(True, "show a progress bar per epoch (only on a terminal)", resumable=True)
+    eval_every: int = option(1, "evaluate on the test set every N epochs (and after the last)", resumable=True)
+    workers: Optional[int] = option(None, "data workers (DVS conversion, ImageNet decoding); default: the loader's",
+                                resumable=True)
+    report: bool = option(True, "write the firing-rate and energy report at the end of training", resumable=True)
+    save_every_steps: int = option(0, "also save last.pt every N training steps (0: at the end of each epoch only)",
+                               resumable=True)
+    amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision: none, bf16 or fp16 (fp16 with a gradient scaler)")
+    channels_last: bool = option(False, "channels-last memory format for the model and image batches")
+    compile: bool = option(False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)",
+                       resumable=True)
+    sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over the global batch of all processes")
+    tensorboard: bool = option(True, "also log per-epoch metrics to TensorBoard (tb/) when tensorboard is installed",
+                           resumable=True)
+
+    def __post_init__(self) -> None:
+        _check(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        _check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        _check(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        _check(self.save_every_steps >= 0, f"save_every_steps must be >= 0, got {self.save_every_steps}")
+        _check(bool(_DEVICE_RE.match(self.device)), f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+
+
+#: The sections of TrainConfig and their component types.
+SECTIONS: dict[str, type] = {
+    "optim": OptimConfig, "neuron": LIFConfig, "distill": DistillConfig, "kd": KDConfig,
+    "augment": AugmentConfig, "run": RunConfig,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (see the module notes); build it with
+    :meth:`from_dict` or :func:`load_config`, then call :func:`esdsnn.train.train`."""
+
+    method: str = option("esd", "training method (esdsnn.list_methods(): esd, ratebp, bptt, esd-bptt, sd, ann, kd)")
+    arch: Optional[str] = option(None, "model name; default: digits_resnet on digits, resnet18 otherwise")
+    dataset: str = option("digits", "data set name (digits, npz, cifar10, ...)")
+    data_path: Optional[str] = option(None, "data file or folder (npz: the .npz file)")
+    T: int = option(4, "number of time steps")
+    seed: int = option(60, "random seed (initialisation and batch order)")
+    loss_scale: Union[str, float] = option("auto", "'auto' (1/T for RateBP methods, 1 for BPTT) or a number")
+    teacher_run: Optional[str] = option(None, "run directory of the trained teacher of a distilling method (kd: an ann run)")
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    neuron: LIFConfig = field(default_factory=LIFConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        hints = _hints(TrainConfig)
+        for name in _TOP:
+            object.__setattr__(self, name, _coerce(name, getattr(self, name), hints[name], "config"))
+        _check(self.method in list_methods(), f"unknown method {self.method!r}; choose one of {', '.join(list_methods())}")
+        spec = method_spec(self.method)
+        for key, value in spec.forced.items():  # what the method fixes is what the run records
+            section = LEAVES[key].section
+            object.__setattr__(self, section, dataclasses.replace(getattr(self, section), **{key: value}))
+        _check(self.T >= 1, f"T must be >= 1, got {self.T}")
+        _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        if isinstance(self.loss_scale, str):
+            _check(self.loss_scale == "auto", f"loss_scale must be 'auto' or a positive number, got {self.loss_scale!r}")
+        else:
+            _check(self.loss_scale > 0, f"loss_scale must be 'auto' or a positive number, got {self.loss_scale}")
+        _check(spec.teacher_method is None or self.teacher_run is not None,
+               f"method {self.method} needs a teacher: train one with --method {spec.teacher_method}, "
+               f"then pass --teacher-run RUN_DIR")
+        if self.arch is not None:
+            _check(self.arch in list_models(), f"unknown arch {self.arch!r}; choose one of {', '.join(list_models())}")
+        _check(self.dataset in list_datasets(),
+               f"unknown dataset {self.dataset!r}; choose one of {', '.join(list_datasets())}")
+
+    # ---- the flat view ----------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The flat names of all settings (YAML keys; flags are ``--`` + the name with dashes)."""
+        return list(LEAVES)
+
+    @classmethod
+    def coerce_values(cls, values: Mapping[str, Any], *, source: str = "config") -> dict[str, Any]:
+        """Check the keys of ``values`` and convert each value to its field's type; unknown keys
+        and ill-typed values raise :class:`ConfigError` naming ``source``."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source} must be a mapping of keys to values, got {type(values).__name__}")
+        unknown = [str(k) for k in values if k not in LEAVES]
+        if unknown:
+            raise ConfigError(f"unknown key(s) in {source}: {', '.join(unknown)}; known keys: {', '.join(LEAVES)}")
+        return {k: _coerce(k, v, LEAVES[k].hint, source) for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
+        """Build and validate a config from flat settings (missing ones take their defaults)."""
+        values = cls.coerce_values(values, source=source)
+        sections: dict[str, Any] = {}
+        for name, component in SECTIONS.items():
+            given = {k: v for k, v in values.items() if LEAVES[k].section == name}
+            try:
+                sections[name] = component(**given)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        return cls(**{k: v for k, v in values.items() if LEAVES[k].section is None}, **sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat settings, in declaration order (what ``config.yaml`` holds)."""
+        return {name: self.get(name) for name in LEAVES}
+
+    def get(self, name: str) -> Any:
+        """The value of the setting with flat name ``name``."""
+        leaf = LEAVES[name]
+        return getattr(getattr(self, leaf.section) if leaf.section else self, name)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with flat ``changes`` applied (coerced and validated like any other input)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def resolved(self) -> "TrainConfig":
+        """A copy with the data-set-dependent ``None`` fields filled in (``out`` stays as is)."""
+        defaults = DATASET_DEFAULTS.get(self.dataset, FALLBACK_DEFAULTS)
+        changes = {k: v for k, v in defaults.items() if self.get(k) is None}
+        return self.replace(**changes) if changes else self
+
+
+class Leaf(NamedTuple):
+    """One setting: its flat name, the section holding it (None: top level), type, help."""
+
+    name: str
+    section: Optional[str]
+    hint: Any
+    default: Any
+    help: str
+    resumable: bool
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _leaves() -> dict[str, Leaf]:
+    leaves: dict[str, Leaf] = {}
+    top = _hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        owner = SECTIONS.get(f.name)
+        items = [(None, f, top[f.name])] if owner is None else [
+            (f.name, g, _hints(owner)[g.name]) for g in dataclasses.fields(owner)]
+        for section, g, hint in items:
+            if g.name in leaves or g.name in SECTIONS:
+                raise TypeError(f"setting {g.name!r} is declared twice in the config tree")
+            default = g.default_factory() if g.default_factory is not dataclasses.MISSING else g.default
+            leaves[g.name] = Leaf(g.name, section, hint, default, g.metadata.get("help", ""),
+                                  bool(g.metadata.get("resumable")))
+    return leaves
+
+
+_TOP = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SECTIONS)
+LEAVES: dict[str, Leaf] = _leaves()
+#: Settings that may change when a run is resumed.
+RESUMABLE_FIELDS: tuple[str, ...] = tuple(name for name, leaf in LEAVES.items() if leaf.resumable)
+
+
+def config_leaves() -> Iterator[Leaf]:
+    """Every setting of the tree, in declaration order (for the command line)."""
+    return iter(LEAVES.values())
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+# ---- value coercion (YAML values and command-line strings) ------------------------------------
+_NONE_WORDS = ("none", "null", "~")
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def choices(hint: Any) -> Optional[tuple[Any, ...]]:
+    """The allowed values of a ``Literal`` field, else None."""
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
+    """Turn ``value`` (from YAML or a flag string) into the type of field ``name``."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    optional = origin is Union and type(None) in args
+    inner = [a for a in args if a is not type(None)] if origin is Union else [hint]
+    where = f"{name} (in {source})"
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} must not be empty")
+    options = choices(hint)
+    if options is not None:
+        if value not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
+        return value
+    if optional and str in inner and len(inner) == 1:
+        if isinstance(value, (str, Path)):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
+        return None
+    if set(inner) == {str, float}:  # loss_scale: 'auto' or a number
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return _to_float(value, where, "'auto' or a number")
+    kind = inner[0]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+            return value.strip().lower() in _TRUE_WORDS
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if kind is float:
+        return _to_float(value, where, "a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    raise TypeError(f"no coercion for field {name} of type {hint}")  # pragma: no cover
+
+
+def _to_float(value: Any, where: str, expected: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    if isinstance(value, (int, float)):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())  # also '1e-3', which YAML 1.1 leaves a string
+        except ValueError:
+            raise ConfigError(f"{where} must be {expected}, got {value!r}") from None
+    else:
+        raise ConfigError(f"{where} must be {expected}, got {value!r}")
+    if not math.isfinite(result):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+    return result
+
+
+# ---- files ----------------------------------------------------------------------------------
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file; a missing, unreadable or malformed file raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (e.g. CLI flags)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(TrainConfig.coerce_values(read_yaml(path), source=str(path)))
+    values.update(TrainConfig.coerce_values(overrides or {}, source="the command line"))
+    return TrainConfig.from_dict(values)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write ``config`` as flat YAML (all settings, in declaration order), atomically."""
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False))
+
+
+__all__ = [
+    "DATASET_DEFAULTS", "LEAVES", "Leaf", "OptimConfig", "RESUMABLE_FIELDS", "RunConfig", "SECTIONS",
+    "TrainConfig", "choices", "config_leaves", "load_config", "read_yaml", "save_config",
+]

@@ -1,0 +1,114 @@
+"""A saved run, reloaded: its trained model with its data, to evaluate, report or export.
+
+:class:`TrainedModel` is what everything after training works on — the model of a run with its
+test data, the steps of its evaluation pass and its method's spec — whether it was just trained
+(training hands one to its after-training callbacks, such as the report) or reloaded from a
+checkpoint by :func:`load_run`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+import esdsnn
+from esdsnn.config import TrainConfig
+from esdsnn.data import BatchSource
+from esdsnn.errors import CheckpointError, ConfigError, brief
+from esdsnn.methods import MethodSpec, method_spec
+from esdsnn.runs.build import build_data, build_model, resolve_device, torch_threads
+from esdsnn.runs.checkpoint import BEST, LAST, load_checkpoint
+from esdsnn.runs.files import existing_run_dir
+
+
+@dataclass
+class TrainedModel:
+    """The model of a run with what measuring it needs."""
+
+    run_dir: Path
+    config: TrainConfig
+    spec: MethodSpec
+    model: nn.Module
+    test: BatchSource
+    steps: int  # time steps of the evaluation pass (1 for a non-spiking model)
+    device: torch.device
+
+
+@dataclass
+class LoadedRun(TrainedModel):
+    """A :class:`TrainedModel` reloaded from ``checkpoint`` (its contents in ``ckpt``)."""
+
+    checkpoint: Path = Path()
+    ckpt: dict[str, Any] = field(default_factory=dict)
+
+
+def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
+             threads: Optional[int] = None) -> LoadedRun:
+    """Rebuild a run's model from a checkpoint (``last``, ``best`` or a file) with its data set,
+    as its method trained it (the ReLU twin for ``ann``; a distilled student without its teacher)."""
+    run_dir = existing_run_dir(run_dir)
+    names = {"last": LAST, "best": BEST}
+    path = run_dir / names[checkpoint] if checkpoint in names else Path(checkpoint)
+    ckpt = load_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(ckpt["config"], source=str(path)).resolved()
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path} holds a config this esdsnn cannot use: {exc}") from None
+    n_threads = threads if threads is not None else config.run.threads
+    if n_threads is not None:
+        torch.set_num_threads(n_threads)
+    dev = resolve_device(device or config.run.device)
+    bundle = build_data(config, dev)
+    spec = method_spec(config.method)
+    model = spec.prepared(build_model(config, bundle))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {brief(exc, 300)}") from None
+    return LoadedRun(run_dir, config, spec, model.to(dev), bundle.test, spec.inference_steps(config.T), dev,
+                     checkpoint=path, ckpt=ckpt)
+
+
+def test_accuracy(model: nn.Module, batches: BatchSource, T: int) -> tuple[int, int]:
+    """``(correct, total)`` of the spike pass, main head (the only accuracy esdsnn reports)."""
+    correct = total = 0
+    for x, y in batches:
+        logits = esdsnn.predict(model, x, T)
+        correct += int((logits.argmax(-1) == y).sum())
+        total += int(y.numel())
+    return correct, total
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns."""
+
+    test_acc: float
+    correct: int
+    total: int
+    checkpoint: Path
+    epoch: int
+    T: int  # steps of the test-time pass
+    spiking: bool
+    step: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
+             threads: Optional[int] = None) -> EvalResult:
+    """Reload the model of a run (``last`` or ``best`` checkpoint, or a file path) and measure its
+    test accuracy (spike pass, main head) on the run's data set and split with the run's T."""
+    with torch_threads(None):  # restores the caller's thread count
+        run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
+        correct, total = test_accuracy(run.model, run.test, run.steps)
+    return EvalResult(
+        test_acc=correct / max(total, 1), correct=correct, total=total, checkpoint=run.checkpoint,
+        epoch=int(run.ckpt["epoch"]), T=run.steps, spiking=run.spec.spiking, step=int(run.ckpt.get("step", 0)),
+        config=run.config.to_dict(),
+    )
+
+
+__all__ = ["EvalResult", "LoadedRun", "TrainedModel", "evaluate", "load_run", "test_accuracy"]

@@ -1,0 +1,425 @@
+"""One training session of a run in this process: set up, epochs, steps, evaluation, checkpoints.
+
+The session knows nothing of the model's insides: it calls ``method(x, y)``, backpropagates
+``out.loss``, steps the optimiser and measures test accuracy with :func:`esdsnn.predict` (spike
+pass, main head). What it must know about the method it asks the method's spec.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import esdsnn
+from esdsnn.config import TrainConfig, save_config
+from esdsnn.errors import CheckpointError, ConfigError, TrainingDiverged, brief
+from esdsnn.layers.sync_norm import convert_sync_batchnorm
+from esdsnn.methods import method_spec
+from esdsnn.neurons.lif import compile_neurons_
+from esdsnn.runs import files as runfiles
+from esdsnn.runs.build import build_data, build_method, build_model, load_teacher
+from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_latest, save_checkpoint
+from esdsnn.runs.load import TrainedModel, test_accuracy
+from esdsnn.train import distributed
+from esdsnn.train.distributed import DistContext
+from esdsnn.train.interrupts import InterruptFlag, StopSignal
+from esdsnn.train.logging import TensorBoardLog, epoch_line
+from esdsnn.train.optim import make_optimizer
+from esdsnn.train.state import (
+    RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
+)
+
+Echo = Callable[[str], None]
+#: Called on rank 0 when a run completes, with its trained model; returns extra summary fields.
+AfterTraining = Callable[[TrainedModel, Echo], Optional[dict]]
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class RunResult:
+    """What :func:`esdsnn.train.train` returns: the run directory, its summary, how it ended."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    status: str  # "completed" or "interrupted"
+    epoch: int = 0  # completed epochs
+    step: int = 0  # batches done in the epoch after that (interrupted runs)
+    steps_per_epoch: int = 0
+    signal: Optional[int] = None  # the signal that interrupted the run (SIGINT, SIGTERM), if any
+    rank: int = 0  # this process's rank (only rank 0 writes files and prints)
+
+    @property
+    def test_acc(self) -> Optional[float]:
+        return self.summary.get("test_acc")
+
+
+def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, amp: str = "none") -> TrainingDiverged:
+    last = run_dir / LAST
+    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    precision = "; with --amp fp16 try --amp bf16 or none" if amp == "fp16" else ""
+    return TrainingDiverged(
+        f"training diverged at epoch {epoch}, step {step}: {what} (lr {lr:g}); lower --lr, or check "
+        f"the data for NaN/inf or unnormalised values{precision}; {kept}"
+    )
+
+
+class Session:
+    """One training session of a run (a fresh one, or a resumed one) in this process."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, stop: StopSignal, interrupt: InterruptFlag,
+                 echo: Echo, warn: Echo, after_training: tuple[AfterTraining, ...] = ()) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.stop = stop
+        self.interrupt = interrupt
+        self.echo = echo
+        self.warn = warn
+        self.after_training = after_training
+        self.device = ctx.device
+        self.spec = method_spec(config.method)
+        self.started = time.perf_counter()
+        self.state = RunState()
+        self.git = runfiles.git_revision() if ctx.is_main else None
+
+    # ---- set-up ----------------------------------------------------------------------------------
+    def run(self, resume: bool) -> RunResult:
+        config, ctx = self.config, self.ctx
+        if config.run.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"--amp fp16 needs a CUDA device (half-precision kernels and a gradient scaler); "
+                              f"on {self.device.type} use --amp bf16 or none")
+        ckpt = self._checkpoint_to_resume() if resume else None
+        _seed_everything(config.seed)
+        self._build()
+        need = checkpoint_nbytes(self.method)
+        if ckpt is None:
+            self.run_dir = Path(ctx.main_only(lambda: self._create_run_dir(need)))
+            self.config = config = config.replace(out=str(self.run_dir))
+        else:
+            ctx.main_only(lambda: runfiles.check_run_dir(self.run_dir, 2 * need + 2**20))
+        ctx.main_only(lambda: self._write_env(resumed=ckpt is not None))
+        self.metrics = runfiles.MetricsLog(self.run_dir / runfiles.METRICS_FILE) if ctx.is_main else None
+        if ckpt is not None:
+            done = self._restore(ckpt)
+            if done is not None:
+                return done
+        else:
+            self.echo(self._header())
+            self.checkpoint(LAST)  # a run always has a checkpoint to resume from
+
+        self.step_module = distributed.wrap_ddp(self.method, ctx) if ctx.distributed else self.method
+        self.tensorboard = None
+        if ctx.is_main and config.run.tensorboard:
+            self.tensorboard = TensorBoardLog.open(self.run_dir, purge_step=self.state.epoch + 1 if ckpt else None)
+        try:
+            return self._epochs()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+
+    def _checkpoint_to_resume(self) -> dict[str, Any]:
+        if not self.config.run.out:
+            raise ConfigError("resume needs the run directory (config.run.out)")
+        self.run_dir = runfiles.existing_run_dir(self.config.run.out)
+        path, ckpt, problems = load_latest(self.run_dir)
+        for line in problems:
+            self.warn(line)
+        if problems:
+            self.warn(f"resuming from {path} ({describe(ckpt)}) instead")
+        return ckpt
+
+    def _build(self) -> None:
+        """Data (sharded), model, method, teacher, optimiser, scaler."""
+        config, ctx = self.config, self.ctx
+        if ctx.distributed and config.optim.batch_size % ctx.world_size:
+            raise ConfigError(
+                f"batch_size {config.optim.batch_size} is the global batch and must divide evenly over the "
+                f"{ctx.world_size} processes; use a multiple of {ctx.world_size}"
+            )
+        self.bundle = bundle = build_data(config, self.device)
+        self.train_batches = bundle.train.shard(ctx.rank, ctx.world_size)
+        self.test_batches = bundle.test.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.test
+        model = build_model(config, bundle)
+        teacher = load_teacher(config, bundle, self.device) if self.spec.teacher_method else None
+        method = build_method(config, model, teacher)
+        if ctx.distributed and config.run.sync_bn:
+            convert_sync_batchnorm(method)
+        method.to(self.device)
+        if config.run.channels_last:
+            method.to(memory_format=torch.channels_last)
+            if teacher is not None:
+                teacher.to(memory_format=torch.channels_last)
+        if config.run.compile:
+            compile_neurons_(model)
+        self.model, self.method = model, method
+        self.optimizer, self.scheduler = make_optimizer(method, config.optim)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.run.amp == "fp16")
+        self.amp_dtype = AMP_DTYPES.get(config.run.amp)
+        self.eval_T = self.spec.inference_steps(config.T)
+
+    def _create_run_dir(self, need: int) -> str:
+        config = self.config
+        run_dir = runfiles.new_run_dir(config.run.out, config.method)
+        runfiles.check_run_dir(run_dir, 4 * need + 2**20)
+        save_config(config.replace(out=str(run_dir)), run_dir / runfiles.CONFIG_FILE)
+        return str(run_dir)
+
+    def _header(self) -> str:
+        c, ctx = self.config, self.ctx
+        return (
+            f"{c.method} on {c.dataset}: {c.arch}, T={c.T}, {c.optim.epochs} epochs, batch {c.optim.batch_size}"
+            + (f" ({ctx.world_size} processes)" if ctx.distributed else "")
+            + f", lr {c.optim.lr:g}, {self.device}, {torch.get_num_threads()} thread(s)"
+            + (f", amp {c.run.amp}" if self.amp_dtype is not None else "") + f" -> {self.run_dir}"
+        )
+
+    def _restore(self, ckpt: dict[str, Any]) -> Optional[RunResult]:
+        """Load the checkpoint's state; a :class:`RunResult` if the run is already complete."""
+        load_split_state(self.method, self.model, ckpt["model"], ckpt.get("extra", {}))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+        self.state = state = RunState.from_dict(ckpt.get("progress", {}), epoch=int(ckpt["epoch"]),
+                                                step=int(ckpt.get("step", 0)))
+        data = ckpt.get("data", {})
+        if data.get("world_size", self.ctx.world_size) != self.ctx.world_size:
+            self.warn(f"the run was saved with {data['world_size']} process(es) and resumes with "
+                      f"{self.ctx.world_size}: the global batches stay the same, the summation order changes")
+        if data.get("steps_per_epoch", len(self.train_batches)) != len(self.train_batches):
+            raise CheckpointError(
+                f"the checkpoint of {self.run_dir} was saved with {data['steps_per_epoch']} steps per epoch, "
+                f"this data gives {len(self.train_batches)}: resume with the same data and number of processes"
+            )
+        if state.epoch >= self.config.optim.epochs:
+            self.echo(f"the run in {self.run_dir} is already complete ({state.epoch} epochs)")
+            summary = self.ctx.main_only(lambda: runfiles.read_summary(self.run_dir))
+            return self._result(summary, "completed")
+        if self.metrics is not None:
+            self.metrics.truncate(state.epoch)
+        self.echo(f"resuming {self.run_dir} after epoch {state.epoch}" + (f", step {state.step}" if state.step else ""))
+        return None
+
+    def _write_env(self, resumed: bool) -> None:
+        run = self.config.run
+        env = runfiles.run_environment(self.device, self.ctx.world_size, git=self.git, amp=run.amp,
+                                       compile=run.compile, channels_last=run.channels_last)
+        path = self.run_dir / runfiles.ENV_FILE
+        if resumed and path.is_file():
+            try:
+                first = json.loads(path.read_text(encoding="utf-8"))
+                first["resumed"] = [*first.get("resumed", []), env]
+                env = first
+            except (OSError, ValueError):
+                pass
+        runfiles.write_json(path, env)
+
+    # ---- the epochs ------------------------------------------------------------------------------
+    def _epochs(self) -> RunResult:
+        config, state, ctx = self.config, self.state, self.ctx
+        epochs, steps = config.optim.epochs, len(self.train_batches)
+        for epoch in range(state.epoch + 1, epochs + 1):
+            self.method.train()
+            self.train_batches.set_epoch(epoch - 1)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.epoch_started = time.perf_counter()
+            stop_now = False
+            bar = tqdm(total=steps, initial=state.step, desc=f"epoch {epoch}/{epochs}", leave=False,
+                       disable=(None if config.run.progress else True) if ctx.is_main else True,
+                       unit="batch", dynamic_ncols=True)
+            try:
+                for i, (x, y) in enumerate(self.train_batches.iter_from(state.step), state.step):
+                    stop_now = self._step(x, y, epoch, i, lr)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{state.mean('loss'):.4f}",
+                                    acc=f"{state.train_correct / max(state.seen, 1):.3f}", refresh=False)
+                    state.step = i + 1
+                    if state.step >= steps:
+                        break
+                    if stop_now:
+                        state.epoch_s += time.perf_counter() - self.epoch_started
+                        self.checkpoint(LAST)
+                        return self._result(self.summary("interrupted"), "interrupted")
+                    if config.run.save_every_steps and state.step % config.run.save_every_steps == 0:
+                        self.checkpoint(LAST)
+            finally:
+                bar.close()
+            self._end_epoch(epoch, lr)
+            stop_now = stop_now or not ctx.all_true(not self.stop.is_set())
+            if stop_now and epoch < epochs:
+                return self._result(self.summary("interrupted"), "interrupted")
+        return self._result(self._finish(self.summary("completed")), "completed")
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, i: int, lr: float) -> bool:
+        """One training step; returns whether some process was asked to stop."""
+        ctx, state = self.ctx, self.state
+        if self.config.run.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            out = self.step_module(x, y)
+        n = int(y.numel())
+        keys = list(out.parts)
+        loss_local = float(out.parts["loss"]) if "loss" in out.parts else float(out.loss.detach())
+        correct = int((out.logits.detach().argmax(-1) == y).sum())
+        totals = [float(n), *(float(out.parts[k]) * n for k in keys), float(correct), loss_local * n,
+                  1.0 if self.stop.is_set() else 0.0]
+        if ctx.distributed:  # one small all-reduce: metrics, the NaN check and the stop flag agree
+            totals = ctx.sum(torch.tensor(totals, dtype=torch.float64)).tolist()
+        n_global = totals[0]
+        loss_value = totals[-2] / n_global
+        if not math.isfinite(loss_value):
+            self.summary("diverged")
+            raise self._diverged(epoch, i + 1, lr, f"the loss is {loss_value}")
+        loss = out.loss
+        if ctx.distributed and n * ctx.world_size != n_global:  # an uneven last batch: weigh by size
+            loss = loss * (n * ctx.world_size / n_global)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        state.add_totals(keys, totals)
+        return totals[-1] > 0
+
+    def _end_epoch(self, epoch: int, lr: float) -> None:
+        config, state, ctx = self.config, self.state, self.ctx
+        ctx.broadcast_buffers(self.method)  # rank 0's BN statistics: what is saved is what is evaluated
+        if not ctx.all_true(all_finite(self.method.state_dict().values())):
+            self.summary("diverged")
+            raise self._diverged(epoch, state.step, lr, "the weights are no longer finite")
+        self.scheduler.step()
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, **state.epoch_parts()}
+        row["train_acc"] = state.train_acc = state.train_correct / max(state.seen, 1)
+        test_acc = None
+        if epoch % config.run.eval_every == 0 or epoch == config.optim.epochs:
+            correct, total = test_accuracy(self.model, self.test_batches, self.eval_T)
+            if ctx.distributed:
+                correct, total = (int(v) for v in ctx.sum(torch.tensor([correct, total], dtype=torch.float64)).tolist())
+            test_acc = correct / max(total, 1)
+            state.test_acc, state.test_correct, state.test_total = test_acc, correct, total
+        row["test_acc"] = test_acc
+        row["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
+        if self.metrics is not None:
+            self.metrics.write(row)
+        if self.tensorboard is not None:
+            self.tensorboard.write(row)
+        self.echo(epoch_line(epoch, config.optim.epochs, row))
+        improved = test_acc is not None and (state.best_test_acc is None or test_acc > state.best_test_acc)
+        if improved:
+            state.best_test_acc, state.best_epoch = test_acc, epoch
+        state.end_epoch(epoch)
+        if improved:
+            self.checkpoint(BEST)
+        self.checkpoint(LAST)
+
+    def _finish(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Run the after-training callbacks (rank 0) and merge what they return into the summary;
+        a failing callback costs a warning, never the run."""
+        if not self.ctx.is_main or not self.after_training:
+            return summary
+        trained = TrainedModel(self.run_dir, self.config, self.spec, self.model, self.bundle.test, self.eval_T,
+                               self.device)
+        for callback in self.after_training:
+            try:
+                extra = callback(trained, self.echo)
+            except Exception as exc:  # the run itself is saved: an extra must not lose it
+                self.echo(f"warning: {getattr(callback, '__name__', 'an after-training step')} failed ({brief(exc, 300)})")
+                continue
+            if extra:
+                summary = {**summary, **extra}
+        runfiles.write_json(self.run_dir / runfiles.SUMMARY_FILE, summary)
+        return summary
+
+    # ---- files -----------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds of this run, earlier sessions of a resumed run included."""
+        return self.state.wall_s + time.perf_counter() - self.started
+
+    def checkpoint(self, name: str) -> None:
+        """Save the whole training state as ``name`` (rank 0), never from non-finite values: then
+        the run stops as diverged and the last good checkpoint stays."""
+        state, ctx = self.state, self.ctx
+        finite = all_finite(self.method.state_dict().values()) and all_finite(optimizer_tensors(self.optimizer))
+        if not ctx.all_true(finite):
+            self.summary("diverged")
+            raise self._diverged(state.epoch + (1 if state.step else 0), state.step,
+                                 self.optimizer.param_groups[0]["lr"], "the weights are no longer finite")
+        if not ctx.is_main:
+            return
+        model_state, extra = split_state(self.method, self.model)
+        progress = {**state.to_dict(), "wall_s": self.elapsed()}
+        if state.step:  # mid-epoch: the time of the epoch so far
+            progress["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
+        save_checkpoint(self.run_dir / name, {
+            "model": model_state,
+            "extra": extra,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "epoch": state.epoch,
+            "step": state.step,
+            "progress": progress,
+            "data": {"epoch": state.epoch, "step": state.step, "steps_per_epoch": len(self.train_batches),
+                     "world_size": ctx.world_size, "batch_size": self.config.optim.batch_size, "seed": self.config.seed},
+            "rng": rng_state(cuda=self.device.type == "cuda"),
+            "config": self.config.to_dict(),
+            "esdsnn": esdsnn.__version__,
+        }, keep_previous=self.run_dir / PREVIOUS if name == LAST else None)
+
+    def summary(self, status: str) -> dict[str, Any]:
+        config, state = self.config, self.state
+        data = {
+            "test_acc": state.test_acc,
+            "method": config.method,
+            "arch": config.arch,
+            "T": config.T,
+            "epochs": state.epoch,
+            "wall_s": round(self.elapsed(), 3),
+            "dataset": config.dataset,
+            "status": status,
+            "spiking": self.spec.spiking,
+            "test_correct": state.test_correct,
+            "test_total": state.test_total,
+            "best_test_acc": state.best_test_acc,
+            "best_epoch": state.best_epoch,
+            "train_acc": state.train_acc,
+            "epochs_planned": config.optim.epochs,
+            "batch_size": config.optim.batch_size,
+            "lr": config.optim.lr,
+            "seed": config.seed,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "num_params_training": sum(p.numel() for p in self.method.parameters()),
+            "esdsnn": esdsnn.__version__,
+            "git": self.git,
+            "amp": config.run.amp,
+            "checkpoint": LAST,
+            **runfiles.environment(self.device, self.ctx.world_size),
+        }
+        if self.ctx.is_main:
+            runfiles.write_json(self.run_dir / runfiles.SUMMARY_FILE, data)
+        return data
+
+    def _result(self, summary: dict[str, Any], status: str) -> RunResult:
+        interrupted = status == "interrupted"
+        return RunResult(self.run_dir, summary, status, self.state.epoch, self.state.step if interrupted else 0,
+                         len(self.train_batches), self.interrupt.signum if interrupted else None, self.ctx.rank)
+
+    def _diverged(self, epoch: int, step: int, lr: float, what: str) -> TrainingDiverged:
+        return diverged_error(self.run_dir, epoch, step, lr, what, amp=self.config.run.amp)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+__all__ = ["AfterTraining", "RunResult", "Session", "diverged_error"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from esdsnn.cli import main
-from esdsnn.train.checkpoint import load_checkpoint
-from esdsnn.train.logging import read_metrics
+from esdsnn.runs.checkpoint import load_checkpoint
+from esdsnn.runs.files import read_metrics
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SUMMARY_KEYS = ("test_acc", "method", "arch", "T", "epochs", "wall_s", "dataset")
@@ -91,8 +91,8 @@ def test_bad_input_in_process(files, monkeypatch, capsys, args, fragments):
 
 
 def test_every_config_field_is_a_flag(tmp_path, monkeypatch):
-    from esdsnn.train import loop
-    from esdsnn.train.config import TrainConfig
+    import esdsnn.train as training
+    from esdsnn.config import TrainConfig
 
     seen = {}
 
@@ -100,16 +100,16 @@ def test_every_config_field_is_a_flag(tmp_path, monkeypatch):
         seen["config"] = config
         raise KeyboardInterrupt  # stop here: only the parsing is under test
 
-    monkeypatch.setattr(loop, "train", fake_train)
+    monkeypatch.setattr(training, "train", fake_train)
     flags = ["--method", "ratebp", "--arch", "resnet19", "--T", "2", "--batch-size", "8", "--lr", "0.5",
              "--loss-scale", "0.25", "--no-detach-reset", "--learnable-decay", "--teacher-space", "probs",
              "--data-path", "x", "--threads", "1", "--no-progress", "--eval-every", "3", "--v-reset", "-0.5"]
     assert main(["train", *flags]) == 130
     config = seen["config"]
-    assert (config.method, config.arch, config.T, config.batch_size, config.lr) == ("ratebp", "resnet19", 2, 8, 0.5)
-    assert config.loss_scale == 0.25 and config.detach_reset is False and config.learnable_decay is True
-    assert config.teacher_space == "probs" and config.data_path == "x" and config.progress is False
-    assert config.eval_every == 3 and config.v_reset == -0.5
+    assert (config.method, config.arch, config.T, config.optim.batch_size, config.optim.lr) == ("ratebp", "resnet19", 2, 8, 0.5)
+    assert config.loss_scale == 0.25 and config.neuron.detach_reset is False and config.neuron.learnable_decay is True
+    assert config.distill.teacher_space == "probs" and config.data_path == "x" and config.run.progress is False
+    assert config.run.eval_every == 3 and config.neuron.v_reset == -0.5
     help_text = esdsnn("train", "--help", cwd=tmp_path).stdout
     for name in TrainConfig.field_names():
         assert "--" + name.replace("_", "-") in help_text, name

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import yaml
 
-from esdsnn.analysis.compare import (
-    COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, CSV_COLUMNS, RUN_SIDECAR, base_config, noise_note, plan_runs,
-    run_comparison, run_state, summarise, tables_from_json,
+from esdsnn.analysis.comparison import (
+    COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, CSV_COLUMNS, noise_note, summarise, tables_from_json,
 )
 from esdsnn.cli import main
+from esdsnn.compare.runner import RUN_SIDECAR, base_config, plan_runs, run_comparison, run_state
+from esdsnn.config import save_config
 from esdsnn.errors import ConfigError
-from esdsnn.train.config import save_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # The smallest budget that still trains: digits, one epoch, T=1, few large batches, one thread.

@@ -238,11 +238,12 @@ def test_str_keys_are_accepted(tmp_path):
 
 
 def test_registry_entry_points(tmp_path):
+    from esdsnn.data import DataRequest
     from esdsnn.data.cifar import load_cifar10, load_cifar100
     from esdsnn.errors import ConfigError
 
     write_cifar10(tmp_path)
-    b = load_cifar10(data_path=str(tmp_path), batch_size=8, seed=0, device="cpu", T=6, eval_batch_size=2)
+    b = load_cifar10(DataRequest(data_path=str(tmp_path), batch_size=8, seed=0, T=6, eval_batch_size=2))
     assert b.name == "cifar10" and len(b.test) == 3 and len(b.train) == 4
     with pytest.raises(ConfigError, match="cifar-100-python"):
-        load_cifar100(data_path=None, batch_size=8, seed=0)
+        load_cifar100(DataRequest(data_path=None, batch_size=8, seed=0))

@@ -438,7 +438,9 @@ def test_registry_entry_point(tmp_path):
     from esdsnn.errors import ConfigError
 
     write_dataset(tmp_path, per_class=2)
-    b = dvs.load(data_path=str(tmp_path), batch_size=4, seed=0, T=3, workers=0, eval_batch_size=10)
+    from esdsnn.data import DataRequest
+
+    b = dvs.load(DataRequest(data_path=str(tmp_path), batch_size=4, seed=0, T=3, workers=0, eval_batch_size=10))
     assert b.time_steps == 3 and len(b.test) == 1
     with pytest.raises(ConfigError, match="aedat"):
-        dvs.load(data_path=None, batch_size=4, seed=0, T=3)
+        dvs.load(DataRequest(data_path=None, batch_size=4, seed=0, T=3))

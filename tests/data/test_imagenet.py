@@ -12,7 +12,7 @@ from esdsnn.data.imagenet import (
     random_resized_crop_box,
     scan_split,
 )
-from esdsnn.errors import DataError
+from esdsnn.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
 
@@ -103,19 +103,21 @@ def test_eval_transform_resizes_shorter_side_then_centre_crops():
     assert arr[8, 0, 0] > 200 and arr[8, 15, 0] < 50
 
 
-def test_sampler_factory_hook_shards(tmp_path):
+def test_shards_cover_the_data_once_for_evaluation_and_evenly_for_training(tmp_path):
     write_tree(tmp_path)
-    seen = []
-
-    def factory(dataset, *, shuffle, seed):
-        seen.append((len(dataset), shuffle, seed))
-        return list(range(0, len(dataset), 2))  # every other sample, like one of two ranks
-
-    b = load_imagenet(tmp_path, batch_size=2, seed=7, device="cpu", workers=0, image_size=16,
-                      sampler_factory=factory)
-    assert seen == [(12, True, 7), (6, False, 7)]
-    assert sum(len(y) for _, y in b.train) == 6 and sum(len(y) for _, y in b.test) == 3
-    b.train.set_epoch(1)  # a sampler without set_epoch is fine
+    b = load_imagenet(tmp_path, batch_size=4, seed=7, device="cpu", workers=0, image_size=16)
+    trains = [b.train.shard(r, 2) for r in range(2)]
+    for t in trains:
+        t.set_epoch(1)
+    seen = [[int(v) for v in t._sampler()] for t in trains]
+    assert len(seen[0]) == len(seen[1]) == 6 and sorted(seen[0] + seen[1]) == list(range(12))
+    assert [sum(len(y) for _, y in t) for t in trains] == [6, 6] and len(trains[0]) == 3  # 2 a step
+    tests = [b.test.shard(r, 2, train=False) for r in range(2)]
+    assert sorted(int(v) for t in tests for _, y in t for v in y) == sorted(int(v) for _, y in b.test for v in y)
+    trains[0].set_epoch(2)
+    assert [int(v) for v in trains[0]._sampler()] != seen[0]  # another epoch, another order
+    with pytest.raises(ConfigError, match="divide evenly"):
+        b.train.shard(0, 3)
 
 
 def test_grayscale_and_png_images_become_rgb(tmp_path):
@@ -180,12 +182,10 @@ def test_corrupt_jpeg_names_the_file(tmp_path, workers):
 
 
 def test_registry_entry_point(tmp_path):
-    from esdsnn.data import imagenet
-    from esdsnn.errors import ConfigError
+    from esdsnn.data import DataRequest, imagenet
 
     write_tree(tmp_path)
-    b = imagenet.load(data_path=str(tmp_path), batch_size=4, seed=0, T=4, workers=0,
-                      image_size=16, eval_batch_size=6)
-    assert b.num_classes == 3 and len(b.test) == 1
+    b = imagenet.load(DataRequest(data_path=str(tmp_path), batch_size=4, seed=0, T=4, workers=0, eval_batch_size=6))
+    assert b.num_classes == 3 and len(b.test) == 1 and b.input_shape == (3, 224, 224)
     with pytest.raises(ConfigError, match="train/<wnid>"):
-        imagenet.load(data_path=None, batch_size=4, seed=0)
+        imagenet.load(DataRequest(data_path=None, batch_size=4, seed=0))

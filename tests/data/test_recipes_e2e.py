@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from esdsnn.cli import main
-from esdsnn.train.config import load_config
+from esdsnn.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -35,8 +35,8 @@ def test_configs_cover_every_paper_run():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_config_loads(path):
     config = load_config(str(path), {})
-    assert config.method in ("esd", "esd-bptt") and config.epochs >= 100
-    assert config.seed == 60 and config.momentum == 0.9
+    assert config.method in ("esd", "esd-bptt") and config.optim.epochs >= 100
+    assert config.seed == 60 and config.optim.momentum == 0.9
 
 
 def test_cifar_recipe_two_epochs_end_to_end(tmp_path):

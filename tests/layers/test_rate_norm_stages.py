@@ -76,7 +76,7 @@ def test_rate_stage_value_uses_the_recorded_statistics():
     own_mean = x.mean(dim=(0, 2, 3)).numpy()
     own_var = x.var(dim=(0, 2, 3), unbiased=False).numpy()
     assert np.all(np.abs(own_mean - M_REC) > 0.3) and np.all(np.abs(own_var - V_REC) > 0.3)
-    with use_pass(PassState("rate", 1, hand_made_trace(bn))):
+    with use_pass(PassState("rate_stage", 1, hand_made_trace(bn))):
         out = bn(x)
     xn = x.numpy()
     gamma, beta = bn.weight.detach().numpy(), bn.bias.detach().numpy()
@@ -90,7 +90,7 @@ def test_rate_stage_gradient_is_the_hand_derived_straight_through_jacobian():
     buffers = {k: v.clone() for k, v in bn.named_buffers()}
     x = rate_batch().requires_grad_()
     upstream = torch.randn(B, C, H, W, dtype=torch.float64)
-    with use_pass(PassState("rate", 1, hand_made_trace(bn))):
+    with use_pass(PassState("rate_stage", 1, hand_made_trace(bn))):
         out = bn(x)
     (out * upstream).sum().backward()
 
@@ -125,7 +125,7 @@ def test_spike_stage_records_all_steps_and_updates_running_stats_once():
         ref.load_state_dict(bn.state_dict())
         want = ref(x)
         trace = Trace(T)
-        with torch.no_grad(), use_pass(PassState("record", T, trace)):
+        with torch.no_grad(), use_pass(PassState("spike_stage", T, trace)):
             got = bn(x.clone())
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
         record = trace.norm(bn)

@@ -68,3 +68,18 @@ def test_model_input_size_is_free():
 def test_bad_arguments_raise_config_errors(call, message):
     with pytest.raises(esdsnn.ConfigError, match=message):
         call()
+
+
+# sha256 of each model's sorted state-dict keys: checkpoints saved by earlier versions must load.
+STATE_DICT_KEYS = {
+    "digits_resnet": (63, "39ec117880b75154"), "preact_resnet34": (287, "12404861efffe84c"),
+    "resnet18": (139, "336234e1fdf7f2a5"), "resnet19": (136, "35e05236af51becc"), "vggsnn": (66, "cb0bf6460187f85d"),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(STATE_DICT_KEYS))
+def test_state_dict_keys_stay_those_of_saved_checkpoints(arch):
+    import hashlib
+
+    keys = sorted(esdsnn.create_model(arch, num_classes=10, in_channels=3).state_dict())
+    assert (len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]) == STATE_DICT_KEYS[arch]

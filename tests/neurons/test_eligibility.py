@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from esdsnn.neurons import LIFParams, lif_multistep, lif_rate_eligibility
+from esdsnn.neurons import LIFConfig, lif_multistep, lif_rate_eligibility
 
 
 @pytest.mark.parametrize("T", [1, 3, 8])
 @pytest.mark.parametrize("reset,detach_reset", [("soft", True), ("soft", False), ("hard", True), ("hard", False)])
 def test_eligibility_equals_autograd_rate_derivative(T, reset, detach_reset):
-    p = LIFParams(reset=reset, detach_reset=detach_reset, v_reset=0.0)
+    p = LIFConfig(reset=reset, detach_reset=detach_reset, v_reset=0.0)
     decay = 0.35
     x = (torch.randn(300, dtype=torch.float64) * 1.2 + 0.6)
     x_const = x.clone().requires_grad_()
@@ -20,7 +20,7 @@ def test_eligibility_equals_autograd_rate_derivative(T, reset, detach_reset):
 
 
 def test_hard_reset_with_nonzero_v_reset():
-    p = LIFParams(reset="hard", detach_reset=False, v_reset=-0.3)
+    p = LIFConfig(reset="hard", detach_reset=False, v_reset=-0.3)
     x = torch.randn(200, dtype=torch.float64) + 0.8
     xc = x.clone().requires_grad_()
     rate = lif_multistep(xc.expand(5, -1), 0.5, p).mean(0)
@@ -38,6 +38,6 @@ def test_hand_computed_eligibility_soft_detached():
         return 4.0 * g * (1 - g)
 
     expected = (sg(-0.4) + 1.5 * sg(-0.1)) / 2
-    _, rate, e = lif_rate_eligibility(torch.full((2, 1), 0.6, dtype=torch.float64), 0.5, LIFParams())
+    _, rate, e = lif_rate_eligibility(torch.full((2, 1), 0.6, dtype=torch.float64), 0.5, LIFConfig())
     assert rate.item() == 0.0
     assert e.item() == pytest.approx(expected.item(), rel=1e-12)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from esdsnn.neurons import LIF, LIFParams, SigmoidSurrogate, lif_multistep, lif_rate_eligibility
+from esdsnn.neurons import LIF, LIFConfig, SigmoidSurrogate, lif_multistep, lif_rate_eligibility
 from esdsnn.passes import PassState, use_pass
 
 torch.set_num_threads(1)
@@ -38,7 +38,7 @@ def reference_loop(x, decay, threshold, reset, v_reset=0.0):
 @pytest.mark.parametrize("reset", ["soft", "hard"])
 def test_forward_matches_hand_loop(reset):
     x = torch.randn(7, 50, dtype=torch.float64) * 1.5
-    p = LIFParams(reset=reset)
+    p = LIFConfig(reset=reset)
     expected = reference_loop(x, DECAY, 1.0, reset)
     torch.testing.assert_close(lif_multistep(x, DECAY, p), expected)
     spikes, rate, _ = lif_rate_eligibility(x.clone(), DECAY, p)
@@ -48,7 +48,7 @@ def test_forward_matches_hand_loop(reset):
 
 def test_fires_at_threshold_exactly():
     x = torch.tensor([[1.0], [0.0]])  # h_0 = θ exactly: H(0) = 1
-    assert lif_multistep(x, DECAY, LIFParams()).flatten().tolist() == [1.0, 0.0]
+    assert lif_multistep(x, DECAY, LIFConfig()).flatten().tolist() == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("reset", ["soft", "hard"])
@@ -64,7 +64,7 @@ def test_forward_and_grad_match_spikingjelly(reset, detach_reset, spikingjelly):
     x = (torch.randn(6, 4, 3, 5, 5, dtype=torch.float64) * 1.5).requires_grad_()
     x2 = x.detach().clone().requires_grad_()
     expected = sj(x)
-    with use_pass(PassState("spike", 6)):
+    with use_pass(PassState("bptt", 6)):
         got = ours(x2.flatten(0, 1)).view_as(x2)
     torch.testing.assert_close(got, expected)
     weights = torch.randn_like(expected)
@@ -92,7 +92,7 @@ def unrolled_bptt_grad(x, decay, threshold, reset, detach_reset, alpha):
 def test_bptt_gradient_equals_manual_unrolling(reset, detach_reset):
     x = (torch.randn(5, 40, dtype=torch.float64) * 1.5).requires_grad_()
     decay_logit = torch.tensor(math.log(DECAY / (1 - DECAY)), dtype=torch.float64, requires_grad=True)
-    p = LIFParams(reset=reset, detach_reset=detach_reset, surrogate=SigmoidSurrogate(4.0))
+    p = LIFConfig(reset=reset, detach_reset=detach_reset, surrogate_alpha=4.0)
     w = torch.randn(5, 40, dtype=torch.float64)
     (lif_multistep(x, torch.sigmoid(decay_logit), p) * w).sum().backward()
     gx, gd = x.grad.clone(), decay_logit.grad.clone()
@@ -113,7 +113,7 @@ def test_learnable_decay_is_parameter_and_fixed_is_buffer():
 def test_no_state_survives_a_call():
     layer = LIF()
     x = torch.rand(4, 2, 8) * 2
-    with use_pass(PassState("spike", 4)):
+    with use_pass(PassState("bptt", 4)):
         first = layer(x.flatten(0, 1))
         second = layer(x.flatten(0, 1))
     torch.testing.assert_close(first, second)
@@ -128,6 +128,6 @@ def test_bad_parameters_are_rejected():
     with pytest.raises(ValueError, match="decay"):
         LIF(decay=1.5)
     with pytest.raises(ValueError, match="reset"):
-        LIFParams(reset="medium")
+        LIFConfig(reset="medium")
     with pytest.raises(ValueError, match="alpha"):
         SigmoidSurrogate(0.0)

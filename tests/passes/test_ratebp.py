@@ -64,7 +64,7 @@ def test_rate_stage_values_equal_spike_stage_rates():
 
     # the time-averaged stage outputs of the spike stage, from a second (identical) recording pass
     twin = copy.deepcopy(model)
-    with torch.no_grad(), use_pass(PassState("record", 5, esdsnn.passes.Trace(5))):
+    with torch.no_grad(), use_pass(PassState("spike_stage", 5, esdsnn.passes.Trace(5))):
         _, spike_features = twin.forward_intermediates(spike_input(x, 5))
     rate_logits, rate_features = run_rate_stage(model, x, trace, intermediates=True)
     for s, r in zip(spike_features, rate_features):

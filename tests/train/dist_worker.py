@@ -12,10 +12,11 @@ import torch
 import torch.distributed as dist
 
 import esdsnn
+from esdsnn.config import TrainConfig
+from esdsnn.layers.sync_norm import convert_sync_batchnorm
 from esdsnn.passes.ratebp import run_spike_stage
-from esdsnn.train import loop
-from esdsnn.train.config import TrainConfig
-from esdsnn.train.distributed import DistContext, convert_sync_batchnorm, wrap_ddp
+from esdsnn.train import loop, session
+from esdsnn.train.distributed import DistContext, wrap_ddp
 
 T = 2
 BATCH = 16
@@ -44,8 +45,8 @@ def build(method):
 
 
 def loop_config(method, changes, out):
-    return TrainConfig(method=method, T=T, epochs=1, batch_size=64, threads=1, progress=False, report=False,
-                       device="cpu", out=out, **changes)
+    return TrainConfig.from_dict(dict(method=method, T=T, epochs=1, batch_size=64, threads=1, progress=False,
+                                      report=False, device="cpu", out=out, **changes))
 
 
 class StopAfter:
@@ -80,13 +81,13 @@ def main(out: Path) -> None:
 
     # 2. the training loop: every method, a few steps
     made = {}
-    build_method = loop.build_method
+    build_method = session.build_method
 
     def capture(config, model, teacher=None):
         made["method"] = build_method(config, model, teacher)
         return made["method"]
 
-    loop.build_method = capture
+    session.build_method = capture
     home = Path.cwd()
     for name, method, changes, steps in LOOP_RUNS:
         loop.train(loop_config(method, changes, str(out / name)), stop=StopAfter(steps))

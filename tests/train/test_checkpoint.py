@@ -6,9 +6,8 @@ import torch
 
 import esdsnn
 from esdsnn.errors import CheckpointError
-from esdsnn.train.checkpoint import (
-    FORMAT_VERSION, load_checkpoint, load_split_state, save_checkpoint, split_state,
-)
+from esdsnn.runs.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from esdsnn.train.state import load_split_state, split_state
 
 
 def _method():

@@ -2,24 +2,24 @@
 import pytest
 
 from esdsnn.errors import ConfigError
-from esdsnn.train.config import TrainConfig, load_config, read_yaml, save_config
+from esdsnn.config import TrainConfig, load_config, read_yaml, save_config
 
 
 def test_defaults_resolve_for_digits():
     config = TrainConfig().resolved()
     assert config.method == "esd" and config.dataset == "digits" and config.arch == "digits_resnet"
-    assert config.T == 4 and config.seed == 60 and config.momentum == 0.9 and config.weight_decay == 5e-4
-    assert config.epochs >= 1 and config.batch_size >= 1 and config.lr > 0 and config.threads == 1
+    assert config.T == 4 and config.seed == 60 and config.optim.momentum == 0.9 and config.optim.weight_decay == 5e-4
+    assert config.optim.epochs >= 1 and config.optim.batch_size >= 1 and config.optim.lr > 0 and config.run.threads == 1
     assert TrainConfig(dataset="npz").resolved().arch == "resnet18"
     assert TrainConfig(arch="resnet19").resolved().arch == "resnet19"
 
 
 def test_yaml_round_trip(tmp_path):
-    config = TrainConfig(
+    config = TrainConfig.from_dict(dict(
         method="bptt", arch="resnet19", T=2, epochs=3, batch_size=16, lr=0.05, loss_scale=0.5,
         reset="hard", v_reset=0.1, detach_reset=False, learnable_decay=True, teacher="all",
         teacher_space="probs", unreliable="entropy", threads=1, progress=False, out="some/dir",
-    ).resolved()
+    )).resolved()
     path = tmp_path / "config.yaml"
     save_config(config, path)
     assert load_config(path) == config
@@ -32,7 +32,7 @@ def test_flags_override_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.05\nT: 2\nmethod: ratebp\ndetach_reset: false\n")
     config = load_config(path, {"T": "3", "detach_reset": True})
-    assert config.T == 3 and config.lr == 0.05 and config.method == "ratebp" and config.detach_reset is True
+    assert config.T == 3 and config.optim.lr == 0.05 and config.method == "ratebp" and config.neuron.detach_reset is True
     assert load_config(path).T == 2
     # a flag can repair a bad file value: the merged config is what gets validated
     path.write_text("T: 0\n")
@@ -43,8 +43,8 @@ def test_yaml_scientific_notation_and_numbers(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1e-3\nweight_decay: 5.0e-4\nepochs: 2\nloss_scale: auto\nthreads: null\n")
     config = load_config(path)
-    assert config.lr == 1e-3 and config.weight_decay == 5e-4 and config.epochs == 2
-    assert config.loss_scale == "auto" and config.threads is None
+    assert config.get("lr") == 1e-3 and config.get("weight_decay") == 5e-4 and config.get("epochs") == 2
+    assert config.loss_scale == "auto" and config.get("threads") is None
 
 
 def test_unknown_key_lists_known_keys(tmp_path):
@@ -120,7 +120,75 @@ def test_replace_is_checked():
 def test_sd_records_the_teacher_it_trains_with(tmp_path):
     """`sd` is ESD with the all-heads teacher: the saved config says so (not the default)."""
     config = TrainConfig(method="sd")
-    assert config.teacher == "all"
+    assert config.distill.teacher == "all"
     save_config(config, tmp_path / "config.yaml")
     assert read_yaml(tmp_path / "config.yaml")["teacher"] == "all"
-    assert TrainConfig(method="esd").teacher == "reliable"
+    assert TrainConfig(method="esd").distill.teacher == "reliable"
+    assert TrainConfig.from_dict({"method": "sd", "teacher": "reliable"}).distill.teacher == "all"
+
+
+# The config.yaml of a run saved by esdsnn before the config tree (flat keys, no crop_padding or
+# cutout_size): runs saved then must still evaluate, report and resume.
+FLAT_CONFIG_BEFORE_THE_TREE = """\
+method: esd
+arch: digits_resnet
+dataset: digits
+data_path: null
+T: 4
+epochs: 2
+batch_size: 64
+lr: 0.1
+momentum: 0.9
+weight_decay: 0.0005
+seed: 60
+loss_scale: auto
+decay: 0.2
+threshold: 1.0
+reset: soft
+v_reset: 0.0
+detach_reset: true
+learnable_decay: false
+surrogate_alpha: 4.0
+alpha: 1.0
+beta: 0.3
+tau: 3.0
+teacher: reliable
+teacher_space: logits
+unreliable: drop
+eta: 0.1
+teacher_run: null
+samd_weight: 1.0
+nld_weight: 1.0
+samd_temperature: 2.0
+nld_tau: 2.0
+nld_mix: 0.9
+student_pass: bptt
+crop: true
+flip: true
+autoaugment: true
+cutout: true
+out: /tmp/old-run
+threads: 1
+device: auto
+progress: true
+eval_every: 1
+workers: null
+report: true
+save_every_steps: 0
+amp: none
+channels_last: false
+compile: false
+sync_bn: false
+tensorboard: true
+"""
+
+
+def test_a_config_saved_before_the_config_tree_still_loads(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(FLAT_CONFIG_BEFORE_THE_TREE)
+    config = load_config(path)
+    assert (config.optim.epochs, config.optim.batch_size, config.neuron.decay, config.distill.beta) == (2, 64, 0.2, 0.3)
+    assert config.run.out == "/tmp/old-run" and config.augment.crop_padding == 4  # a new key takes its default
+    saved = read_yaml(path)
+    assert set(saved) <= set(TrainConfig.field_names())
+    assert {k: config.get(k) for k in saved} == saved  # every old key means what it meant

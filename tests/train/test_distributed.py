@@ -11,11 +11,11 @@ import torch
 from esdsnn.data.base import TensorBatches
 from esdsnn.distill.esd_loss import build_teacher
 from esdsnn.layers.rate_norm import RateBatchNorm2d
+from esdsnn.layers.sync_norm import GlobalBatchNorm, convert_sync_batchnorm
 from esdsnn.passes.ratebp import run_spike_stage
-from esdsnn.train import loop
-from esdsnn.train.checkpoint import LAST, load_checkpoint
-from esdsnn.train.distributed import GlobalBatchNorm, ShardedBatches, batches_from, convert_sync_batchnorm
-from esdsnn.train.logging import read_metrics
+from esdsnn.runs.checkpoint import LAST, load_checkpoint
+from esdsnn.runs.files import read_metrics
+from esdsnn.train import loop, session
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,55 +46,60 @@ def test_one_shard_is_the_source_and_shards_make_up_the_global_batch(augment):
     source = _batches(augment)
     source.set_epoch(3)
     whole = list(source)
-    one = ShardedBatches(source, 0, 1)
+    one = source.shard(0, 1)
     assert len(one) == len(source) == 5
     for (xa, ya), (xb, yb) in zip(whole, one):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     assert [torch.equal(a[0], b[0]) for a, b in zip(whole[2:], one.iter_from(2))] == [True] * 3
-    assert [i for i, _ in batches_from(one, 3)] == [3, 4]
+    assert len(list(one.iter_from(3))) == 2
 
-    shards = [ShardedBatches(source, r, 2) for r in range(2)]
+    shards = [source.shard(r, 2) for r in range(2)]
     assert len(shards[0]) == 5  # the last global batch has 5 samples: 3 + 2, enough for two each
     for k, parts in enumerate(zip(*shards)):
         assert torch.equal(torch.cat([p[0] for p in parts]), whole[k][0])
         assert torch.equal(torch.cat([p[1] for p in parts]), whole[k][1])
-    assert len(ShardedBatches(source, 0, 3)) == 4  # 5 samples cannot give three processes two each
+    assert len(source.shard(0, 3)) == 4  # 5 samples cannot give three processes two each
     # evaluation keeps every sample: 37 samples over 9 processes, the last batch of 5 included
-    evaluated = [ShardedBatches(source, r, 9, train=False) for r in range(9)]
+    evaluated = [source.shard(r, 9, train=False) for r in range(9)]
     assert sorted(int(v) for shard in evaluated for _, y in shard for v in y) == list(range(37))
 
 
-def test_loader_data_shards_by_sampler_and_resumes_without_decoding_skipped_batches(tmp_path):
-    """ImageNet-style loaders: a DistributedSampler for training (equal steps per process), a
-    strided unpadded split for evaluation (every image once), and mid-epoch resume that starts
-    the sampler at the saved position."""
+def test_loader_data_shards_by_sampler_and_resumes_without_decoding_skipped_batches(tmp_path, monkeypatch):
+    """ImageNet-style loaders: a padded shard of the epoch's permutation for training (equal
+    steps per process), a strided unpadded split for evaluation (every image once), and mid-epoch
+    resume that starts the sampler at the saved position."""
     from PIL import Image
 
-    from esdsnn.data.imagenet import load_imagenet
-    from esdsnn.train.distributed import DistContext, sampler_factory
+    from esdsnn.data.imagenet import ImageFolderDataset, load_imagenet
 
     for k, wnid in enumerate(["n01", "n02", "n03"]):
         for split, n in (("train", 5), ("val", 3)):
             (tmp_path / split / wnid).mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (20, 20), (80 * k, 10 * i, 0)).save(tmp_path / split / wnid / f"{i}.JPEG")
-    bundles = [load_imagenet(tmp_path, batch_size=2, seed=3, workers=0, image_size=8,
-                             sampler_factory=sampler_factory(DistContext(rank, 2))) for rank in range(2)]
+    bundle = load_imagenet(tmp_path, batch_size=4, seed=3, workers=0, image_size=8)
+    trains = [bundle.train.shard(rank, 2) for rank in range(2)]
+    tests = [bundle.test.shard(rank, 2, train=False) for rank in range(2)]
     train_idx = []
-    for b in bundles:
-        b.train.set_epoch(1)
-        train_idx.append(list(b.train.loader.sampler))
-        assert len(b.train) == 4  # 15 images -> 8 per process (one padded), 4 batches of 2
+    for t in trains:
+        t.set_epoch(1)
+        train_idx.append(list(t._sampler()))
+        assert len(t) == 4  # 15 images -> 8 per process (one padded), 4 batches of 2
     assert set(train_idx[0]) | set(train_idx[1]) == set(range(15))
-    test_labels = sorted(int(v) for b in bundles for _, y in b.test for v in y)
+    assert len(train_idx[0]) == len(train_idx[1]) == 8
+    test_labels = sorted(int(v) for t in tests for _, y in t for v in y)
     assert test_labels == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # every validation image exactly once
 
-    source = bundles[1].train
+    source = trains[1]
     full = list(source)
-    resumed = list(batches_from(source, 2))
-    assert [i for i, _ in resumed] == [2, 3]
-    for (i, (x, y)) in resumed:
-        assert torch.equal(x, full[i][0]) and torch.equal(y, full[i][1])
+    resumed = list(source.iter_from(2))
+    assert len(resumed) == 2
+    decoded = []
+    decode = ImageFolderDataset.__getitem__
+    monkeypatch.setattr(ImageFolderDataset, "__getitem__", lambda self, i: decoded.append(i) or decode(self, i))
+    for (x, y), (xf, yf) in zip(source.iter_from(2), full[2:]):
+        assert torch.equal(x, xf) and torch.equal(y, yf)
+    assert sorted(decoded) == sorted(train_idx[1][4:])  # only the images of the batches left
 
 
 # ---- the layers ---------------------------------------------------------------------------------
@@ -198,8 +203,8 @@ def test_one_data_parallel_step_equals_one_process(two_ranks, tmp_path, monkeypa
     weights equal (to float rounding) those of one process on the same 64 samples."""
     _, method, changes, steps = next(r for r in dist_worker.LOOP_RUNS if r[0] == name)
     made = {}
-    build = loop.build_method
-    monkeypatch.setattr(loop, "build_method", lambda c, m, t=None: made.setdefault("m", build(c, m, t)))
+    build = session.build_method
+    monkeypatch.setattr(session, "build_method", lambda c, m, t=None: made.setdefault("m", build(c, m, t)))
     loop.train(dist_worker.loop_config(method, changes, str(tmp_path / "one")), stop=dist_worker.StopAfter(steps))
     single = made["m"].state_dict()
     ranked = torch.load(two_ranks / f"{name}.rank0.pt")["state"]

@@ -7,23 +7,26 @@ import torch
 from torch import nn
 
 import esdsnn
+from esdsnn.config import TrainConfig, load_config
 from esdsnn.errors import ConfigError, TrainingDiverged
-from esdsnn.train import loop
-from esdsnn.train.checkpoint import load_checkpoint
-from esdsnn.train.config import TrainConfig, load_config
-from esdsnn.train.logging import MetricsLog, new_run_dir, read_metrics, read_summary
+from esdsnn.runs import evaluate
+from esdsnn.runs.build import build_data
+from esdsnn.runs.checkpoint import load_checkpoint
+from esdsnn.runs.files import MetricsLog, new_run_dir, read_metrics, read_summary
+from esdsnn.train import loop, session
+from esdsnn.train.optim import parameter_groups
 
 
 def _config(tmp_path, **changes):
     values = dict(epochs=2, batch_size=128, progress=False, threads=1, out=str(tmp_path / "run"))
     values.update(changes)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def test_parameter_groups_decay_only_conv_and_linear_weights():
     model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
     method = esdsnn.create_method("esd", model, T=2)
-    decay, no_decay = loop.parameter_groups(method, 5e-4)
+    decay, no_decay = parameter_groups(method, 5e-4)
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     conv_linear = {id(m.weight) for m in method.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     assert {id(p) for p in decay["params"]} == conv_linear
@@ -74,7 +77,7 @@ def test_resume_refuses_config_changes(tmp_path):
     run = loop.train(_config(tmp_path, epochs=1, method="ratebp"), stop=_StopAfter(1))
     with pytest.raises(ConfigError, match="lr cannot change"):
         loop.resume_config(run.run_dir, {"lr": "0.5"})
-    assert loop.resume_config(run.run_dir, {"progress": True}).progress is True
+    assert loop.resume_config(run.run_dir, {"progress": True}).run.progress is True
 
 
 class _GoesNaN(nn.Module):
@@ -94,8 +97,8 @@ class _GoesNaN(nn.Module):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    build = loop.build_method
-    monkeypatch.setattr(loop, "build_method", lambda config, model, teacher=None: _GoesNaN(build(config, model, teacher), good=14))
+    build = session.build_method
+    monkeypatch.setattr(session, "build_method", lambda config, model, teacher=None: _GoesNaN(build(config, model, teacher), good=14))
     config = _config(tmp_path, epochs=3, method="ratebp")  # 12 steps per epoch: NaN in epoch 2, step 3
     with pytest.raises(TrainingDiverged) as info:
         loop.train(config)
@@ -106,7 +109,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
     assert len(read_metrics(run_dir / "metrics.csv")) == 1
     assert read_summary(run_dir)["status"] == "diverged"
-    assert loop.evaluate(run_dir).total == 360  # the kept checkpoint still evaluates
+    assert evaluate(run_dir).total == 360  # the kept checkpoint still evaluates
 
 
 def test_cosine_schedule_eval_every_and_files(tmp_path):
@@ -126,8 +129,8 @@ def test_cosine_schedule_eval_every_and_files(tmp_path):
     assert summary["epochs"] == 3 and summary["T"] == 2 and summary["threads"] == 1
     assert summary["test_acc"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-6)
     assert load_config(result.run_dir / "config.yaml") == load_config(result.run_dir / "config.yaml").resolved()
-    assert load_config(result.run_dir / "config.yaml").out == str(result.run_dir)
-    evaluated = loop.evaluate(result.run_dir)
+    assert load_config(result.run_dir / "config.yaml").run.out == str(result.run_dir)
+    evaluated = evaluate(result.run_dir)
     assert (evaluated.correct, evaluated.total) == (summary["test_correct"], summary["test_total"])
     with pytest.raises(ConfigError, match="already holds a run"):
         loop.train(config)
@@ -161,40 +164,33 @@ def test_metrics_log_columns_and_truncate(tmp_path):
 def test_ann_teacher_then_kd_student(tmp_path):
     ann = loop.train(_config(tmp_path, method="ann", out=str(tmp_path / "ann")))
     assert ann.summary["test_acc"] >= 0.8
-    evaluated = loop.evaluate(ann.run_dir)
+    evaluated = evaluate(ann.run_dir)
     assert evaluated.T == 1 and evaluated.correct == ann.summary["test_correct"]
 
     with pytest.raises(ConfigError, match="needs a teacher"):
         TrainConfig(method="kd")
     kd = loop.train(_config(tmp_path, method="kd", teacher_run=str(ann.run_dir), out=str(tmp_path / "kd")))
     assert kd.summary["test_acc"] >= 0.8
-    evaluated = loop.evaluate(kd.run_dir)
+    evaluated = evaluate(kd.run_dir)
     assert evaluated.T == 4 and evaluated.correct == kd.summary["test_correct"]
     with pytest.raises(ConfigError, match="kd needs a --method ann run"):
         loop.train(_config(tmp_path, method="kd", teacher_run=str(kd.run_dir), out=str(tmp_path / "kd2")))
 
 
-def test_augmentation_settings_reach_loaders_that_take_them(monkeypatch):
+def test_the_config_reaches_loaders_as_one_request(monkeypatch):
     import esdsnn.data as data
     from esdsnn.data.augment import AugmentConfig
 
-    seen = {}
+    seen = []
 
-    def with_augment(*, data_path, batch_size, seed, device, T, augment=None):
-        seen["augment"] = augment
-        return data.load_dataset("digits", batch_size=batch_size, seed=seed)
-
-    def without_augment(*, data_path, batch_size, seed, device, T):
-        seen["plain"] = True
-        return data.load_dataset("digits", batch_size=batch_size, seed=seed)
+    def loader(request):
+        seen.append(request)
+        return data.load_dataset("digits", batch_size=request.batch_size, seed=request.seed)
 
     monkeypatch.setitem(data._LOADERS, "fake", "unused:unused")  # passes the config check
-    loaders = {"fake": with_augment}
-    monkeypatch.setattr(loop, "dataset_loader", lambda name: loaders[name])
-    monkeypatch.setattr(loop, "load_dataset", lambda name, **kw: loaders[name](**kw))
-    config = TrainConfig(dataset="fake", flip=False, cutout=False, batch_size=64)
-    loop.build_data(config, torch.device("cpu"))
-    assert seen["augment"] == AugmentConfig(crop=True, flip=False, autoaugment=True, cutout=False)
-    loaders["fake"] = without_augment
-    loop.build_data(config, torch.device("cpu"))  # no augment argument for loaders without one
-    assert seen["plain"]
+    monkeypatch.setattr("esdsnn.runs.build.dataset_loader", lambda name: loader)
+    config = TrainConfig.from_dict(dict(dataset="fake", flip=False, cutout=False, batch_size=64, workers=3, T=5))
+    build_data(config, torch.device("cpu"))
+    (request,) = seen
+    assert request.augment == AugmentConfig(crop=True, flip=False, autoaugment=True, cutout=False)
+    assert (request.batch_size, request.workers, request.T, request.seed) == (64, 3, 5, 60)

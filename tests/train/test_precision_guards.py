@@ -10,11 +10,14 @@ from esdsnn.cli import main
 from esdsnn.errors import ConfigError, TrainingDiverged
 from esdsnn.neurons.lif import EAGER_KERNELS, LIF, compile_neurons_, compiled_kernels
 from esdsnn.passes.ratebp import run_spike_stage
-from esdsnn.train import logging as runlog
+from esdsnn.config import TrainConfig
+from esdsnn.runs import evaluate
+from esdsnn.runs import files as runfiles
+from esdsnn.runs.checkpoint import LAST, load_checkpoint
+from esdsnn.runs.files import read_metrics
+from esdsnn.train import logging as trainlog
 from esdsnn.train import loop
-from esdsnn.train.checkpoint import LAST, all_finite, load_checkpoint
-from esdsnn.train.config import TrainConfig
-from esdsnn.train.logging import read_metrics
+from esdsnn.train.state import all_finite
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -32,7 +35,7 @@ def _config(tmp_path, name="run", **changes):
     values = dict(method="esd", T=2, epochs=1, batch_size=64, progress=False, threads=1, report=False,
                   out=str(tmp_path / name))
     values.update(changes)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def _first_step_loss(run_dir):
@@ -62,7 +65,7 @@ def test_bf16_autocast_keeps_membranes_and_records_in_float32():
     from esdsnn.passes.context import PassState, use_pass
 
     current = torch.full((4 * 2, 3), 0.3, dtype=torch.bfloat16, requires_grad=True)
-    with use_pass(PassState("spike", 4)):
+    with use_pass(PassState("bptt", 4)):
         spikes = lif(current)
     assert spikes.dtype == torch.bfloat16
     # 0.3·(1 + 0.2 + 0.04 + ...) crosses 1.0 at no step in exact arithmetic; nor here
@@ -141,11 +144,11 @@ def test_compiled_and_eager_lif_give_identical_spikes(reset):
     dynamo's counters prove each compiled kernel was captured and compiled (not run eagerly)."""
     from torch._dynamo.utils import counters
 
-    from esdsnn.neurons import LIFParams
+    from esdsnn.neurons import LIFConfig
 
     torch._dynamo.reset()
     counters.clear()
-    p = LIFParams(reset=reset, detach_reset=False, threshold=0.7)
+    p = LIFConfig(reset=reset, detach_reset=False, threshold=0.7)
     decay = LIF(decay=0.4).decay.detach()
     assert decay.dim() == 0 and decay.item() == pytest.approx(0.4)
     x = torch.randn(4, 2, 3, 5, 5) * 1.5 + 0.3
@@ -194,9 +197,9 @@ def test_nan_from_a_huge_lr_stops_and_keeps_a_loadable_checkpoint(tmp_path):
     for state in kept["optimizer"]["state"].values():
         assert all_finite(state.values())
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
-    assert loop.evaluate(tmp_path / "run").total == 360  # the kept checkpoint evaluates
+    assert evaluate(tmp_path / "run").total == 360  # the kept checkpoint evaluates
     resumed = loop.resume_config(tmp_path / "run")  # and resumes (to diverge again, with this lr)
-    assert resumed.lr == 1e6
+    assert resumed.optim.lr == 1e6
 
 
 def test_unwritable_run_directory_is_refused_before_training(tmp_path, capsys):
@@ -211,7 +214,7 @@ def test_full_disk_is_refused_before_training(tmp_path, monkeypatch, capsys):
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(runlog.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
+    monkeypatch.setattr(runfiles.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
     assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "has 1.0 MiB free but its checkpoints need about" in err
@@ -224,12 +227,12 @@ def test_a_failing_write_is_refused_before_training(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runlog.os, "fsync", no_space)
+    monkeypatch.setattr(runfiles.os, "fsync", no_space)
     try:
         with pytest.raises(ConfigError, match="cannot write to run directory .*No space left on device"):
             loop.train(_config(tmp_path))
     finally:
-        monkeypatch.setattr(runlog.os, "fsync", real_fsync)
+        monkeypatch.setattr(runfiles.os, "fsync", real_fsync)
     assert not list((tmp_path / "run").glob("*.pt"))
 
 
@@ -253,9 +256,9 @@ def test_env_json_and_tensorboard(tmp_path, monkeypatch):
 
     def fake_open(run_dir, purge_step=None):
         writers.append((_FakeWriter(), purge_step))
-        return runlog.TensorBoardLog(writers[-1][0])
+        return trainlog.TensorBoardLog(writers[-1][0])
 
-    monkeypatch.setattr(runlog.TensorBoardLog, "open", staticmethod(fake_open))
+    monkeypatch.setattr(trainlog.TensorBoardLog, "open", staticmethod(fake_open))
     result = loop.train(_config(tmp_path, method="ratebp", epochs=2, batch_size=256))
     writer, purge = writers[0]
     assert writer.closed and purge is None
@@ -278,7 +281,7 @@ def test_tensorboard_is_optional(tmp_path):
         import tensorboard  # noqa: F401
     except ImportError:
         result = loop.train(_config(tmp_path, method="ratebp", batch_size=512))
-        assert not (result.run_dir / runlog.TENSORBOARD_DIR).exists()
+        assert not (result.run_dir / runfiles.TENSORBOARD_DIR).exists()
     else:
         result = loop.train(_config(tmp_path, method="ratebp", batch_size=512))
-        assert any((result.run_dir / runlog.TENSORBOARD_DIR).iterdir())
+        assert any((result.run_dir / runfiles.TENSORBOARD_DIR).iterdir())

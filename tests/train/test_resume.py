@@ -12,12 +12,11 @@ import torch
 
 from esdsnn.cli import main
 from esdsnn.errors import CheckpointError
+from esdsnn.config import TrainConfig
+from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, load_checkpoint, load_latest, save_checkpoint
+from esdsnn.runs.files import read_metrics
 from esdsnn.train import loop
-from esdsnn.train.checkpoint import (
-    BEST, LAST, PREVIOUS, load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state,
-)
-from esdsnn.train.config import TrainConfig
-from esdsnn.train.logging import read_metrics
+from esdsnn.train.state import rng_state, set_rng_state
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 COMMON = ["--batch-size", "128", "--threads", "1", "--no-progress", "--no-report", "--save-every-steps", "2"]
@@ -91,8 +90,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, method):
     assert done.returncode == 0, done.stderr
     assert f"resuming {cut} after epoch 1, step {saved['step']}" in done.stdout
     # the uninterrupted reference (in this process: the same code, one thread, the same numbers)
-    full = loop.train(TrainConfig(method=method, epochs=2, T=2, batch_size=128, threads=1, progress=False,
-                                  report=False, save_every_steps=2, out=str(tmp_path / "full"))).run_dir
+    full = loop.train(TrainConfig.from_dict(dict(
+        method=method, epochs=2, T=2, batch_size=128, threads=1, progress=False, report=False, save_every_steps=2,
+        out=str(tmp_path / "full")))).run_dir
 
     a, b = load_checkpoint(full / LAST), load_checkpoint(cut / LAST)
     assert (a["epoch"], b["epoch"]) == (2, 2)
@@ -142,7 +142,7 @@ def _config(tmp_path, name, **changes):
     values = dict(method="bptt", T=2, epochs=2, batch_size=128, progress=False, threads=1, report=False,
                   save_every_steps=2, out=str(tmp_path / name))
     values.update(changes)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, capsys):

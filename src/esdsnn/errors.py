@@ -32,3 +32,10 @@ def brief(exc: BaseException, limit: int = 200, *, with_type: bool = False) -> s
     if with_type or not text:
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def notice(line: str) -> None:
+    """A one-line notice on stderr: something esdsnn did for the user that they should know."""
+    import sys
+
+    print(f"esdsnn: notice: {line}", file=sys.stderr, flush=True)

@@ -49,7 +49,7 @@ def test_vggsnn_branches_after_second_and_third_pooling():
     model = esdsnn.create_model("vggsnn", num_classes=10, in_channels=2)
     assert model.stage_channels == (128, 256, 512, 512)
     method = esdsnn.create_method("esd", model, T=2)
-    assert method.branch_points == (1, 2)
+    assert model.branch_points == (1, 2) and method.branch_taps == ["stages.1", "stages.2"]
     assert [count_blocks(b) for b in method.branches] == [2, 1]
 
 

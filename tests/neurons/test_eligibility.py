@@ -5,11 +5,13 @@ import torch
 from esdsnn.neurons import LIFConfig, lif_multistep, lif_rate_eligibility
 
 
+@pytest.mark.parametrize("surrogate,alpha", [("sigmoid", 4.0), ("atan", 2.0)])
 @pytest.mark.parametrize("T", [1, 3, 8])
 @pytest.mark.parametrize("reset,detach_reset", [("soft", True), ("soft", False), ("hard", True), ("hard", False)])
-def test_eligibility_equals_autograd_rate_derivative(T, reset, detach_reset):
-    p = LIFConfig(reset=reset, detach_reset=detach_reset, v_reset=0.0)
-    decay = 0.35
+@pytest.mark.parametrize("decay", [0.35, 1.0])  # 1: an integrate-and-fire neuron
+def test_eligibility_equals_autograd_rate_derivative(T, reset, detach_reset, surrogate, alpha, decay):
+    """One surrogate object serves both: BPTT's autograd through it and RateBP's eligibility."""
+    p = LIFConfig(reset=reset, detach_reset=detach_reset, v_reset=0.0, surrogate=surrogate, surrogate_alpha=alpha)
     x = (torch.randn(300, dtype=torch.float64) * 1.2 + 0.6)
     x_const = x.clone().requires_grad_()
     rate = lif_multistep(x_const.expand(T, -1), decay, p).mean(0)
@@ -41,3 +43,13 @@ def test_hand_computed_eligibility_soft_detached():
     _, rate, e = lif_rate_eligibility(torch.full((2, 1), 0.6, dtype=torch.float64), 0.5, LIFConfig())
     assert rate.item() == 0.0
     assert e.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_atan_derivative_by_hand():
+    # SpikingJelly's ATan: σ'(v) = (α/2) / (1 + (π/2·α·v)²); at v = 0.1, α = 2: 1 / (1 + (0.1π)²)
+    from esdsnn.neurons import AtanSurrogate
+
+    v = torch.tensor([0.1, -0.3], dtype=torch.float64)
+    expected = 1.0 / (1.0 + (torch.pi * v) ** 2)
+    torch.testing.assert_close(AtanSurrogate(2.0).derivative(v), expected)
+    torch.testing.assert_close(AtanSurrogate(2.0).derivative_(v.clone()), expected)

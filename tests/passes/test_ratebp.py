@@ -60,13 +60,15 @@ def test_rate_stage_values_equal_spike_stage_rates():
     model = esdsnn.create_model("resnet18", num_classes=10).double()
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     spike_logits, trace = run_spike_stage(model, x, T=5)
-    from esdsnn.passes import PassState, spike_input, use_pass
+    from esdsnn.passes import PassState, run_model, spike_input, use_pass
 
     # the time-averaged stage outputs of the spike stage, from a second (identical) recording pass
     twin = copy.deepcopy(model)
+    stages = model.stage_names()
     with torch.no_grad(), use_pass(PassState("spike_stage", 5, esdsnn.passes.Trace(5))):
-        _, spike_features = twin.forward_intermediates(spike_input(x, 5))
-    rate_logits, rate_features = run_rate_stage(model, x, trace, intermediates=True)
+        _, spike_features = run_model(twin, spike_input(x, 5), 5, stages)
+    rate_logits, rate_features = run_rate_stage(model, x, trace, stages)
+    assert len(rate_features) == len(stages) == 4
     for s, r in zip(spike_features, rate_features):
         torch.testing.assert_close(r.detach(), s)
     torch.testing.assert_close(rate_logits.detach(), spike_logits)

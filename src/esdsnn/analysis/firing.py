@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..neurons.lif import LIF
-from ..passes.context import current_pass
+from ..runtime.context import current_pass
 from ..passes.spike import run_spike
 
 E_MAC_PJ = 4.6  # energy of one 32-bit multiply-accumulate, 45 nm (pJ)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_all_start_methods, get_context
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 from esdsnn.atomic import atomic_write, write_json_atomic
 from esdsnn.data.augment import EventAugment
 from esdsnn.data.base import DataBundle, DataRequest, TensorBatches
-from esdsnn.errors import ConfigError, DataError, brief
+from esdsnn.errors import ConfigError, DataError, brief, notice
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SENSOR = 128
@@ -245,10 +244,6 @@ def _cached_decoder(npz: Path, src_size: int, T: int) -> Optional[int]:
         return None
 
 
-def _notice(line: str) -> None:
-    print(f"esdsnn: notice: {line}", file=sys.stderr, flush=True)
-
-
 def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
                 cache_dir: Optional[str | os.PathLike] = None, progress: bool = True) -> Path:
     """Convert every AEDAT file under ``root`` to frames with T slices, once; returns the
@@ -278,7 +273,7 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     if manifest and manifest.get("decoder", 1) != DECODER_VERSION:
         outdated = sorted(set(outdated) | {manifest.get("decoder", 1)})
     if outdated:
-        _notice(f"the CIFAR10-DVS frame cache in {out} was made by event decoder version "
+        notice(f"the CIFAR10-DVS frame cache in {out} was made by event decoder version "
                 f"{', '.join(map(str, outdated))} (DAVIS240 address masks, which misplace every "
                 f"CIFAR10-DVS event); rebuilding it with version {DECODER_VERSION} (DVS128 addresses)")
     todo = [(str(root / rel), str(out / _npz_name(rel)), T) for rel, _ in files

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..passes.context import current_pass
+from ..runtime.context import current_pass
 from ..neurons.spikes import PackedSpikes
 
 

@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..passes.context import PassState, current_pass
-from ..passes.trace import Trace
+from ..runtime.context import PassState, current_pass
+from ..runtime.trace import Trace
 from .conv import Conv2d
 from .sync_norm import LOW_PRECISION, global_batch_norm, global_mean, global_moments, global_sum, group_size, update_running_stats
 
 
-class RateBatchNorm2d(nn.BatchNorm2d):
-    """Drop-in ``nn.BatchNorm2d`` for spiking models trained by BPTT or RateBP.
+class _RateNorm:
+    """The pass-aware forward of :class:`RateBatchNorm1d` and :class:`RateBatchNorm2d`.
 
     ``inplace=True`` (as in ``nn.ReLU(inplace=True)``): the RateBP spike stage normalises its
     input in place (same kernel, same values), for inputs nobody else holds, such as the fresh
@@ -109,6 +109,14 @@ class RateBatchNorm2d(nn.BatchNorm2d):
         if self.affine:
             out = out * self._channel_view(self.weight, x) + self._channel_view(self.bias, x)
         return out
+
+
+class RateBatchNorm1d(_RateNorm, nn.BatchNorm1d):
+    """Drop-in ``nn.BatchNorm1d`` (``[N, C]`` or ``[N, C, L]``) for models trained by BPTT or RateBP."""
+
+
+class RateBatchNorm2d(_RateNorm, nn.BatchNorm2d):
+    """Drop-in ``nn.BatchNorm2d`` for spiking models trained by BPTT or RateBP."""
 
 
 def conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, *, bias: bool = False) -> nn.Sequential:

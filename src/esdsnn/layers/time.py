@@ -6,9 +6,10 @@ neurons loop over time. The number of folded steps comes from the running pass.
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import Tensor
 
-from ..passes.context import current_pass
+from ..runtime.context import current_pass
 from ..neurons.spikes import PackedSpikes
 
 
@@ -38,8 +39,11 @@ def add_residual(out: Tensor, shortcut: Tensor) -> Tensor:
 
     ``out`` must be a fresh activation nobody else holds (a BatchNorm output: autograd does not
     save it), so a residual block needs no third activation-sized tensor. ``shortcut`` may be
-    packed spikes: their bytes are added directly (promoted to ``out``'s float type).
+    packed spikes: their bytes are added directly (promoted to ``out``'s float type). Under
+    ``torch.fx`` tracing (NIR export) it is a plain add.
     """
+    if isinstance(out, torch.fx.Proxy):  # traced for export: a residual add, nothing more
+        return out + shortcut
     if isinstance(shortcut, PackedSpikes):
         shortcut = shortcut.packed
     state = current_pass(required=False)

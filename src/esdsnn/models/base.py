@@ -1,15 +1,13 @@
 """What every spiking model declares: a stem, named stages, a head.
 
 Activations are folded ``[steps·B, C, H, W]`` inside the model; the running pass says how many
-steps are folded. The readout averages the head's output over time. Stages are declared so that
-ESD branches, reports and exports find them without editing model code.
+steps are folded and averages the head's output over them. Stages are declared so that ESD
+branches find them without editing model code. (Any ``nn.Module`` of esdsnn layers is a model
+too; a ``SpikingNet`` only adds declared stages.)
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
-
-from ..layers.time import time_mean
 
 
 class SpikingNet(nn.Module):
@@ -39,20 +37,14 @@ class SpikingNet(nn.Module):
     num_classes: int
     in_channels: int
 
-    def _float_dtype(self) -> torch.dtype:
-        """The parameters' float type: packed stage outputs are averaged in it."""
-        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.get_default_dtype())
-
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``[B, K]`` (time-averaged) of folded input ``[steps·B, C, H, W]``."""
-        return self.forward_intermediates(x, keep=False)[0]
-
-    def forward_intermediates(self, x: Tensor, keep: bool = True) -> tuple[Tensor, list[Tensor]]:
-        """Logits and the time-averaged output of every stage (``[B, C_l, H_l, W_l]``)."""
+        """Folded output ``[steps·B, K]`` of folded input ``[steps·B, C, H, W]`` (the passes
+        average it over the steps)."""
         x = self.stem(x)
-        features = []
         for stage in self.stages:
             x = stage(x)
-            if keep:
-                features.append(time_mean(x, self._float_dtype()))
-        return time_mean(self.head(x)), features
+        return self.head(x)
+
+    def stage_names(self) -> list[str]:
+        """Dotted names of the stages (what the passes tap for ESD branches)."""
+        return [f"stages.{i}" for i in range(len(self.stages))]

@@ -3,9 +3,9 @@ from .lif import (
     LIF, LIFConfig, charge, compile_neurons_, lif_multistep, lif_rate_eligibility, lif_spikes, lif_step, reset,
 )
 from .spikes import PackedSpikes, pack_spikes, unpack_spikes
-from .surrogate import SigmoidSurrogate, Surrogate
+from .surrogate import SURROGATES, AtanSurrogate, SigmoidSurrogate, Surrogate
 
 __all__ = [
-    "LIF", "LIFConfig", "PackedSpikes", "SigmoidSurrogate", "Surrogate", "charge", "compile_neurons_",
+    "AtanSurrogate", "LIF", "LIFConfig", "PackedSpikes", "SURROGATES", "SigmoidSurrogate", "Surrogate", "charge", "compile_neurons_",
     "lif_multistep", "lif_rate_eligibility", "lif_spikes", "lif_step", "pack_spikes", "reset", "unpack_spikes",
 ]

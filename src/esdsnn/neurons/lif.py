@@ -20,28 +20,34 @@ import torch
 from torch import Tensor, nn
 
 from ..fields import option
-from ..passes.context import current_pass
+from ..runtime.context import current_pass
 from .spikes import pack_spikes
-from .surrogate import SigmoidSurrogate
+from .surrogate import SURROGATES, Surrogate
 
 ResetMode = Literal["soft", "hard"]
+IF_LOGIT = 50.0
 
 
 @dataclass(frozen=True)
 class LIFConfig:
     """Everything that configures a LIF layer; a model takes one for all its layers."""
 
-    decay: float = option(0.2, "membrane decay factor lambda, in (0, 1)")
+    decay: float = option(0.2, "membrane decay factor lambda, in (0, 1] (1: integrate-and-fire)")
     threshold: float = option(1.0, "firing threshold")
     reset: ResetMode = option("soft", "reset rule: soft (subtract threshold) or hard (set to v_reset)")
     v_reset: float = option(0.0, "membrane value after a hard reset")
     detach_reset: bool = option(True, "stop the gradient through the reset")
     learnable_decay: bool = option(False, "learn the decay factor (BPTT-based methods)")
-    surrogate_alpha: float = option(4.0, "steepness of the sigmoid surrogate derivative")
+    surrogate: Literal["sigmoid", "atan"] = option("sigmoid", "surrogate derivative: sigmoid or atan")
+    surrogate_alpha: float = option(4.0, "steepness alpha of the surrogate derivative")
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.decay < 1.0:
-            raise ValueError(f"decay must be in (0, 1), got {self.decay}")
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
+        if self.decay == 1.0 and self.learnable_decay:
+            raise ValueError("decay 1 (integrate-and-fire) cannot be learnable: use a decay below 1")
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
         if self.reset not in ("soft", "hard"):
@@ -50,9 +56,9 @@ class LIFConfig:
             raise ValueError(f"surrogate_alpha must be > 0, got {self.surrogate_alpha}")
 
     @functools.cached_property
-    def surrogate(self) -> SigmoidSurrogate:
-        """The surrogate both BPTT and RateBP's eligibilities use."""
-        return SigmoidSurrogate(self.surrogate_alpha)
+    def surrogate_fn(self) -> Surrogate:
+        """The surrogate object both BPTT and RateBP's eligibilities use."""
+        return SURROGATES[self.surrogate](self.surrogate_alpha)
 
     def initial_membrane(self, like: Tensor) -> Tensor:
         """``u_0``: 0 for soft reset, ``v_reset`` for hard reset.
@@ -87,7 +93,7 @@ def reset(h: Tensor, s: Tensor, p: LIFConfig, *, inplace: bool = False) -> Tenso
 def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Tensor, Tensor]:
     """One differentiable LIF step: returns ``(spike, next_membrane)``."""
     h = charge(u, x, decay)
-    s = p.surrogate.spike(h - p.threshold)
+    s = p.surrogate_fn.spike(h - p.threshold)
     return s, reset(h, s.detach() if p.detach_reset else s, p)
 
 
@@ -155,7 +161,7 @@ def lif_rate_eligibility(
 
     def observe(t: int, h: Tensor, s: Tensor) -> None:
         rate.add_(s)
-        sg = p.surrogate.derivative_(torch.sub(h, p.threshold))
+        sg = p.surrogate_fn.derivative_(torch.sub(h, p.threshold))
         eligibility.addcmul_(kappa, sg)
         if t + 1 < T:
             if p.reset == "soft" and p.detach_reset:
@@ -228,7 +234,9 @@ class LIF(nn.Module):
     def __init__(self, config: Optional[LIFConfig] = None, **changes: Any) -> None:
         super().__init__()
         self.config = dataclasses.replace(config or LIFConfig(), **changes) if changes else (config or LIFConfig())
-        logit = torch.tensor(math.log(self.config.decay / (1.0 - self.config.decay)))
+        d = self.config.decay
+        # decay 1 (IF): sigmoid(50) rounds to exactly 1.0 in float32 and float64, and stays finite
+        logit = torch.tensor(IF_LOGIT if d == 1.0 else math.log(d / (1.0 - d)))
         if self.config.learnable_decay:
             self.decay_logit = nn.Parameter(logit)
         else:
@@ -268,5 +276,5 @@ class LIF(nn.Module):
         return (
             f"decay={self.decay.item():.3g}, threshold={p.threshold}, reset={p.reset}, "
             f"detach_reset={p.detach_reset}, learnable_decay={self.learnable_decay}, "
-            f"surrogate_alpha={p.surrogate_alpha}"
+            f"surrogate={p.surrogate}, surrogate_alpha={p.surrogate_alpha}"
         )

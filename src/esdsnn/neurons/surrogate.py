@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -42,11 +44,10 @@ class _HeavisideWithSurrogate(torch.autograd.Function):
 
 
 @dataclass(frozen=True)
-class SigmoidSurrogate:
-    """Sigmoid surrogate with steepness ``alpha`` (SPEC §2: alpha = 4):
-    ``σ'(v) = α·g·(1 − g)``, ``g = sigmoid(α·v)``."""
+class _HeavisideSurrogate:
+    """Spikes ``H(v)`` forward, :meth:`derivative` backward; subclasses define the derivative."""
 
-    alpha: float = 4.0
+    alpha: float
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:
@@ -55,6 +56,20 @@ class SigmoidSurrogate:
     def spike(self, v: Tensor) -> Tensor:
         """Spikes ``H(v)`` of the distance to threshold ``v = h − θ``, differentiable."""
         return _HeavisideWithSurrogate.apply(v, self)
+
+    def derivative(self, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def derivative_(self, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SigmoidSurrogate(_HeavisideSurrogate):
+    """Sigmoid surrogate with steepness ``alpha`` (SPEC §2: alpha = 4):
+    ``σ'(v) = α·g·(1 − g)``, ``g = sigmoid(α·v)``."""
+
+    alpha: float = 4.0
 
     def derivative(self, v: Tensor) -> Tensor:
         """``σ'(v)`` (no autograd needed)."""
@@ -65,3 +80,21 @@ class SigmoidSurrogate:
         """``σ'(v)`` written over ``v`` (no other buffer)."""
         g = v.mul_(self.alpha).sigmoid_()
         return g.addcmul_(g, g, value=-1.0).mul_(self.alpha)
+
+
+@dataclass(frozen=True)
+class AtanSurrogate(_HeavisideSurrogate):
+    """Arctangent surrogate (SpikingJelly's ``surrogate.ATan``; default alpha = 2):
+    ``σ'(v) = (α/2) / (1 + (π/2·α·v)²)``."""
+
+    alpha: float = 2.0
+
+    def derivative(self, v: Tensor) -> Tensor:
+        return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * v).pow(2))
+
+    def derivative_(self, v: Tensor) -> Tensor:
+        return v.mul_(math.pi / 2 * self.alpha).square_().add_(1.0).reciprocal_().mul_(self.alpha / 2)
+
+
+#: The surrogates by name (``LIFConfig.surrogate``).
+SURROGATES: dict[str, type] = {"sigmoid": SigmoidSurrogate, "atan": AtanSurrogate}

@@ -1,12 +1,14 @@
 """Passes are functions the training method calls: spike (inference), BPTT, RateBP's two stages."""
-from .context import MemorySaving, PassState, current_pass, use_pass
+from ..runtime.context import MemorySaving, PassState, current_pass, use_pass
 from .inputs import rate_input, spike_input
 from .ratebp import run_rate_stage, run_spike_stage
+from .readout import readout, run_model, submodules
 from .spike import run_bptt, run_spike, run_spike_intermediates
-from .trace import NeuronRecord, NormRecord, Trace
+from ..runtime.trace import NeuronRecord, NormRecord, Trace
 
 __all__ = [
-    "MemorySaving", "NeuronRecord", "NormRecord", "PassState", "Trace", "current_pass", "rate_input",
+    "MemorySaving", "NeuronRecord", "NormRecord", "PassState", "Trace", "current_pass", "rate_input", "readout", "run_model",
     "run_bptt", "run_rate_stage", "run_spike", "run_spike_intermediates", "run_spike_stage", "spike_input",
+    "submodules",
     "use_pass",
 ]

@@ -1,12 +1,15 @@
 """Rate-based backpropagation: a no-grad spike stage that records, then one pass on rates."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
-from .context import MemorySaving, PassState, use_pass
+from ..runtime.context import MemorySaving, PassState, use_pass
 from .inputs import rate_input, spike_input
-from .trace import Trace
+from .readout import run_model
+from ..runtime.trace import Trace
 
 
 @torch.no_grad()
@@ -18,12 +21,13 @@ def run_spike_stage(model: nn.Module, x: Tensor, T: int,
     """
     trace = Trace(T)
     with use_pass(PassState("spike_stage", T, trace, memory)):
-        logits = model(spike_input(x, T))
+        logits, _ = run_model(model, spike_input(x, T), T)
     return logits, trace
 
 
-def run_rate_stage(model: nn.Module, x: Tensor, trace: Trace, intermediates: bool = False,
+def run_rate_stage(model: nn.Module, x: Tensor, trace: Trace, features: Sequence[str] = (),
                    memory: MemorySaving = MemorySaving()) -> tuple[Tensor, list[Tensor]]:
-    """One differentiable step on the time-averaged input; cost independent of T."""
+    """One differentiable step on the time-averaged input, with the outputs of the submodules
+    named in ``features``; cost independent of T."""
     with use_pass(PassState("rate_stage", 1, trace, memory)):
-        return model.forward_intermediates(rate_input(x), keep=intermediates)
+        return run_model(model, rate_input(x), 1, features)

@@ -26,6 +26,7 @@ class Trace:
     T: int
     neurons: Dict[nn.Module, NeuronRecord] = field(default_factory=dict)
     norms: Dict[nn.Module, NormRecord] = field(default_factory=dict)
+    masks: Dict[nn.Module, Tensor] = field(default_factory=dict)  # dropout masks, one per sample
 
     def record_neuron(self, layer: nn.Module, rate: Tensor, eligibility: Tensor) -> None:
         if layer in self.neurons:
@@ -36,6 +37,17 @@ class Trace:
         if layer in self.norms:
             raise RuntimeError(f"{layer!r} ran twice in one spike stage: give each call its own norm module")
         self.norms[layer] = NormRecord(mean, var)
+
+    def record_mask(self, layer: nn.Module, mask: Tensor) -> None:
+        if layer in self.masks:
+            raise RuntimeError(f"{layer!r} ran twice in one spike stage: give each call its own dropout module")
+        self.masks[layer] = mask
+
+    def mask(self, layer: nn.Module) -> Tensor:
+        try:
+            return self.masks[layer]
+        except KeyError:
+            raise RuntimeError(f"{layer!r} has no record: the rate stage must follow the spike stage of the same model") from None
 
     def neuron(self, layer: nn.Module) -> NeuronRecord:
         try:

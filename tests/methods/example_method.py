@@ -23,5 +23,5 @@ class LabelSmoothedBPTT(BPTT):
 
 
 @register_method(NAME, description="BPTT with label smoothing 0.1 (an example)", training_pass="BPTT")
-def example(model: nn.Module, T: int, *, loss_scale="auto") -> LabelSmoothedBPTT:
-    return LabelSmoothedBPTT(model, T, loss_scale=loss_scale)
+def example(model: nn.Module, T: int, **common) -> LabelSmoothedBPTT:
+    return LabelSmoothedBPTT(model, T, **common)  # common: loss_scale, input_shape

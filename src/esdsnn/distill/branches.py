@@ -1,9 +1,13 @@
 """Lightweight ANN branches on intermediate stages (SPEC §4), built from the model's declared stages."""
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
 from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..models.anatomy import Anatomy, probe
 
 
 def _bn_relu(channels: int) -> list[nn.Module]:
@@ -95,3 +99,43 @@ def build_branches_for(model: nn.Module) -> nn.ModuleList:
         getattr(model, "branch_points", None),
         getattr(model, "branch_style", "cifar"),
     )
+
+
+def channel_plan(c_in: int, c_out: int, blocks: int) -> list[int]:
+    """Widths from ``c_in`` to ``c_out`` over ``blocks`` DSBlocks, geometric (doubling when the
+    ratio is ``2**blocks``, as in the ResNets)."""
+    return [c_in] + [int(round(c_in * (c_out / c_in) ** (k / blocks))) for k in range(1, blocks)] + [c_out]
+
+
+def plan_named_branches(anatomy: Anatomy, names: Sequence[str]) -> list[list[int]]:
+    """The channel plan of a branch on each named stage: one DSBlock (stride 2) per halving of the
+    resolution from the stage to the model's last spatial layer, widths growing geometrically to
+    the last spatial layer's channels. Names that are not spiking stages before it are errors."""
+    last = anatomy.last_spatial()
+    if last is None:
+        raise ConfigError("the model has no spatial layer ([C, H, W] output): ESD branches need feature maps")
+    plans = []
+    for name in names:
+        out = anatomy.outputs.get(name)
+        if out is None:
+            known = ", ".join(n for n, o in anatomy.outputs.items() if o.spiking and len(o.shape) == 3)
+            raise ConfigError(f"no submodule {name!r} ran in the model; spiking stages that could feed a branch: {known}")
+        if len(out.shape) != 3 or out.order >= last.order:
+            raise ConfigError(f"stage {name!r} comes after the last spatial layer {last.name!r} (output {out.shape}); "
+                              f"a branch needs a feature map before it")
+        if not out.spiking:
+            raise ConfigError(f"stage {name!r} does not output spikes (its output is real-valued); name a module "
+                              f"whose output is a LIF layer's spikes, e.g. a block ending in esdsnn.layers.LIF")
+        c, h = out.shape[0], out.shape[1]
+        blocks = max(1, int(round(math.log2(max(h, 1) / max(last.shape[1], 1)))))
+        plans.append(channel_plan(c, last.shape[0], blocks))
+    return plans
+
+
+def build_named_branches(model: nn.Module, names: Sequence[str], input_shape: Optional[Sequence[int]] = None,
+                         style: str = "cifar") -> nn.ModuleList:
+    """ESD branches on the submodules of ``model`` named ``names``, planned from one dry run."""
+    anatomy = probe(model, input_shape)
+    if not names:
+        raise ConfigError("ESD needs at least one stage to branch from")
+    return nn.ModuleList(Branch(plan, anatomy.num_classes, style) for plan in plan_named_branches(anatomy, names))

@@ -43,8 +43,15 @@ class DistillConfig:
     unreliable: UnreliableMode = option("drop", 
         "samples without a reliable teacher: drop, uniform, entropy")
     eta: float = option(0.1, "weight of the unreliable-sample term (uniform/entropy)")
+    stages: Optional[tuple[str, ...]] = option(
+        None, "submodules whose outputs feed the ESD branches, by dotted name (e.g. layer1,layer2.1); "
+              "default: a built-in model's stages")
 
     def __post_init__(self) -> None:
+        if isinstance(self.stages, str):
+            object.__setattr__(self, "stages", tuple(n.strip() for n in self.stages.split(",") if n.strip()))
+        elif self.stages is not None:
+            object.__setattr__(self, "stages", tuple(str(n) for n in self.stages))
         checks = [
             (self.teacher in ("reliable", "all", "main"), f"teacher must be reliable|all|main, got {self.teacher!r}"),
             (self.teacher_space in ("logits", "probs"), f"teacher_space must be logits|probs, got {self.teacher_space!r}"),

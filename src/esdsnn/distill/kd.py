@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +48,10 @@ def student_attention(last_stage_rates: Tensor, T: int) -> Tensor:
     return last_stage_rates.sum(1) * T
 
 
-def classifier_weight(head: nn.Module) -> Tensor:
-    """Class-by-channel weights of a head: its linear layer, or the product of two (ResNet-19)."""
-    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+def classifier_weight(head: "nn.Module | Sequence[nn.Linear]") -> Tensor:
+    """Class-by-channel weights of a classifier: its linear layer, or the product of several
+    (ResNet-19's two); ``head`` is a module holding them or the linear layers in order."""
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else list(head)
     if not linears:
         raise ValueError("the teacher's head has no linear layer to build a class activation map from")
     weight = linears[-1].weight

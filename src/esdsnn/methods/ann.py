@@ -1,7 +1,7 @@
 """The ANN twin trained with the same loop: the teacher for ANN-to-SNN distillation."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -21,10 +21,10 @@ class ANN(TrainingMethod):
         super().__init__(to_relu_twin_(model), T, **kwargs)
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        return run_bptt(self.model, x, 1, intermediates=self.branches is not None, memory=self.memory)
+        return run_bptt(self.model, x, 1, self.branch_taps, memory=self.memory)
 
 
 @register_method("ann", description="the ReLU twin of the architecture (ANN teacher for kd)",
                  training_pass="ANN (one step)", spiking=False, prepare_model=to_relu_twin_)
-def ann(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto") -> ANN:
-    return ANN(model, T, loss_scale=loss_scale)
+def ann(model: nn.Module, T: int, **common: Any) -> ANN:
+    return ANN(model, T, **common)

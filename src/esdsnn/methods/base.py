@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distill.branches import build_branches_for
+from ..distill.branches import build_branches_for, build_named_branches
 from ..distill.esd_loss import DistillConfig, esd_loss
-from ..errors import ConfigError
-from ..passes.context import MemorySaving
+from ..errors import ConfigError, notice
+from ..layers.convert import rate_safe_
+from ..models.anatomy import probe
+from ..models.base import SpikingNet
+from ..neurons.lif import LIF
+from ..runtime.context import MemorySaving
 
 
 @dataclass
@@ -45,6 +49,7 @@ class TrainingMethod(nn.Module):
         *,
         loss_scale: Union[str, float] = "auto",
         distill: Optional[DistillConfig] = None,
+        input_shape: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
         if not isinstance(T, int) or T < 1:
@@ -52,8 +57,8 @@ class TrainingMethod(nn.Module):
         self.model = model
         self.T = T
         self.distill = distill
-        self.branches = build_branches_for(model) if distill is not None else None
-        self.branch_points = tuple(getattr(model, "branch_points", range(len(model.stage_channels) - 1)))
+        self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.branches, self.branch_taps = (None, []) if distill is None else self._branches(distill)
         if loss_scale == "auto":
             self.loss_scale = 1.0 / T if self.scales_loss_by_T else 1.0
         else:
@@ -64,8 +69,23 @@ class TrainingMethod(nn.Module):
             if not self.loss_scale > 0:
                 raise ConfigError(f"loss_scale must be 'auto' or a positive number, got {loss_scale!r}")
 
+    def _branches(self, distill: DistillConfig) -> tuple[nn.ModuleList, list[str]]:
+        """The ESD branches and the names of the stages they read: those named in the config, or
+        a :class:`SpikingNet`'s declared branch points."""
+        model = self.model
+        if distill.stages:
+            return build_named_branches(model, distill.stages, self.input_shape), list(distill.stages)
+        if isinstance(model, SpikingNet):
+            names = model.stage_names()
+            return build_branches_for(model), [names[p] for p in model.branch_points]
+        candidates = [o.name for o in probe(model, self.input_shape).outputs.values() if o.spiking and len(o.shape) == 3]
+        raise ConfigError(
+            f"ESD branches need the stages they read: name them (stages=[...] / --stages), e.g. among the "
+            f"spiking feature maps of this model: {', '.join(candidates[:20]) or 'none found'}"
+        )
+
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Main logits and, when branches exist, the per-stage inputs of the branches."""
+        """Main logits and the time means of the stages the branches read (``branch_taps``)."""
         raise NotImplementedError
 
     def prepare_distributed(self, reduce_counts: Callable[[Tensor], Tensor]) -> None:
@@ -80,7 +100,7 @@ class TrainingMethod(nn.Module):
             loss = F.cross_entropy(logits, y)
             parts["ce_main"] = loss.detach()
         else:
-            heads = [branch(features[p]) for branch, p in zip(self.branches, self.branch_points)] + [logits]
+            heads = [branch(f) for branch, f in zip(self.branches, features)] + [logits]
             reduce = self.reduce_teacher_counts if self.training else None
             loss, parts = esd_loss(heads, y, self.distill, reduce)
             for i, z in enumerate(heads[:-1]):
@@ -92,3 +112,16 @@ class TrainingMethod(nn.Module):
 
     def extra_repr(self) -> str:
         return f"T={self.T}, loss_scale={self.loss_scale:.4g}, distill={self.distill}"
+
+
+def require_neurons(model: nn.Module, method: str) -> None:
+    """A spiking method on a model without a spiking neuron would train an ANN and call it an SNN."""
+    if not any(isinstance(m, LIF) for m in model.modules()):
+        raise ConfigError(f"{method} trains spiking models, but this model has no esdsnn.layers.LIF neuron "
+                          f"(a SpikingJelly model: convert it with esdsnn.from_spikingjelly)")
+
+
+def make_rate_safe(model: nn.Module) -> None:
+    """Replace the layers RateBP cannot train as they are (plain BatchNorm, Dropout), one notice each."""
+    for line in rate_safe_(model):
+        notice(f"RateBP: {line} (the rate-aware layer, with the same state)")

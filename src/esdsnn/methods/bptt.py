@@ -1,12 +1,12 @@
 """Backpropagation through time with surrogate gradients (memory grows with T)."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..passes.spike import run_bptt
-from .base import TrainingMethod
+from .base import TrainingMethod, require_neurons
 from .registry import register_method
 
 
@@ -15,11 +15,15 @@ class BPTT(TrainingMethod):
 
     scales_loss_by_T = False
 
+    def __init__(self, model: nn.Module, T: int, **kwargs: Any) -> None:
+        require_neurons(model, "BPTT")
+        super().__init__(model, T, **kwargs)
+
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        return run_bptt(self.model, x, self.T, intermediates=self.branches is not None, memory=self.memory)
+        return run_bptt(self.model, x, self.T, self.branch_taps, memory=self.memory)
 
 
 @register_method("bptt", description="BPTT with surrogate gradients (baseline; memory grows with T)",
                  training_pass="BPTT")
-def bptt(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto") -> BPTT:
-    return BPTT(model, T, loss_scale=loss_scale)
+def bptt(model: nn.Module, T: int, **common: Any) -> BPTT:
+    return BPTT(model, T, **common)

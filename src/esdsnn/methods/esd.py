@@ -6,7 +6,7 @@ reliability filter.
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
 from torch import nn
 
@@ -18,18 +18,18 @@ from .registry import register_method
 
 @register_method("esd", description="RateBP + ESD branches, reliability-decoupled teacher",
                  training_pass="RateBP", sections=("distill",))
-def esd(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto", distill: DistillConfig) -> RateBP:
-    return RateBP(model, T, loss_scale=loss_scale, distill=distill)
+def esd(model: nn.Module, T: int, *, distill: DistillConfig, **common: Any) -> RateBP:
+    return RateBP(model, T, distill=distill, **common)
 
 
 @register_method("esd-bptt", description="BPTT + ESD branches, reliability-decoupled teacher",
                  training_pass="BPTT", sections=("distill",))
-def esd_bptt(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto", distill: DistillConfig) -> BPTT:
-    return BPTT(model, T, loss_scale=loss_scale, distill=distill)
+def esd_bptt(model: nn.Module, T: int, *, distill: DistillConfig, **common: Any) -> BPTT:
+    return BPTT(model, T, distill=distill, **common)
 
 
 @register_method("sd", description="RateBP + branches, plain self-distillation (teacher = all heads)",
                  training_pass="RateBP", sections=("distill",), forced={"teacher": "all"},
                  ablation_of=("esd", "reliability filter"))
-def sd(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto", distill: DistillConfig) -> RateBP:
-    return RateBP(model, T, loss_scale=loss_scale, distill=distill)
+def sd(model: nn.Module, T: int, *, distill: DistillConfig, **common: Any) -> RateBP:
+    return RateBP(model, T, distill=distill, **common)

@@ -1,7 +1,7 @@
 """ANN-to-SNN distillation (CKDSNN, SPEC §5): CE + SAMD + NLD from a frozen ReLU-twin teacher."""
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -9,10 +9,11 @@ from torch import Tensor, nn
 
 from ..distill.kd import KDConfig, class_activation_map, classifier_weight, nld_loss, samd_loss, student_attention
 from ..errors import ConfigError
+from ..models.anatomy import feature_map_and_classifier
 from ..models.twin import is_relu_twin
 from ..passes.ratebp import run_rate_stage, run_spike_stage
 from ..passes.spike import run_bptt, run_spike_intermediates
-from .base import MethodOutput, TrainingMethod
+from .base import MethodOutput, TrainingMethod, make_rate_safe, require_neurons
 from .registry import register_method
 
 
@@ -25,16 +26,23 @@ class ANNDistillation(TrainingMethod):
 
     def __init__(self, model: nn.Module, T: int, *, teacher: nn.Module, kd: KDConfig = KDConfig(), **kwargs) -> None:
         self.scales_loss_by_T = kd.student_pass == "ratebp"
+        require_neurons(model, "kd")
+        if kd.student_pass == "ratebp":
+            make_rate_safe(model)
         super().__init__(model, T, **kwargs)
         if not is_relu_twin(teacher):
             raise ConfigError("the kd teacher must be an ANN (a run trained with --method ann)")
-        if getattr(teacher, "num_classes", None) != model.num_classes:
-            raise ConfigError(f"teacher has {getattr(teacher, 'num_classes', '?')} classes but the student {model.num_classes}")
-        if getattr(teacher, "in_channels", None) != model.in_channels:
-            raise ConfigError(f"teacher takes {getattr(teacher, 'in_channels', '?')} input channels but the student {model.in_channels}")
+        for what in ("num_classes", "in_channels"):
+            mine, theirs = getattr(model, what, None), getattr(teacher, what, None)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ConfigError(f"the teacher has {what} {theirs} but the student {mine}")
         self.kd = kd
+        self.student_tap, _ = feature_map_and_classifier(model, self.input_shape)
+        teacher_tap, teacher_classifier = feature_map_and_classifier(teacher, self.input_shape)
         teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # not registered on purpose
+        object.__setattr__(self, "teacher_tap", teacher_tap)
+        object.__setattr__(self, "teacher_classifier", teacher_classifier)
 
     def _apply(self, fn, *args, **kwargs):
         self.teacher._apply(fn, *args, **kwargs)
@@ -47,16 +55,15 @@ class ANNDistillation(TrainingMethod):
 
     @torch.no_grad()
     def teacher_outputs(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logits, features = run_spike_intermediates(self.teacher, x, 1)
-        last = features[-1]
-        cam = class_activation_map(last, classifier_weight(self.teacher.head), logits.argmax(-1))
+        logits, (last,) = run_spike_intermediates(self.teacher, x, 1, [self.teacher_tap])
+        cam = class_activation_map(last, classifier_weight(self.teacher_classifier), logits.argmax(-1))
         return logits, cam
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self.kd.student_pass == "bptt":
-            return run_bptt(self.model, x, self.T, intermediates=True, memory=self.memory)
+            return run_bptt(self.model, x, self.T, [self.student_tap], memory=self.memory)
         _, trace = run_spike_stage(self.model, x, self.T, memory=self.memory)
-        return run_rate_stage(self.model, x, trace, intermediates=True, memory=self.memory)
+        return run_rate_stage(self.model, x, trace, [self.student_tap], memory=self.memory)
 
     def forward(self, x: Tensor, y: Tensor) -> MethodOutput:
         logits, features = self.training_pass(x)
@@ -77,8 +84,7 @@ class ANNDistillation(TrainingMethod):
 @register_method("kd", description="SNN student distilled from a trained ANN teacher (SAMD + NLD)",
                  training_pass="BPTT or RateBP (kd.student_pass)", sections=("kd",), needs=("teacher",),
                  teacher_method="ann")
-def kd(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto", kd: KDConfig,
-       teacher: Optional[nn.Module] = None) -> ANNDistillation:
+def kd(model: nn.Module, T: int, *, kd: KDConfig, teacher: Optional[nn.Module] = None, **common: Any) -> ANNDistillation:
     if teacher is None:
         raise ConfigError("method kd needs a teacher: train one with --method ann, then pass --teacher-run RUN_DIR")
-    return ANNDistillation(model, T, teacher=teacher, kd=kd, loss_scale=loss_scale)
+    return ANNDistillation(model, T, teacher=teacher, kd=kd, **common)

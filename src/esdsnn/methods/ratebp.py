@@ -1,13 +1,13 @@
 """Rate-based backpropagation: no-grad spike stage, then one backward pass through rates."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..passes.ratebp import run_rate_stage, run_spike_stage
-from .base import TrainingMethod
+from .base import TrainingMethod, make_rate_safe, require_neurons
 from .registry import register_method
 
 
@@ -23,13 +23,15 @@ class RateBP(TrainingMethod):
                 "learnable_decay needs a BPTT-based method (bptt, esd-bptt): RateBP's eligibilities "
                 "give no gradient to the decay; use --no-learnable-decay or --method esd-bptt"
             )
+        require_neurons(model, "RateBP")
+        make_rate_safe(model)
         super().__init__(model, T, **kwargs)
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         _, trace = run_spike_stage(self.model, x, self.T, memory=self.memory)
-        return run_rate_stage(self.model, x, trace, intermediates=self.branches is not None, memory=self.memory)
+        return run_rate_stage(self.model, x, trace, self.branch_taps, memory=self.memory)
 
 
 @register_method("ratebp", description="rate-based backpropagation (baseline)", training_pass="RateBP")
-def ratebp(model: nn.Module, T: int, *, loss_scale: Union[str, float] = "auto") -> RateBP:
-    return RateBP(model, T, loss_scale=loss_scale)
+def ratebp(model: nn.Module, T: int, **common: Any) -> RateBP:
+    return RateBP(model, T, **common)

@@ -1,7 +1,8 @@
 """Training methods by name, each with what the rest of esdsnn needs to know about it.
 
 A method registers itself in its own file with :func:`register_method`: a factory
-``build(model, T, *, loss_scale, <its config sections>, <its extra arguments>)`` and a
+``build(model, T, *, <its config sections>, <its extra arguments>, **common)`` (``common``: the
+options of every method, :data:`COMMON`, passed on to :class:`TrainingMethod`) and a
 :class:`MethodSpec` saying which pass it trains with, whether the trained model spikes, which
 config sections it reads, which values it fixes, whether it distils from a teacher run and what
 it does to the model. The training loop, the CLI, the report and the comparison ask the spec;
@@ -21,6 +22,9 @@ from ..distill.kd import KDConfig
 from ..errors import ConfigError
 from .base import TrainingMethod
 
+#: Options every method takes: the loss scale, and the input shape (C, H, W) a dry run of a plain
+#: model's named stages uses (default: its first convolution's channels at 32×32).
+COMMON = ("loss_scale", "input_shape")
 #: The option sections a method may read, by name (also the names of ``TrainConfig``'s sections).
 SECTIONS: dict[str, type] = {"distill": DistillConfig, "kd": KDConfig}
 
@@ -88,19 +92,19 @@ def section_fields(section: str) -> tuple[str, ...]:
 def create_method(name: str, model: nn.Module, T: int, **options: Any) -> TrainingMethod:
     """Wrap ``model`` in the training method ``name`` (an ``nn.Module`` holding any branches).
 
-    ``options``: ``loss_scale`` (``"auto"`` or a number); for a method that reads a section
-    (``distill``: alpha, beta, tau, teacher, teacher_space, unreliable, eta; ``kd``: samd_weight,
+    ``options``: ``loss_scale`` (``"auto"`` or a number), ``input_shape``; for a method that reads
+    a section (``distill``: alpha, beta, tau, teacher, teacher_space, unreliable, eta, stages; ``kd``: samd_weight,
     nld_weight, samd_temperature, nld_tau, nld_mix, student_pass) either the section's config
     object or its fields; and the method's own arguments (``kd``: ``teacher``, a trained ANN).
     Options the method does not read are refused, naming those it does.
     """
     spec = method_spec(name)
     owners = {f: s for s in spec.sections for f in section_fields(s)}
-    known = ["loss_scale", *spec.needs, *spec.sections, *owners]
+    known = [*COMMON, *spec.needs, *spec.sections, *owners]
     unknown = sorted(k for k in options if k not in known)
     if unknown:
         raise ConfigError(f"method {name} does not take option(s) {', '.join(unknown)}; it takes {', '.join(known)}")
-    kwargs: dict[str, Any] = {k: options[k] for k in ("loss_scale", *spec.needs) if k in options}
+    kwargs: dict[str, Any] = {k: options[k] for k in (*COMMON, *spec.needs) if k in options}
     for section in spec.sections:
         values = {f: v for f, v in options.items() if owners.get(f) == section}
         given = options.get(section)

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from . import layers
 from .errors import CheckpointError, ConfigError, DataError, EsdsnnError, TrainingDiverged
+from .interop.spikingjelly import from_spikingjelly
 from .methods import MethodOutput, TrainingMethod, create_method, list_methods
 from .models import create_model, list_models
 from .passes.spike import run_spike
 
 __version__ = "0.1.0"
+
+
+def export_nir(model: nn.Module, input_shape):
+    """The NIR graph of a hard-reset model (see :mod:`esdsnn.interop.nir`; needs the nir package)."""
+    from .interop.nir import export_nir as export
+
+    return export(model, input_shape)
 
 
 def predict(model: nn.Module, x: Tensor, T: int) -> Tensor:
@@ -36,5 +45,6 @@ def predict(model: nn.Module, x: Tensor, T: int) -> Tensor:
 
 __all__ = [
     "CheckpointError", "ConfigError", "DataError", "EsdsnnError", "MethodOutput", "TrainingDiverged",
-    "TrainingMethod", "create_method", "create_model", "list_methods", "list_models", "predict", "__version__",
+    "TrainingMethod", "create_method", "create_model", "export_nir", "from_spikingjelly", "layers", "list_methods",
+    "list_models", "predict", "__version__",
 ]

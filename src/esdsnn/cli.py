@@ -239,6 +239,25 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- export --------------------------------------------------------------------------------------
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="DIR", help="run directory written by esdsnn train")
+    parser.add_argument("--format", default="nir", choices=["nir"], help="the format (NIR, for neuromorphic hardware)")
+    parser.add_argument("--out", required=True, metavar="FILE.nir", help="the file to write")
+    parser.add_argument("--checkpoint", default="last", metavar="last|best|FILE")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from esdsnn.interop.nir import write_nir
+    from esdsnn.runs import load_run
+
+    run = load_run(args.run, checkpoint=args.checkpoint, device="cpu")
+    graph = write_nir(run.model.eval(), run.input_shape, args.out)
+    _out(f"{len(graph.nodes)} NIR nodes, {len(graph.edges)} edges (BatchNorm folded; readout: the mean over "
+         f"T={run.steps} steps) written to {args.out}")
+    return 0
+
+
 # ---- compare -------------------------------------------------------------------------------------
 # Set per run by compare itself (the run directory, the method, the kd teacher) or fixed (no bars).
 _COMPARE_SKIP = ("method", "out", "teacher_run", "progress")
@@ -288,6 +307,7 @@ COMMANDS: dict[str, Command] = {
     "bench": ("time and peak memory of a training step against T; input-pipeline throughput", add_bench_arguments, run_bench),
     "report": ("firing rates, SOPs, energy estimate and plots of a saved run", add_report_arguments, run_report),
     "compare": ("train several methods x seeds and tabulate accuracy, time, memory, firing", add_compare_arguments, run_compare),
+    "export": ("write a trained run's model to a file for other tools (NIR)", add_export_arguments, run_export),
 }
 
 

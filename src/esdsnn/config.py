@@ -36,6 +36,7 @@ from esdsnn.errors import ConfigError
 from esdsnn.fields import option
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.models import list_models
+from esdsnn.models.registry import model_factory
 from esdsnn.neurons.lif import LIFConfig
 
 # Per-data-set values for the fields left None. digits: tuned so that the default ESD run reaches
@@ -113,7 +114,8 @@ class TrainConfig:
     :meth:`from_dict` or :func:`load_config`, then call :func:`esdsnn.train.train`."""
 
     method: str = option("esd", "training method (esdsnn.list_methods(): esd, ratebp, bptt, esd-bptt, sd, ann, kd)")
-    arch: Optional[str] = option(None, "model name; default: digits_resnet on digits, resnet18 otherwise")
+    arch: Optional[str] = option(None, "model name, or your own as package.module:factory; default: digits_resnet "
+                                       "on digits, resnet18 otherwise")
     dataset: str = option("digits", "data set name (digits, npz, cifar10, ...)")
     data_path: Optional[str] = option(None, "data file or folder (npz: the .npz file)")
     T: int = option(4, "number of time steps")
@@ -145,8 +147,11 @@ class TrainConfig:
         _check(spec.teacher_method is None or self.teacher_run is not None,
                f"method {self.method} needs a teacher: train one with --method {spec.teacher_method}, "
                f"then pass --teacher-run RUN_DIR")
-        if self.arch is not None:
-            _check(self.arch in list_models(), f"unknown arch {self.arch!r}; choose one of {', '.join(list_models())}")
+        if self.arch is not None and ":" in self.arch:
+            model_factory(self.arch)  # importable, with that function: else a one-line error now
+        elif self.arch is not None:
+            _check(self.arch in list_models(), f"unknown arch {self.arch!r}; choose one of {', '.join(list_models())}, "
+                                               f"or your own factory as package.module:function")
         _check(self.dataset in list_datasets(),
                f"unknown dataset {self.dataset!r}; choose one of {', '.join(list_datasets())}")
 
@@ -182,7 +187,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat settings, in declaration order (what ``config.yaml`` holds)."""
-        return {name: self.get(name) for name in LEAVES}
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in ((n, self.get(n)) for n in LEAVES)}
 
     def get(self, name: str) -> Any:
         """The value of the setting with flat name ``name``."""
@@ -280,6 +285,12 @@ def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
         raise ConfigError(f"{where} must be a string, got {value!r}")
     if optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
         return None
+    if typing.get_origin(inner[0]) is tuple:  # names: "a,b" or a YAML list
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip()) or None
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value) or None
+        raise ConfigError(f"{where} must be comma-separated names or a list of names, got {value!r}")
     if set(inner) == {str, float}:  # loss_scale: 'auto' or a number
         if isinstance(value, str) and value.strip().lower() == "auto":
             return "auto"

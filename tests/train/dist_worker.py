@@ -83,8 +83,8 @@ def main(out: Path) -> None:
     made = {}
     build_method = session.build_method
 
-    def capture(config, model, teacher=None):
-        made["method"] = build_method(config, model, teacher)
+    def capture(config, model, teacher=None, **options):
+        made["method"] = build_method(config, model, teacher, **options)
         return made["method"]
 
     session.build_method = capture

@@ -98,7 +98,7 @@ class _GoesNaN(nn.Module):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     build = session.build_method
-    monkeypatch.setattr(session, "build_method", lambda config, model, teacher=None: _GoesNaN(build(config, model, teacher), good=14))
+    monkeypatch.setattr(session, "build_method", lambda config, model, teacher=None, **kw: _GoesNaN(build(config, model, teacher, **kw), good=14))
     config = _config(tmp_path, epochs=3, method="ratebp")  # 12 steps per epoch: NaN in epoch 2, step 3
     with pytest.raises(TrainingDiverged) as info:
         loop.train(config)

@@ -62,7 +62,7 @@ def test_bf16_autocast_keeps_membranes_and_records_in_float32():
     assert all(r.mean.dtype == torch.float32 and r.var.dtype == torch.float32 for r in trace.norms.values())
     # BPTT: the membrane of the LIF step is float32 even for bfloat16 input currents
     lif = LIF()
-    from esdsnn.passes.context import PassState, use_pass
+    from esdsnn.runtime.context import PassState, use_pass
 
     current = torch.full((4 * 2, 3), 0.3, dtype=torch.bfloat16, requires_grad=True)
     with use_pass(PassState("bptt", 4)):

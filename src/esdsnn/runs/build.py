@@ -6,7 +6,7 @@ Training builds its parts with these, and so does everything that reloads a run 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -63,14 +63,17 @@ def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
                                neuron=config.neuron)
 
 
-def build_method(config: TrainConfig, model: nn.Module, teacher: Optional[nn.Module] = None) -> TrainingMethod:
+def build_method(config: TrainConfig, model: nn.Module, teacher: Optional[nn.Module] = None,
+                 input_shape: Optional[Sequence[int]] = None) -> TrainingMethod:
     """The training method around ``model``, with the config sections the method reads; a
-    distilling method also gets its trained ``teacher``."""
+    distilling method also gets its trained ``teacher``. ``input_shape``: one sample's (C, H, W),
+    for the dry run that plans branches on a plain model's named stages."""
     spec = method_spec(config.method)
     options = {section: getattr(config, section) for section in spec.sections}
     if spec.teacher_method is not None:
         options["teacher"] = teacher
-    return esdsnn.create_method(config.method, model, T=config.T, loss_scale=config.loss_scale, **options)
+    return esdsnn.create_method(config.method, model, T=config.T, loss_scale=config.loss_scale,
+                                input_shape=input_shape, **options)
 
 
 def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) -> nn.Module:

@@ -35,6 +35,7 @@ class TrainedModel:
     test: BatchSource
     steps: int  # time steps of the evaluation pass (1 for a non-spiking model)
     device: torch.device
+    input_shape: tuple[int, ...] = ()  # one sample (one frame of event data): (C, H, W)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {brief(exc, 300)}") from None
     return LoadedRun(run_dir, config, spec, model.to(dev), bundle.test, spec.inference_steps(config.T), dev,
-                     checkpoint=path, ckpt=ckpt)
+                     tuple(bundle.input_shape), checkpoint=path, ckpt=ckpt)
 
 
 def test_accuracy(model: nn.Module, batches: BatchSource, T: int) -> tuple[int, int]:

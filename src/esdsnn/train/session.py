@@ -148,7 +148,7 @@ class Session:
         self.test_batches = bundle.test.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.test
         model = build_model(config, bundle)
         teacher = load_teacher(config, bundle, self.device) if self.spec.teacher_method else None
-        method = build_method(config, model, teacher)
+        method = build_method(config, model, teacher, input_shape=bundle.input_shape)
         if ctx.distributed and config.run.sync_bn:
             convert_sync_batchnorm(method)
         method.to(self.device)
@@ -326,7 +326,7 @@ class Session:
         if not self.ctx.is_main or not self.after_training:
             return summary
         trained = TrainedModel(self.run_dir, self.config, self.spec, self.model, self.bundle.test, self.eval_T,
-                               self.device)
+                               self.device, tuple(self.bundle.input_shape))
         for callback in self.after_training:
             try:
                 extra = callback(trained, self.echo)

@@ -33,7 +33,7 @@ from esdsnn.data.augment import AugmentConfig
 from esdsnn.distill.esd_loss import DistillConfig
 from esdsnn.distill.kd import KDConfig
 from esdsnn.errors import ConfigError
-from esdsnn.fields import option
+from esdsnn.fields import check_choices, choices, option
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.models import list_models
 from esdsnn.models.registry import model_factory
@@ -94,6 +94,7 @@ class RunConfig:
                            resumable=True)
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         _check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
         _check(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
@@ -256,11 +257,6 @@ def _check(ok: bool, message: str) -> None:
 _NONE_WORDS = ("none", "null", "~")
 _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
-
-
-def choices(hint: Any) -> Optional[tuple[Any, ...]]:
-    """The allowed values of a ``Literal`` field, else None."""
-    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
 def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..fields import option
+from ..fields import check_choices, option
 
 TeacherMode = Literal["reliable", "all", "main"]
 TeacherSpace = Literal["logits", "probs"]
@@ -52,10 +52,8 @@ class DistillConfig:
             object.__setattr__(self, "stages", tuple(n.strip() for n in self.stages.split(",") if n.strip()))
         elif self.stages is not None:
             object.__setattr__(self, "stages", tuple(str(n) for n in self.stages))
+        check_choices(self)
         checks = [
-            (self.teacher in ("reliable", "all", "main"), f"teacher must be reliable|all|main, got {self.teacher!r}"),
-            (self.teacher_space in ("logits", "probs"), f"teacher_space must be logits|probs, got {self.teacher_space!r}"),
-            (self.unreliable in ("drop", "uniform", "entropy"), f"unreliable must be drop|uniform|entropy, got {self.unreliable!r}"),
             (self.tau > 0, f"tau must be > 0, got {self.tau}"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..fields import option
+from ..fields import check_choices, option
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,7 @@ class KDConfig:
     student_pass: Literal["bptt", "ratebp"] = option("bptt", "kd: how the student trains, bptt or ratebp")
 
     def __post_init__(self) -> None:
-        if self.student_pass not in ("bptt", "ratebp"):
-            raise ValueError(f"student_pass must be bptt or ratebp, got {self.student_pass!r}")
+        check_choices(self)
         for name in ("samd_weight", "nld_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal, NamedTuple, Optional
 import torch
 from torch import Tensor, nn
 
-from ..fields import option
+from ..fields import check_choices, option
 from ..runtime.context import current_pass
 from .spikes import pack_spikes
 from .surrogate import SURROGATES, Surrogate
@@ -42,16 +42,13 @@ class LIFConfig:
     surrogate_alpha: float = option(4.0, "steepness alpha of the surrogate derivative")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if not 0.0 < self.decay <= 1.0:
             raise ValueError(f"decay must be in (0, 1], got {self.decay}")
         if self.decay == 1.0 and self.learnable_decay:
             raise ValueError("decay 1 (integrate-and-fire) cannot be learnable: use a decay below 1")
-        if self.surrogate not in SURROGATES:
-            raise ValueError(f"surrogate must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
         if not self.threshold > 0:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
-        if self.reset not in ("soft", "hard"):
-            raise ValueError(f"reset must be 'soft' or 'hard', got {self.reset!r}")
         if not self.surrogate_alpha > 0:
             raise ValueError(f"surrogate_alpha must be > 0, got {self.surrogate_alpha}")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Any, Dict
 
 from torch import Tensor, nn
 
@@ -29,34 +29,32 @@ class Trace:
     masks: Dict[nn.Module, Tensor] = field(default_factory=dict)  # dropout masks, one per sample
 
     def record_neuron(self, layer: nn.Module, rate: Tensor, eligibility: Tensor) -> None:
-        if layer in self.neurons:
-            raise RuntimeError(f"{layer!r} ran twice in one spike stage: give each call its own neuron module")
-        self.neurons[layer] = NeuronRecord(rate, eligibility)
+        _record(self.neurons, layer, NeuronRecord(rate, eligibility), "neuron")
 
     def record_norm(self, layer: nn.Module, mean: Tensor, var: Tensor) -> None:
-        if layer in self.norms:
-            raise RuntimeError(f"{layer!r} ran twice in one spike stage: give each call its own norm module")
-        self.norms[layer] = NormRecord(mean, var)
+        _record(self.norms, layer, NormRecord(mean, var), "norm")
 
     def record_mask(self, layer: nn.Module, mask: Tensor) -> None:
-        if layer in self.masks:
-            raise RuntimeError(f"{layer!r} ran twice in one spike stage: give each call its own dropout module")
-        self.masks[layer] = mask
-
-    def mask(self, layer: nn.Module) -> Tensor:
-        try:
-            return self.masks[layer]
-        except KeyError:
-            raise RuntimeError(f"{layer!r} has no record: the rate stage must follow the spike stage of the same model") from None
+        _record(self.masks, layer, mask, "dropout")
 
     def neuron(self, layer: nn.Module) -> NeuronRecord:
-        try:
-            return self.neurons[layer]
-        except KeyError:
-            raise RuntimeError(f"{layer!r} has no record: the rate stage must follow the spike stage of the same model") from None
+        return _read(self.neurons, layer)
 
     def norm(self, layer: nn.Module) -> NormRecord:
-        try:
-            return self.norms[layer]
-        except KeyError:
-            raise RuntimeError(f"{layer!r} has no record: the rate stage must follow the spike stage of the same model") from None
+        return _read(self.norms, layer)
+
+    def mask(self, layer: nn.Module) -> Tensor:
+        return _read(self.masks, layer)
+
+
+def _record(table: dict, layer: nn.Module, value: Any, kind: str) -> None:
+    if layer in table:
+        raise RuntimeError(f"{layer!r} ran twice in one spike stage: give each call its own {kind} module")
+    table[layer] = value
+
+
+def _read(table: dict, layer: nn.Module) -> Any:
+    try:
+        return table[layer]
+    except KeyError:
+        raise RuntimeError(f"{layer!r} has no record: the rate stage must follow the spike stage of the same model") from None

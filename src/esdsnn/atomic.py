@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any, Iterator
 
 
 @contextlib.contextmanager
@@ -54,7 +54,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Replace ``path`` by ``data`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 

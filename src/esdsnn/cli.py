@@ -187,7 +187,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from esdsnn.analysis import bench, pipeline_bench
-    from esdsnn.atomic import write_text_atomic
+    from esdsnn.atomic import write_json_atomic
     from esdsnn.errors import ConfigError
 
     if args.threads < 1:
@@ -206,7 +206,7 @@ def run_bench(args: argparse.Namespace) -> int:
         device = args.device or ("cuda" if _cuda() else "cpu")
         loaders = pipeline_bench.measure_loaders(device=device, threads=args.threads)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / pipeline_bench.LOADERS_JSON, json.dumps(loaders, indent=2) + "\n")
+        write_json_atomic(out / pipeline_bench.LOADERS_JSON, loaders)
         _out(pipeline_bench.loaders_markdown(loaders))
     _out(f"results in {out}")
     return 0

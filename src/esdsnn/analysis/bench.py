@@ -48,7 +48,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from esdsnn.atomic import write_text_atomic
+from esdsnn.atomic import write_json_atomic, write_text_atomic
 
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt")
 DEFAULT_TS = (1, 2, 4, 6, 8)
@@ -362,7 +362,7 @@ def run_bench(
     for cfg in bar:
         bar.set_postfix_str(f"{cfg['method']} T={cfg['T']}")
         records.append(_run_worker(cfg, timeout_s))
-        write_text_atomic(out / BENCH_JSON, json.dumps(records, indent=2) + "\n")
+        write_json_atomic(out / BENCH_JSON, records)
     bar.close()
     write_bench_files(records, out)
     return records

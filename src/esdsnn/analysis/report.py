@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
@@ -89,18 +88,13 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     firing = measure_firing(model, test_source, T, device=device, max_batches=max_batches)
-    write_text_atomic(run_dir / FIRING_JSON, json.dumps(firing.to_dict(), indent=2) + "\n")
+    runfiles.write_json(run_dir / FIRING_JSON, firing.to_dict())
     plot_firing_rates(firing, run_dir / FIRING_PNG)
     curves = False
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         curves = plot_training_curves(metrics, run_dir / CURVES_PNG) is not None
-    summary = None
-    if (run_dir / SUMMARY_FILE).is_file():
-        try:
-            summary = json.loads((run_dir / SUMMARY_FILE).read_text())
-        except (OSError, ValueError):
-            summary = None
+    summary = runfiles.read_json(run_dir / SUMMARY_FILE)
     title = run_dir.resolve().name
     write_text_atomic(run_dir / REPORT_FILE, render_report(firing, title=title, summary=summary, curves=curves))
     return {"avg_firing_rate": firing.avg_rate, "energy_mj_per_sample": firing.energy_mj_per_sample}
@@ -130,10 +124,9 @@ def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", de
         raise ConfigError(f"firing rates and energy need a spiking model; this run trained with --method "
                           f"{run.config.method} ({run.spec.description})")
     extra = write_report(run.run_dir, run.model, run.test, run.steps, device=run.device)
-    summary_path = run.run_dir / SUMMARY_FILE
-    if summary_path.is_file():
-        summary = {**json.loads(summary_path.read_text()), **extra}
-        runfiles.write_json(summary_path, summary)
+    summary = runfiles.read_json(run.run_dir / SUMMARY_FILE)
+    if summary is not None:
+        runfiles.write_json(run.run_dir / SUMMARY_FILE, {**summary, **extra})
     return extra
 
 

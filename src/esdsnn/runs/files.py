@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 
-from esdsnn.atomic import write_json_atomic, write_text_atomic
+from esdsnn.atomic import write_json_atomic as write_json, write_text_atomic  # noqa: F401  (write_json: the run files API)
 from esdsnn.errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -241,11 +241,6 @@ def git_revision() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return rev.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-
-
-def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    write_json_atomic(path, data)
 
 
 def read_json(path: str | Path) -> Optional[dict[str, Any]]:

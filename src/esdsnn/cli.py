@@ -65,8 +65,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional[dict[str, str]] = None) -> None:
     """One flag per setting of the config tree (``--data-path`` for ``data_path``); values stay
     strings here and are coerced and checked by TrainConfig, so flags and YAML keys behave the same."""
-    from esdsnn.config import choices, config_leaves
+    from esdsnn.config import RENAMED, choices, config_leaves
 
+    for old in RENAMED:  # still read, with a notice (esdsnn.config)
+        group.add_argument("--" + old.replace("_", "-"), dest=old, type=str, default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS)
     for leaf in config_leaves():
         if leaf.name in skip:
             continue
@@ -91,7 +94,9 @@ def run_train(args: argparse.Namespace) -> int:
     from esdsnn.methods import method_spec
     from esdsnn.train import resume_config, train
 
-    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names()}
+    from esdsnn.config import RENAMED
+
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names() or k in RENAMED}
     if args.resume:
         if args.config:
             raise ConfigError("--resume uses the saved config of the run; drop --config")
@@ -115,7 +120,10 @@ def run_train(args: argparse.Namespace) -> int:
         return code
     if result.rank != 0:  # under torchrun only rank 0 reports
         return 0
-    best = f"; best {s['best_test_acc']:.2%} at epoch {s['best_epoch']}" if s.get("best_test_acc") is not None else ""
+    best = ""
+    if s.get("best_test_acc") is not None:
+        on = "validation" if s.get("selected_on") == "val" else "test"
+        best = f"; best epoch {s['best_epoch']} (selected on the {on} set): test {s['best_test_acc']:.2%}"
     _out(
         f"test accuracy {s['test_acc']:.2%} ({s['test_correct']}/{s['test_total']}, {_pass_name(method_spec(s['method']).spiking)}) after "
         f"{s['epochs']} epochs in {s['wall_s']:.1f} s{best}; run saved in {result.run_dir}"
@@ -323,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(exc: OSError) -> str:
+    """``cannot write /x/y: Read-only file system; ...`` instead of ``[Errno 30] ...``."""
+    where = f" {exc.filename}" if exc.filename else ""
+    reason = exc.strerror or _one_line(str(exc))
+    return (f"cannot access{where}: {reason}; check that the folder exists and is writable, or choose another "
+            f"folder (--out)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; return the exit code."""
     try:
@@ -334,9 +350,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (EsdsnnError, UsageError) as exc:
         print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except OSError as exc:  # e.g. a run directory that cannot be written
-        print(f"{PROG}: error: {_one_line(str(exc))}", file=sys.stderr, flush=True)
-        return 1
+    except OSError as exc:  # e.g. a folder that cannot be written
+        print(f"{PROG}: error: {_os_error(exc)}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    except (RuntimeError, MemoryError) as exc:
+        from esdsnn.errors import out_of_memory
+
+        if not out_of_memory(exc):
+            raise
+        print(f"{PROG}: error: out of memory ({_one_line(str(exc))[:160]}); use a smaller --batch-size (or T), "
+              f"or --method esd, whose memory stays flat in T; a training run keeps its last checkpoint "
+              f"(continue with --resume DIR)", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED

@@ -12,8 +12,10 @@ the list of known ones; values are coerced to each field's type (``Literal`` fie
 choices); the methods' fixed values (``sd``: ``teacher = all``) are applied and recorded.
 
 Fields left ``None`` that depend on the data set (``arch``, ``epochs``, ``batch_size``, ``lr``,
-``threads``) are filled in by :meth:`TrainConfig.resolved`: for ``digits`` a short run tuned to
-finish well within 3 minutes on 2 CPU cores, otherwise the CIFAR recipe of the paper (SPEC §7).
+``threads``, ``val_fraction``, the augmentation switches) are filled in by
+:meth:`TrainConfig.resolved` (:mod:`esdsnn.defaults`): the paper's recipe, the tuned digits run,
+or, for data without a recipe, values sized to the data once it is read. Renamed settings are
+still read under their old names, with a notice (:data:`RENAMED`).
 """
 from __future__ import annotations
 
@@ -28,25 +30,20 @@ from typing import Any, Iterator, Literal, Mapping, NamedTuple, Optional, Union
 import yaml
 
 from esdsnn.atomic import write_text_atomic
-from esdsnn.data import list_datasets
-from esdsnn.data.augment import AugmentConfig
+from esdsnn.data import dataset_info, list_datasets
+from esdsnn.data.augment import SWITCHES, AugmentConfig
+from esdsnn.defaults import DATA_DEPENDENT, Choice, DataFacts, fixed_defaults, sized_defaults
 from esdsnn.distill.esd_loss import DistillConfig
 from esdsnn.distill.kd import KDConfig
-from esdsnn.errors import ConfigError
+from esdsnn.errors import ConfigError, notice
 from esdsnn.fields import check_choices, choices, option
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.models import list_models
 from esdsnn.models.registry import model_factory
 from esdsnn.neurons.lif import LIFConfig
 
-# Per-data-set values for the fields left None. digits: tuned so that the default ESD run reaches
-# >= 96% test accuracy (spike pass) in well under 3 minutes on 2 CPU cores.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    # One thread: the model is small, and two threads slow down many times over as soon as the
-    # other core is busy (measured: 0.3-0.8 s vs 6-7 s per step on a loaded 2-core machine).
-    "digits": {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1, "threads": 1},
-}
-FALLBACK_DEFAULTS: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "threads": None}
+#: Old flat names still read (YAML keys and flags), with a notice: old name -> new name.
+RENAMED: dict[str, str] = {"tau": "kd_tau"}
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -55,10 +52,14 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 class OptimConfig:
     """SGD with momentum and a cosine schedule to 0 (SPEC §7)."""
 
-    epochs: Optional[int] = option(None, "training epochs; default depends on the data set")
+    epochs: Optional[int] = option(
+        None, "training epochs; default: 10 on digits, 20 on data without a recipe (npz), 300 on the paper's "
+              "recipes; with --resume, a larger N extends the run (the cosine is re-planned over N epochs)",
+        resumable=True)
     batch_size: Optional[int] = option(
-        None, "global batch size: under torchrun each of N processes takes batch_size/N; default depends on the data set")
-    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0); default depends on the data set")
+        None, "global batch size: under torchrun each of N processes takes batch_size/N; default: 64 on digits "
+              "and on data without a recipe (smaller for fewer than 640 samples), 128 on the paper's recipes")
+    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0); default: 0.1")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
 
@@ -76,9 +77,13 @@ class RunConfig:
     they do not change what is computed, beyond the floating-point details of another device."""
 
     out: Optional[str] = option(None, "run directory; default runs/<timestamp>-<method>")
-    threads: Optional[int] = option(None, "torch CPU threads; default: 1 on digits, else torch's setting", resumable=True)
+    threads: Optional[int] = option(None, "torch CPU threads; default: 1 on digits and data without a recipe, "
+                                          "else torch's setting", resumable=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", resumable=True)
-    progress: bool = option(True, "show a progress bar per epoch (only on a terminal)", resumable=True)
+    progress: bool = option(True, "show a progress bar per epoch on a terminal; elsewhere (a log file) one line "
+                                  "every --log-every seconds", resumable=True)
+    log_every: float = option(30.0, "seconds between progress lines when stderr is not a terminal (0: none)",
+                              resumable=True)
     eval_every: int = option(1, "evaluate on the test set every N epochs (and after the last)", resumable=True)
     workers: Optional[int] = option(None, "data workers (DVS conversion, ImageNet decoding); default: the loader's",
                                 resumable=True)
@@ -97,6 +102,7 @@ class RunConfig:
         check_choices(self)
         _check(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         _check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        _check(self.log_every >= 0, f"log_every must be >= 0 seconds, got {self.log_every}")
         _check(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         _check(self.save_every_steps >= 0, f"save_every_steps must be >= 0, got {self.save_every_steps}")
         _check(bool(_DEVICE_RE.match(self.device)), f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
@@ -116,13 +122,21 @@ class TrainConfig:
 
     method: str = option("esd", "training method (esdsnn.list_methods(): esd, ratebp, bptt, esd-bptt, sd, ann, kd)")
     arch: Optional[str] = option(None, "model name, or your own as package.module:factory; default: digits_resnet "
-                                       "on digits, resnet18 otherwise")
+                                       "on digits and on inputs up to 16 px, compact_resnet up to 64 px, resnet18 "
+                                       "beyond and on the paper's recipes")
     dataset: str = option("digits", "data set name (digits, npz, cifar10, ...)")
     data_path: Optional[str] = option(None, "data file or folder (npz: the .npz file)")
     T: int = option(4, "number of time steps")
     seed: int = option(60, "random seed (initialisation and batch order)")
     loss_scale: Union[str, float] = option("auto", "'auto' (1/T for RateBP methods, 1 for BPTT) or a number")
     teacher_run: Optional[str] = option(None, "run directory of the trained teacher of a distilling method (kd: an ann run)")
+    val_fraction: Optional[float] = option(
+        None, "fraction of the training data held out (stratified, seeded) to select the best epoch; the test "
+              "set is then measured at the end; default: 0.1 on data without a recipe, 0 on the paper's recipes "
+              "(selection on the test set, as the paper)")
+    init_from: Optional[str] = option(
+        None, "start from the weights of a run (RUN_DIR: its best.pt, else last.pt) or a checkpoint FILE; layers "
+              "whose shapes differ (a new head) start fresh, and the run says what was loaded")
     optim: OptimConfig = field(default_factory=OptimConfig)
     neuron: LIFConfig = field(default_factory=LIFConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -148,6 +162,11 @@ class TrainConfig:
         _check(spec.teacher_method is None or self.teacher_run is not None,
                f"method {self.method} needs a teacher: train one with --method {spec.teacher_method}, "
                f"then pass --teacher-run RUN_DIR")
+        _check(spec.teacher_method is not None or self.teacher_run is None,
+               f"--teacher-run is read only by a distilling method (kd); {self.method} has no teacher: drop "
+               f"--teacher-run, or use --method kd")
+        _check(self.val_fraction is None or 0 <= self.val_fraction < 1,
+               f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.arch is not None and ":" in self.arch:
             model_factory(self.arch)  # importable, with that function: else a one-line error now
         elif self.arch is not None:
@@ -168,6 +187,7 @@ class TrainConfig:
         and ill-typed values raise :class:`ConfigError` naming ``source``."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source} must be a mapping of keys to values, got {type(values).__name__}")
+        values = _renamed(values, source)
         unknown = [str(k) for k in values if k not in LEAVES]
         if unknown:
             raise ConfigError(f"unknown key(s) in {source}: {', '.join(unknown)}; known keys: {', '.join(LEAVES)}")
@@ -187,8 +207,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if LEAVES[k].section is None}, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        """The flat settings, in declaration order (what ``config.yaml`` holds)."""
-        return {name: list(v) if isinstance(v, tuple) else v for name, v in ((n, self.get(n)) for n in LEAVES)}
+        """The flat settings, in declaration order (what ``config.yaml`` holds); augmentation
+        settings only where they apply to the data set."""
+        applies = set(dataset_info(self.dataset).augmentations)
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in ((n, self.get(n)) for n in LEAVES)
+                if LEAVES[name].section != "augment" or name in applies}
 
     def get(self, name: str) -> Any:
         """The value of the setting with flat name ``name``."""
@@ -199,11 +222,49 @@ class TrainConfig:
         """A copy with flat ``changes`` applied (coerced and validated like any other input)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
-    def resolved(self) -> "TrainConfig":
-        """A copy with the data-set-dependent ``None`` fields filled in (``out`` stays as is)."""
-        defaults = DATASET_DEFAULTS.get(self.dataset, FALLBACK_DEFAULTS)
-        changes = {k: v for k, v in defaults.items() if self.get(k) is None}
+    def resolved(self, facts: Optional[DataFacts] = None) -> "TrainConfig":
+        """A copy with the data-set-dependent ``None`` fields filled in (``out`` stays as is).
+        Without ``facts`` (the data not read yet), a data set without a recipe keeps ``arch`` and
+        ``batch_size`` unset; :meth:`chosen_defaults` says what was filled and why."""
+        return self._with_defaults(self.chosen_defaults(facts))
+
+    def chosen_defaults(self, facts: Optional[DataFacts] = None) -> dict[str, Choice]:
+        """The defaults that :meth:`resolved` fills in (settings left unset only), with reasons."""
+        table = fixed_defaults(self.dataset) if facts is None else sized_defaults(self.dataset, facts)
+        return {k: c for k, c in table.items() if k in DATA_DEPENDENT and self.get(k) is None}
+
+    def _with_defaults(self, chosen: dict[str, Choice]) -> "TrainConfig":
+        changes = {k: c.value for k, c in chosen.items()}
+        info = dataset_info(self.dataset)
+        for name in SWITCHES:  # augmentation: the data set's default where it applies, else off
+            if self.get(name) is None:
+                changes[name] = bool(info.augment_defaults.get(name, False)) if name in info.augmentations else False
         return self.replace(**changes) if changes else self
+
+    def check_applicable(self) -> None:
+        """Refuse an augmentation switched on for a data set it does not apply to (a new run;
+        saved configs of older versions may hold every switch and are not checked)."""
+        info = dataset_info(self.dataset)
+        for name in SWITCHES:
+            if name not in info.augmentations and self.get(name):
+                raise ConfigError(f"--{name} does not apply to {self.dataset} (its augmentations: "
+                                  f"{', '.join(info.augmentations) or 'none'}); drop it")
+
+    def fully_resolved(self) -> bool:
+        """Whether every data-dependent setting has a value (the data need not be read)."""
+        return all(self.get(k) is not None for k in DATA_DEPENDENT if k != "threads")
+
+
+def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``values`` with old setting names replaced by their new ones, one notice each."""
+    out = dict(values)
+    for old, new in RENAMED.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{source} sets both {old} and its new name {new}; keep {new}")
+            notice(f"'{old}' in {source} is now '{new}' (--{new.replace('_', '-')}); read as {new}")
+            out[new] = out.pop(old)
+    return out
 
 
 class Leaf(NamedTuple):
@@ -374,6 +435,6 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 __all__ = [
-    "DATASET_DEFAULTS", "LEAVES", "Leaf", "OptimConfig", "RESUMABLE_FIELDS", "RunConfig", "SECTIONS",
+    "LEAVES", "Leaf", "OptimConfig", "RENAMED", "RESUMABLE_FIELDS", "RunConfig", "SECTIONS",
     "TrainConfig", "choices", "config_leaves", "load_config", "read_yaml", "save_config",
 ]

@@ -39,3 +39,22 @@ def notice(line: str) -> None:
     import sys
 
     print(f"esdsnn: notice: {line}", file=sys.stderr, flush=True)
+
+
+def warning(line: str) -> None:
+    """A one-line warning on stderr: something that may make a result not what the user thinks."""
+    import sys
+
+    print(f"esdsnn: warning: {line}", file=sys.stderr, flush=True)
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's
+    RuntimeError)."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()
+                                               or "not enough memory" in text.lower())

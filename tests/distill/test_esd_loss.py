@@ -21,7 +21,7 @@ def kl(p, log_q):
 
 
 def test_reliable_teacher_averages_only_correct_heads():
-    cfg = DistillConfig(tau=2.0)
+    cfg = DistillConfig(kd_tau=2.0)
     teacher = build_teacher(HEADS, LABELS, cfg)
     assert teacher.has_teacher.tolist() == [True, True, False]
     expected0 = F.softmax((HEADS[0][0] + HEADS[2][0]) / 2 / 2.0, -1)
@@ -31,7 +31,7 @@ def test_reliable_teacher_averages_only_correct_heads():
 
 
 def test_probability_space_teacher():
-    cfg = DistillConfig(tau=2.0, teacher_space="probs")
+    cfg = DistillConfig(kd_tau=2.0, teacher_space="probs")
     teacher = build_teacher(HEADS, LABELS, cfg)
     expected0 = (F.softmax(HEADS[0][0] / 2, -1) + F.softmax(HEADS[2][0] / 2, -1)) / 2
     torch.testing.assert_close(teacher.probs[0], expected0)
@@ -39,7 +39,7 @@ def test_probability_space_teacher():
 
 def test_kd_is_tau_squared_kl_averaged_over_reliable_samples():
     tau = 3.0
-    cfg = DistillConfig(tau=tau)
+    cfg = DistillConfig(kd_tau=tau)
     teacher = build_teacher(HEADS, LABELS, cfg)
     got = distillation_terms(HEADS[1], teacher, cfg)
     log_q = F.log_softmax(HEADS[1] / tau, -1)
@@ -60,7 +60,7 @@ def test_no_reliable_teacher_gives_exact_zero_not_nan():
 
 
 def test_total_loss_combines_ce_branches_and_kd():
-    cfg = DistillConfig(alpha=0.7, beta=0.3, tau=3.0)
+    cfg = DistillConfig(alpha=0.7, beta=0.3, kd_tau=3.0)
     total, parts = esd_loss(HEADS, LABELS, cfg)
     ce = [F.cross_entropy(h, LABELS) for h in HEADS]
     teacher = build_teacher(HEADS, LABELS, cfg)
@@ -70,14 +70,14 @@ def test_total_loss_combines_ce_branches_and_kd():
 
 
 def test_all_teacher_is_mean_of_every_head():
-    cfg = DistillConfig(teacher="all", tau=1.0)
+    cfg = DistillConfig(teacher="all", kd_tau=1.0)
     teacher = build_teacher(HEADS, LABELS, cfg)
     assert teacher.has_teacher.all()
     torch.testing.assert_close(teacher.probs, F.softmax(torch.stack(HEADS).mean(0), -1))
 
 
 def test_main_teacher_is_the_main_head_and_gives_it_zero_kd():
-    cfg = DistillConfig(teacher="main", tau=2.0)
+    cfg = DistillConfig(teacher="main", kd_tau=2.0)
     teacher = build_teacher(HEADS, LABELS, cfg)
     torch.testing.assert_close(teacher.probs, F.softmax(HEADS[2] / 2.0, -1))
     assert distillation_terms(HEADS[2], teacher, cfg).abs().item() < 1e-6
@@ -85,17 +85,17 @@ def test_main_teacher_is_the_main_head_and_gives_it_zero_kd():
 
 def test_unreliable_uniform_and_entropy_terms():
     tau, eta = 3.0, 0.5
-    base = distillation_terms(HEADS[0], build_teacher(HEADS, LABELS, DistillConfig(tau=tau)), DistillConfig(tau=tau))
+    base = distillation_terms(HEADS[0], build_teacher(HEADS, LABELS, DistillConfig(kd_tau=tau)), DistillConfig(kd_tau=tau))
     log_q = F.log_softmax(HEADS[0][2] / tau, -1)  # sample 2 is the only unreliable one
     uniform = torch.full((3,), 1 / 3)
-    cfg_u = DistillConfig(tau=tau, unreliable="uniform", eta=eta)
+    cfg_u = DistillConfig(kd_tau=tau, unreliable="uniform", eta=eta)
     got_u = distillation_terms(HEADS[0], build_teacher(HEADS, LABELS, cfg_u), cfg_u)
     torch.testing.assert_close(got_u, base + eta * kl(uniform, log_q))
-    cfg_e = DistillConfig(tau=tau, unreliable="entropy", eta=eta)
+    cfg_e = DistillConfig(kd_tau=tau, unreliable="entropy", eta=eta)
     got_e = distillation_terms(HEADS[0], build_teacher(HEADS, LABELS, cfg_e), cfg_e)
     neg_entropy = (log_q.exp() * log_q).sum()
     torch.testing.assert_close(got_e, base + eta * neg_entropy)
-    cfg_d = DistillConfig(tau=tau, unreliable="drop", eta=eta)
+    cfg_d = DistillConfig(kd_tau=tau, unreliable="drop", eta=eta)
     torch.testing.assert_close(distillation_terms(HEADS[0], build_teacher(HEADS, LABELS, cfg_d), cfg_d), base)
 
 
@@ -105,14 +105,14 @@ def test_teacher_carries_no_gradient():
     assert not teacher.probs.requires_grad
 
 
-@pytest.mark.parametrize("bad", [dict(teacher="best"), dict(teacher_space="energy"), dict(unreliable="keep"), dict(tau=0.0), dict(beta=-1.0)])
+@pytest.mark.parametrize("bad", [dict(teacher="best"), dict(teacher_space="energy"), dict(unreliable="keep"), dict(kd_tau=0.0), dict(beta=-1.0)])
 def test_bad_config_rejected(bad):
     with pytest.raises(ValueError):
         DistillConfig(**bad)
 
 
 def test_kd_matches_kl_div_reference():
-    cfg = DistillConfig(teacher="all", tau=4.0)
+    cfg = DistillConfig(teacher="all", kd_tau=4.0)
     teacher = build_teacher(HEADS, LABELS, cfg)
     got = distillation_terms(HEADS[0], teacher, cfg)
     expected = F.kl_div(F.log_softmax(HEADS[0] / 4.0, -1), teacher.probs, reduction="batchmean") * 16.0
@@ -124,7 +124,7 @@ def test_global_counts_make_the_mean_of_slice_losses_the_whole_batch_loss(unreli
     """Data parallelism in one process: two equal slices with 2 and 1 reliable samples. With
     per-slice counts the average of the slice losses (what DDP's gradient average sees) is not the
     loss of the whole batch; with ``reduce_counts`` = global count / 2 it is, gradients included."""
-    cfg = DistillConfig(tau=2.0, unreliable=unreliable, eta=0.5)
+    cfg = DistillConfig(kd_tau=2.0, unreliable=unreliable, eta=0.5)
     labels = torch.tensor([0, 1, 2, 0])
     heads = [torch.cat([h, h[:1]]).requires_grad_() for h in HEADS]  # sample 3 = sample 0: reliable
     slices = [slice(0, 2), slice(2, 4)]

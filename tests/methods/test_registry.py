@@ -68,8 +68,8 @@ def test_options_a_method_does_not_read_are_refused_once_for_all():
         esdsnn.create_method("esd", model, T=2, samd_weight=1.0)
     method = esdsnn.create_method("esd", model, T=2, alpha=0.5, beta=0.2)
     assert (method.distill.alpha, method.distill.beta, method.distill.teacher) == (0.5, 0.2, "reliable")
-    with pytest.raises(ConfigError, match="tau must be > 0"):
-        esdsnn.create_method("esd", esdsnn.create_model("digits_resnet", in_channels=1), T=2, tau=0)
+    with pytest.raises(ConfigError, match="kd_tau must be > 0"):
+        esdsnn.create_method("esd", esdsnn.create_model("digits_resnet", in_channels=1), T=2, kd_tau=0)
 
 
 def test_sd_fixes_its_teacher():

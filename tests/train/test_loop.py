@@ -187,7 +187,7 @@ def test_the_config_reaches_loaders_as_one_request(monkeypatch):
         seen.append(request)
         return data.load_dataset("digits", batch_size=request.batch_size, seed=request.seed)
 
-    monkeypatch.setitem(data._LOADERS, "fake", "unused:unused")  # passes the config check
+    monkeypatch.setitem(data._DATASETS, "fake", data.DatasetInfo("unused:unused"))  # passes the config check
     monkeypatch.setattr("esdsnn.runs.build.dataset_loader", lambda name: loader)
     config = TrainConfig.from_dict(dict(dataset="fake", flip=False, cutout=False, batch_size=64, workers=3, T=5))
     build_data(config, torch.device("cpu"))

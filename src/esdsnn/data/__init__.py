@@ -1,49 +1,82 @@
 """Data sets by name: ``load_dataset("digits", batch_size=64, seed=60) -> DataBundle``.
 
-Each entry maps a name to ``"module:function"``; the module is imported only when the data set is
-used, so optional heavy imports stay out of ``import esdsnn``. Every loader takes one
-:class:`~esdsnn.data.base.DataRequest` (it reads what applies to it) and returns a
-:class:`~esdsnn.data.base.DataBundle`. Adding a data set is one line here.
+Each entry maps a name to ``"module:function"`` and a few facts (:class:`DatasetInfo`): whether
+the paper has a recipe for it, and which augmentation switches apply to it. The module is
+imported only when the data set is used, so optional heavy imports stay out of ``import esdsnn``.
+Every loader takes one :class:`~esdsnn.data.base.DataRequest` (it reads what applies to it) and
+returns a :class:`~esdsnn.data.base.DataBundle`. Adding a data set is one line here.
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from esdsnn.data.base import BatchSource, DataBundle, DataRequest, TensorBatches
 from esdsnn.errors import ConfigError
 
-_LOADERS: dict[str, str] = {
-    "digits": "esdsnn.data.digits:load",
-    "npz": "esdsnn.data.arrays:load",
-    "cifar10": "esdsnn.data.cifar:load_cifar10",
-    "cifar100": "esdsnn.data.cifar:load_cifar100",
-    "cifar10-dvs": "esdsnn.data.dvs:load",
-    "imagenet": "esdsnn.data.imagenet:load",
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered data set: its loader and the facts the config needs before loading it.
+
+    ``recipe``: the paper trains it with a fixed recipe (the CIFAR/ImageNet settings of SPEC §7,
+    the best epoch selected on the test set as the paper does); without one, the defaults are
+    sized to the data and a validation split selects the best epoch. ``augmentations``: the
+    :class:`~esdsnn.data.augment.AugmentConfig` fields that apply, with ``augment_defaults`` for
+    its switches."""
+
+    target: str
+    recipe: bool = False
+    augmentations: tuple[str, ...] = ()
+    augment_defaults: Mapping[str, bool] = field(default_factory=dict)
+
+
+_CIFAR_AUGMENTATIONS = ("crop", "flip", "autoaugment", "cutout", "crop_padding", "cutout_size")
+_CIFAR_DEFAULTS = {"crop": True, "flip": True, "autoaugment": True, "cutout": True}
+_DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo("esdsnn.data.digits:load"),
+    "npz": DatasetInfo("esdsnn.data.arrays:load", augmentations=("crop", "flip", "crop_padding"),
+                       augment_defaults={"crop": False, "flip": False}),
+    "cifar10": DatasetInfo("esdsnn.data.cifar:load_cifar10", recipe=True, augmentations=_CIFAR_AUGMENTATIONS,
+                           augment_defaults=_CIFAR_DEFAULTS),
+    "cifar100": DatasetInfo("esdsnn.data.cifar:load_cifar100", recipe=True, augmentations=_CIFAR_AUGMENTATIONS,
+                            augment_defaults=_CIFAR_DEFAULTS),
+    "cifar10-dvs": DatasetInfo("esdsnn.data.dvs:load", recipe=True),
+    "imagenet": DatasetInfo("esdsnn.data.imagenet:load", recipe=True),
 }
 
 DEFAULT_DATASET = "digits"
 Loader = Callable[[DataRequest], DataBundle]
 
 
-def register_dataset(name: str, target: str) -> None:
-    """Register a loader ``fn(request: DataRequest) -> DataBundle`` as ``"package.module:function"``."""
+def register_dataset(name: str, target: str, *, recipe: bool = False, augmentations: tuple[str, ...] = (),
+                     augment_defaults: Mapping[str, bool] | None = None) -> None:
+    """Register a loader ``fn(request: DataRequest) -> DataBundle`` as ``"package.module:function"``
+    (see :class:`DatasetInfo` for the keywords; a data set without a recipe gets defaults sized to
+    its data and a validation split)."""
     if ":" not in target:
         raise ValueError(f"target must look like 'package.module:function', got {target!r}")
-    _LOADERS[name] = target
+    _DATASETS[name] = DatasetInfo(target, recipe, tuple(augmentations), dict(augment_defaults or {}))
 
 
 def list_datasets() -> list[str]:
     """Names :func:`load_dataset` accepts."""
-    return list(_LOADERS)
+    return list(_DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """What is registered as ``name``."""
+    if name not in _DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(_DATASETS)}")
+    return _DATASETS[name]
 
 
 def dataset_loader(name: str) -> Loader:
     """The loader function registered as ``name`` (imported on first use)."""
-    if name not in _LOADERS:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(_LOADERS)}")
-    module_name, func_name = _LOADERS[name].split(":")
+    module_name, func_name = dataset_info(name).target.split(":")
     return getattr(importlib.import_module(module_name), func_name)
 
 
@@ -64,6 +97,7 @@ def load_dataset(name: str = DEFAULT_DATASET, **request: Any) -> DataBundle:
 
 
 __all__ = [
-    "BatchSource", "DataBundle", "DataRequest", "TensorBatches", "dataset_loader", "list_datasets",
+    "BatchSource", "DataBundle", "DataRequest", "DatasetInfo", "TensorBatches", "dataset_info", "dataset_loader",
+    "list_datasets",
     "load_dataset", "register_dataset",
 ]

@@ -1,8 +1,11 @@
-"""Any labelled image set as an ``.npz`` file with ``x_train, y_train, x_test, y_test``.
+"""Any labelled image or event set as an ``.npz`` file with ``x_train, y_train, x_test, y_test``.
 
-Images may be uint8 (scaled by 1/255) or float (taken as they are), laid out NCHW, NHWC or, for
-one channel, NHW. Each channel is then normalised with the training set's mean and std. uint8
-images stay uint8 in memory and are converted batch by batch.
+Static images may be uint8 (scaled by 1/255) or float (taken as they are), laid out NCHW, NHWC
+or, for one channel, NHW; each channel is then normalised with the training set's mean and std.
+Event data comes as frames ``[N, T, C, H, W]`` (counts or any float values, taken as they are;
+T must equal the run's T). uint8 arrays stay uint8 in memory and are converted batch by batch.
+Labels must be the integers ``0..K−1``, every class present in the training set
+(:func:`check_labels`): anything else is refused with the values and the fix.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from esdsnn.data.augment import AugmentConfig, CropFlip
 from esdsnn.data.base import DataBundle, DataRequest, TensorBatches
 from esdsnn.errors import ConfigError, DataError, brief
 
@@ -35,9 +39,12 @@ def detect_layout(shape: tuple[int, ...]) -> str:
 def _to_nchw(x: np.ndarray, layout: Optional[str], where: str) -> np.ndarray:
     if x.ndim == 3:  # [N, H, W]: one channel
         return x[:, None, :, :]
+    if x.ndim == 5:  # [N, T, C, H, W]: event frames
+        return x
     if x.ndim != 4:
         raise DataError(
-            f"{where} has shape {list(x.shape)}; expected images as [N,H,W], [N,C,H,W] or [N,H,W,C]"
+            f"{where} has shape {list(x.shape)}; expected images as [N,H,W], [N,C,H,W] or [N,H,W,C], "
+            f"or event frames as [N,T,C,H,W]"
         )
     layout = layout or detect_layout(x.shape)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "NHWC" else x
@@ -57,8 +64,41 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
         raise DataError(f"{where} has dtype {y.dtype}; expected integer class indices")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
-        raise DataError(f"{where} holds negative labels; expected class indices 0..K-1")
+        raise DataError(f"{where} holds negative labels ({_values(np.unique(y[y < 0]))}); expected class "
+                        f"indices 0..K-1 (remap them, e.g. with np.unique(y, return_inverse=True))")
     return y
+
+
+def _values(values: np.ndarray, limit: int = 8) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def check_labels(y_train: np.ndarray, y_test: np.ndarray, where: str) -> int:
+    """The number of classes K of integer labels that are exactly ``0..K−1`` with every class in
+    the training set; anything else (a gap such as labels 1..10, a class only in the test set,
+    fewer than two training samples per class) raises :class:`DataError` naming the values and
+    the fix. A label 99 among 0..9 would otherwise silently make a 100-class head."""
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DataError(f"{where}: y_train names only one class ({_values(present)}); need at least two")
+    k = int(present[-1]) + 1
+    missing = np.setdiff1d(np.arange(k), present)
+    if len(missing):
+        hint = ("subtract 1 from every label (y - 1)" if present[0] == 1 and len(missing) == 1
+                else "remap them to 0..K-1, e.g. y = np.unique(y_train, return_inverse=True)[1]")
+        raise DataError(
+            f"{where}: labels must be 0..K-1 with every class in the training set, but y_train holds "
+            f"{_values(present)} and lacks {_values(missing)}; {hint}")
+    unseen = np.setdiff1d(np.unique(y_test), present)
+    if len(unseen):
+        raise DataError(
+            f"{where}: y_test holds label(s) {_values(unseen)} that no training sample has (training "
+            f"labels are 0..{k - 1}); every test class must be in the training set")
+    if len(y_train) < 2 * k:
+        raise DataError(f"{where}: {len(y_train)} training samples for {k} classes; need at least two per class "
+                        f"({2 * k})")
+    return k
 
 
 def _images(x: np.ndarray, layout: Optional[str], where: str) -> np.ndarray:
@@ -79,8 +119,8 @@ def read_npz(
     path: str | Path, layout: Optional[str] = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read and check an npz data set: ``(x_train, y_train, x_test, y_test)`` with x ``[N,C,H,W]``
-    (uint8 kept as uint8, anything else float32) and y int64. Problems raise :class:`DataError`
-    naming the file."""
+    (event frames: ``[N,T,C,H,W]``; uint8 kept as uint8, anything else float32) and y int64.
+    Problems raise :class:`DataError` naming the file."""
     if layout is not None and layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} or None, got {layout!r}")
     path = Path(path)
@@ -107,8 +147,9 @@ def read_npz(
     x_train = _images(arrays["x_train"], layout, f"{path}: x_train")
     x_test = _images(arrays["x_test"], layout, f"{path}: x_test")
     if x_train.shape[1:] != x_test.shape[1:]:
+        axes = "(T,C,H,W)" if x_train.ndim == 5 else "(C,H,W)"
         raise DataError(
-            f"{path}: x_train images are {list(x_train.shape[1:])} (C,H,W) but x_test images are "
+            f"{path}: x_train samples are {list(x_train.shape[1:])} {axes} but x_test samples are "
             f"{list(x_test.shape[1:])}"
         )
     if x_train.dtype != x_test.dtype:
@@ -161,43 +202,61 @@ def make_bundle(
     seed: int,
     device: torch.device | str = "cpu",
     eval_batch_size: Optional[int] = None,
+    augment: Optional[AugmentConfig] = None,
 ) -> DataBundle:
-    """In-memory images ``[N,C,H,W]`` → a :class:`DataBundle` normalised with training statistics.
+    """In-memory images ``[N,C,H,W]`` → a :class:`DataBundle` normalised with training statistics,
+    or event frames ``[N,T,C,H,W]`` → time-major batches ``[T,B,C,H,W]`` taken as they are.
 
     Float images are normalised once; uint8 images stay uint8 and are normalised per batch.
+    ``augment``: crop and/or flip of the training images (static images only; off when None).
     """
-    mean, std = channel_stats(x_train)
-    prepare = normaliser(mean, std)
-    if x_train.dtype != torch.uint8:
-        x_train, x_test = prepare(x_train), prepare(x_test)
-        prepare = None
+    events = x_train.dim() == 5
+    crop_flip = augment is not None and bool(augment.crop or augment.flip)
+    if events:
+        if crop_flip:
+            raise ConfigError(f"{name}: crop and flip apply to static images only, not to event frames "
+                              f"[N,T,C,H,W]; drop --crop/--flip")
+        prepare: Optional[Callable[[Tensor], Tensor]] = _time_major
+    else:
+        mean, std = channel_stats(x_train)
+        prepare = normaliser(mean, std)
+        if x_train.dtype != torch.uint8 and not crop_flip:
+            x_train, x_test = prepare(x_train), prepare(x_test)
+            prepare = None
     # A last training batch of one sample would break BatchNorm: drop it in that one case.
     drop_last = len(x_train) % batch_size == 1 and len(x_train) > 1
     train = TensorBatches(
         x_train, y_train, batch_size, shuffle=True, seed=seed, drop_last=drop_last,
-        prepare=prepare, device=device,
+        prepare=None if crop_flip else prepare, augment=CropFlip(augment, prepare) if crop_flip else None,
+        device=device,
     )
     test = TensorBatches(
         x_test, y_test, eval_batch_size or batch_size, shuffle=False, prepare=prepare, device=device
     )
+    shape = x_train.shape[2:] if events else x_train.shape[1:]
     return DataBundle(
         name=name,
         train=train,
         test=test,
         num_classes=num_classes,
-        input_shape=tuple(int(s) for s in x_train.shape[1:]),  # type: ignore[arg-type]
+        input_shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
+        time_steps=int(x_train.shape[1]) if events else None,
     )
 
 
+def _time_major(x: Tensor) -> Tensor:
+    """A batch of event samples ``[B, T, C, H, W]`` as the passes take it, ``[T, B, C, H, W]`` float."""
+    return x.float().transpose(0, 1)
+
+
 def load(request: DataRequest) -> DataBundle:
-    """The ``npz`` data set: ``data_path`` names the file (static images; ``T`` is not needed)."""
+    """The ``npz`` data set: ``data_path`` names the file (static images, or event frames with T
+    frames per sample)."""
     data_path = request.data_path
     if not data_path:
         raise ConfigError("the npz data set needs --data-path FILE.npz (keys x_train, y_train, x_test, y_test)")
     x_train, y_train, x_test, y_test = read_npz(data_path)
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if num_classes < 2:
-        raise DataError(f"{data_path}: the labels name only one class; need at least two")
+    num_classes = check_labels(y_train, y_test, str(data_path))
     return make_bundle(
         "npz",
         torch.from_numpy(x_train),
@@ -209,4 +268,5 @@ def load(request: DataRequest) -> DataBundle:
         eval_batch_size=request.eval_batch_size,
         seed=request.seed,
         device=request.device,
+        augment=request.augment,
     )

@@ -12,10 +12,11 @@ sample), returning time-major ``[T, B, C, H, W]``.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Which training augmentations of the CIFAR recipe run (all on by default; data sets without
-    augmentation ignore them)."""
+    """Which training augmentations run. A switch left ``None`` takes the data set's default (the
+    CIFAR recipe: all on; ``npz``: crop and flip off, since digits or text must not be flipped);
+    each data set declares which switches apply to it (:func:`esdsnn.data.dataset_info`), and
+    only those are recorded in a run's ``config.yaml``."""
 
-    crop: bool = option(True, "random crop with zero padding")
-    flip: bool = option(True, "random horizontal flip")
-    autoaugment: bool = option(True, "AutoAugment (the official CIFAR-10 policy)")
-    cutout: bool = option(True, "Cutout (one square per image)")
+    crop: Optional[bool] = option(None, "random crop with zero padding (default: on for CIFAR, off for npz)")
+    flip: Optional[bool] = option(None, "random horizontal flip (default: on for CIFAR, off for npz)")
+    autoaugment: Optional[bool] = option(None, "AutoAugment, the official CIFAR-10 policy (CIFAR; default on)")
+    cutout: Optional[bool] = option(None, "Cutout, one square per image (CIFAR; default on)")
     crop_padding: int = option(4, "padding of the random crop, pixels")
     cutout_size: int = option(16, "side of the Cutout square, pixels")
 
@@ -50,6 +53,17 @@ class AugmentConfig:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
         if self.cutout_size < 1:
             raise ValueError(f"cutout_size must be >= 1, got {self.cutout_size}")
+
+    def with_defaults(self, defaults: Mapping[str, bool]) -> "AugmentConfig":
+        """A copy with each switch left ``None`` set from ``defaults`` (missing: off)."""
+        return dataclasses.replace(self, **{name: bool(defaults.get(name, False)) for name in SWITCHES
+                                            if getattr(self, name) is None})
+
+
+#: The on/off fields of :class:`AugmentConfig`.
+SWITCHES = ("crop", "flip", "autoaugment", "cutout")
+#: The CIFAR recipe's training augmentation: everything on.
+CIFAR_AUGMENT = {name: True for name in SWITCHES}
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,7 +177,7 @@ class CifarAugment:
     off through :class:`AugmentConfig`."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], config: AugmentConfig) -> None:
-        self.config = config
+        self.config = config.with_defaults(CIFAR_AUGMENT)
         self.normalize = Normalize(mean, std)
 
     def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
@@ -184,6 +198,26 @@ class CifarAugment:
 
     def __repr__(self) -> str:
         return f"CifarAugment({self.config}, {self.normalize})"
+
+
+class CropFlip:
+    """The optional training augmentation of image arrays (``npz``): crop with zero padding and/or
+    horizontal flip on the images as stored (zero = black, as for CIFAR), then ``prepare``
+    (scaling and normalisation)."""
+
+    def __init__(self, config: AugmentConfig, prepare: Optional[Callable[[Tensor], Tensor]] = None) -> None:
+        self.config = config
+        self.prepare = prepare
+
+    def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        if self.config.crop:
+            x = random_crop(x, gen, self.config.crop_padding)
+        if self.config.flip:
+            x = random_flip(x, gen)
+        return self.prepare(x) if self.prepare is not None else x
+
+    def __repr__(self) -> str:
+        return f"CropFlip(crop={self.config.crop}, flip={self.config.flip}, padding={self.config.crop_padding})"
 
 
 # --------------------------------------------------------------------------------------------

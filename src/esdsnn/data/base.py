@@ -11,6 +11,7 @@ CIFAR10-DVS) live in memory as tensors (:class:`TensorBatches`); large ones (Ima
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Protocol
 
@@ -63,10 +64,38 @@ class DataBundle:
     num_classes: int
     input_shape: tuple[int, int, int]  # (C, H, W) of one frame
     time_steps: Optional[int] = None  # event data: frames per sample (must equal T); None: static
+    val: Optional[BatchSource] = None  # held out of the training data (esdsnn.data.validation)
 
     @property
     def in_channels(self) -> int:
         return self.input_shape[0]
+
+    @property
+    def num_train(self) -> Optional[int]:
+        """Training samples (None when the source does not know them up front)."""
+        return _num_samples(self.train)
+
+    @property
+    def num_test(self) -> Optional[int]:
+        return _num_samples(self.test)
+
+    @property
+    def num_val(self) -> int:
+        return _num_samples(self.val) or 0 if self.val is not None else 0
+
+    def rebatched(self, batch_size: int) -> "DataBundle":
+        """The same data with training batches of ``batch_size`` (defaults sized to the data are
+        chosen after it is read); evaluation keeps its batch size."""
+        if not isinstance(self.train, TensorBatches):
+            raise TypeError(f"the training batches of {self.name} cannot be re-batched")
+        return dataclasses.replace(self, train=self.train.with_batch_size(batch_size))
+
+
+def _num_samples(source: Optional[BatchSource]) -> Optional[int]:
+    if source is None:
+        return None
+    count = getattr(source, "num_samples", None)
+    return int(count) if count is not None else None
 
 
 class TensorBatches:
@@ -116,6 +145,30 @@ class TensorBatches:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.x)
+
+    def subset(self, index: Tensor) -> "TensorBatches":
+        """These batches over the samples ``index`` only (e.g. the training part of a split)."""
+        index = index.to(self.x.device)
+        return self.with_samples(self.x[index], self.y[index])
+
+    def with_samples(self, x: Tensor, y: Tensor) -> "TensorBatches":
+        """The same batching, preparation and augmentation over other samples ``(x, y)`` (e.g.
+        validation samples taken from the training set, prepared like the test set)."""
+        part = copy.copy(self)
+        part.x, part.y = x.to(self.device), y.to(self.device, torch.long)
+        part.drop_last = self.shuffle and len(x) % self.batch_size == 1 and len(x) > 1
+        return part
+
+    def with_batch_size(self, batch_size: int) -> "TensorBatches":
+        """A copy with ``batch_size`` (a last batch of one sample is dropped, as at creation)."""
+        part = copy.copy(self)
+        part.batch_size = batch_size
+        part.drop_last = self.shuffle and len(self.x) % batch_size == 1 and len(self.x) > 1
+        return part
 
     def _global_batches(self) -> int:
         n = len(self.x)

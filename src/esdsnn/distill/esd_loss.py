@@ -36,7 +36,8 @@ class DistillConfig:
 
     alpha: float = option(1.0, "weight of the branch cross-entropy losses")
     beta: float = option(0.3, "weight of the distillation losses")
-    tau: float = option(3.0, "distillation temperature")
+    kd_tau: float = option(3.0, "temperature of the self-distillation (ESD/SD) softmax; was --tau, "
+                                "renamed because SpikingJelly users read tau as the membrane time constant")
     teacher: TeacherMode = option("reliable", 
         "teacher: reliable (ESD), all (plain self-distillation), main")
     teacher_space: TeacherSpace = option("logits", "average the teacher in logits or probs")
@@ -54,7 +55,7 @@ class DistillConfig:
             object.__setattr__(self, "stages", tuple(str(n) for n in self.stages))
         check_choices(self)
         checks = [
-            (self.tau > 0, f"tau must be > 0, got {self.tau}"),
+            (self.kd_tau > 0, f"kd_tau must be > 0, got {self.kd_tau}"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
             (self.eta >= 0, f"eta must be >= 0, got {self.eta}"),
@@ -66,7 +67,7 @@ class DistillConfig:
 
 @dataclass
 class Teacher:
-    """Per-sample teacher distribution at temperature tau, and which samples have one."""
+    """Per-sample teacher distribution at temperature kd_tau, and which samples have one."""
 
     probs: Tensor  # [B, K], no gradient
     has_teacher: Tensor  # [B] bool
@@ -88,9 +89,9 @@ def build_teacher(
     count = weights.sum(0)  # [B]
     if cfg.teacher_space == "logits":
         mean_logits = (stacked * weights.unsqueeze(-1)).sum(0) / (count.unsqueeze(-1) + 1e-8)
-        probs = F.softmax(mean_logits / cfg.tau, dim=-1)
+        probs = F.softmax(mean_logits / cfg.kd_tau, dim=-1)
     else:
-        head_probs = F.softmax(stacked / cfg.tau, dim=-1)
+        head_probs = F.softmax(stacked / cfg.kd_tau, dim=-1)
         probs = (head_probs * weights.unsqueeze(-1)).sum(0) / (count.unsqueeze(-1) + 1e-8)
     has_teacher = count > 0
     counts = torch.stack([has_teacher.sum(), (~has_teacher).sum()]).float()
@@ -106,11 +107,11 @@ def _masked_mean(values: Tensor, mask: Tensor, n: Tensor) -> Tensor:
 
 def distillation_terms(head: Tensor, teacher: Teacher, cfg: DistillConfig) -> Tensor:
     """``KD_l``: τ²·KL(teacher ‖ head) over samples with a teacher, plus η·R_l over those without."""
-    log_p = F.log_softmax(head.float() / cfg.tau, dim=-1)
+    log_p = F.log_softmax(head.float() / cfg.kd_tau, dim=-1)
     t = teacher.probs
     kl = (t * (torch.log(t.clamp_min(1e-12)) - log_p)).sum(-1)  # [B]
     has = teacher.has_teacher.float()
-    loss = cfg.tau**2 * _masked_mean(kl, has, teacher.counts[0])
+    loss = cfg.kd_tau**2 * _masked_mean(kl, has, teacher.counts[0])
     if cfg.unreliable != "drop" and cfg.eta > 0:
         no_teacher = 1.0 - has
         k = head.shape[-1]

@@ -16,6 +16,7 @@ from ..models.anatomy import probe
 from ..models.base import SpikingNet
 from ..neurons.lif import LIF
 from ..runtime.context import MemorySaving
+from ..runtime.trace import Trace
 
 
 @dataclass
@@ -24,7 +25,8 @@ class MethodOutput:
 
     ``loss``: the scalar to backpropagate (already times the loss scale). ``logits``: the main head
     of the training pass ``[B, K]``. ``parts``: unscaled values for logging (``loss``, ``ce_main``,
-    ``acc_main``; with branches ``ce_branches``, ``kd``, ``teacher_frac`` and ``acc_head{i}``).
+    ``acc_main``; with branches ``ce_branches``, ``kd``, ``teacher_frac`` and ``acc_head{i}``;
+    ``firing_rate``, the mean spike rate of all neurons in the step, for spiking methods).
     """
 
     loss: Tensor
@@ -85,8 +87,11 @@ class TrainingMethod(nn.Module):
         )
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Main logits and the time means of the stages the branches read (``branch_taps``)."""
+        """Main logits and the time means of the stages the branches read (``branch_taps``). A
+        spiking method also sets ``self.step_firing_rate`` (a 0-d tensor) for the logs."""
         raise NotImplementedError
+
+    step_firing_rate: Optional[Tensor] = None
 
     def prepare_distributed(self, reduce_counts: Callable[[Tensor], Tensor]) -> None:
         """Make this method's means over samples global before DDP wraps it: ``reduce_counts``
@@ -94,6 +99,7 @@ class TrainingMethod(nn.Module):
         self.reduce_teacher_counts = reduce_counts
 
     def forward(self, x: Tensor, y: Tensor) -> MethodOutput:
+        self.step_firing_rate = None
         logits, features = self.training_pass(x)
         parts: dict[str, Tensor] = {}
         if self.branches is None:
@@ -107,11 +113,53 @@ class TrainingMethod(nn.Module):
                 parts[f"acc_head{i + 1}"] = (z.detach().argmax(-1) == y).float().mean()
         parts["loss"] = loss.detach()
         parts["acc_main"] = (logits.detach().argmax(-1) == y).float().mean()
+        if self.step_firing_rate is not None:
+            parts["firing_rate"] = self.step_firing_rate
         values = torch.stack([v.float() for v in parts.values()]).tolist()  # one device sync
         return MethodOutput(loss * self.loss_scale, logits, dict(zip(parts, values)))
 
     def extra_repr(self) -> str:
         return f"T={self.T}, loss_scale={self.loss_scale:.4g}, distill={self.distill}"
+
+
+def mean_rate(total_spikes: Tensor, count: int) -> Tensor:
+    return total_spikes.float() / max(count, 1)
+
+
+def trace_firing_rate(trace: Trace) -> Optional[Tensor]:
+    """The mean spike rate of all neurons a RateBP spike stage recorded (free: the rates are there)."""
+    rates = [record.rate for record in trace.neurons.values()]
+    if not rates:
+        return None
+    return mean_rate(sum(r.float().sum() for r in rates), sum(r.numel() for r in rates))
+
+
+class SpikeCounter:
+    """Counts the spikes of every LIF of a model during one pass (BPTT: the spikes are tensors
+    in the autograd graph; the count is detached), by forward hooks held only inside ``with``."""
+
+    def __init__(self, model: nn.Module, T: int) -> None:
+        self.layers = [m for m in model.modules() if isinstance(m, LIF)]
+        self.T = T
+        self.total: Optional[Tensor] = None
+        self.count = 0
+
+    def _hook(self, module: nn.Module, inputs: object, output: object) -> None:
+        if isinstance(output, Tensor):
+            spikes = output.detach().sum()
+            self.total = spikes if self.total is None else self.total + spikes
+            self.count += output.numel()
+
+    def __enter__(self) -> "SpikeCounter":
+        self.handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def rate(self) -> Optional[Tensor]:
+        return None if self.total is None else mean_rate(self.total, self.count)
 
 
 def require_neurons(model: nn.Module, method: str) -> None:

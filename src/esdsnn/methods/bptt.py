@@ -6,7 +6,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..passes.spike import run_bptt
-from .base import TrainingMethod, require_neurons
+from .base import SpikeCounter, TrainingMethod, require_neurons
 from .registry import register_method
 
 
@@ -20,7 +20,10 @@ class BPTT(TrainingMethod):
         super().__init__(model, T, **kwargs)
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        return run_bptt(self.model, x, self.T, self.branch_taps, memory=self.memory)
+        with SpikeCounter(self.model, self.T) as spikes:
+            out = run_bptt(self.model, x, self.T, self.branch_taps, memory=self.memory)
+        self.step_firing_rate = spikes.rate()
+        return out
 
 
 @register_method("bptt", description="BPTT with surrogate gradients (baseline; memory grows with T)",

@@ -13,7 +13,7 @@ from ..models.anatomy import feature_map_and_classifier
 from ..models.twin import is_relu_twin
 from ..passes.ratebp import run_rate_stage, run_spike_stage
 from ..passes.spike import run_bptt, run_spike_intermediates
-from .base import MethodOutput, TrainingMethod, make_rate_safe, require_neurons
+from .base import MethodOutput, SpikeCounter, TrainingMethod, make_rate_safe, require_neurons, trace_firing_rate
 from .registry import register_method
 
 
@@ -61,11 +61,16 @@ class ANNDistillation(TrainingMethod):
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self.kd.student_pass == "bptt":
-            return run_bptt(self.model, x, self.T, [self.student_tap], memory=self.memory)
+            with SpikeCounter(self.model, self.T) as spikes:
+                out = run_bptt(self.model, x, self.T, [self.student_tap], memory=self.memory)
+            self.step_firing_rate = spikes.rate()
+            return out
         _, trace = run_spike_stage(self.model, x, self.T, memory=self.memory)
+        self.step_firing_rate = trace_firing_rate(trace)
         return run_rate_stage(self.model, x, trace, [self.student_tap], memory=self.memory)
 
     def forward(self, x: Tensor, y: Tensor) -> MethodOutput:
+        self.step_firing_rate = None
         logits, features = self.training_pass(x)
         teacher_logits, teacher_map = self.teacher_outputs(x)
         ce = F.cross_entropy(logits, y)
@@ -77,6 +82,8 @@ class ANNDistillation(TrainingMethod):
             "acc_main": (logits.detach().argmax(-1) == y).float().mean(),
             "acc_teacher": (teacher_logits.argmax(-1) == y).float().mean(),
         }
+        if self.step_firing_rate is not None:
+            parts["firing_rate"] = self.step_firing_rate
         values = torch.stack([v.float() for v in parts.values()]).tolist()
         return MethodOutput(loss * self.loss_scale, logits, dict(zip(parts, values)))
 

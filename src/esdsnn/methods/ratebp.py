@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..passes.ratebp import run_rate_stage, run_spike_stage
-from .base import TrainingMethod, make_rate_safe, require_neurons
+from .base import TrainingMethod, make_rate_safe, require_neurons, trace_firing_rate
 from .registry import register_method
 
 
@@ -29,6 +29,7 @@ class RateBP(TrainingMethod):
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         _, trace = run_spike_stage(self.model, x, self.T, memory=self.memory)
+        self.step_firing_rate = trace_firing_rate(trace)
         return run_rate_stage(self.model, x, trace, self.branch_taps, memory=self.memory)
 
 

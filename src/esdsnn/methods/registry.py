@@ -93,7 +93,7 @@ def create_method(name: str, model: nn.Module, T: int, **options: Any) -> Traini
     """Wrap ``model`` in the training method ``name`` (an ``nn.Module`` holding any branches).
 
     ``options``: ``loss_scale`` (``"auto"`` or a number), ``input_shape``; for a method that reads
-    a section (``distill``: alpha, beta, tau, teacher, teacher_space, unreliable, eta, stages; ``kd``: samd_weight,
+    a section (``distill``: alpha, beta, kd_tau, teacher, teacher_space, unreliable, eta, stages; ``kd``: samd_weight,
     nld_weight, samd_temperature, nld_tau, nld_mix, student_pass) either the section's config
     object or its fields; and the method's own arguments (``kd``: ``teacher``, a trained ANN).
     Options the method does not read are refused, naming those it does.

@@ -1,4 +1,5 @@
-"""Spiking ResNets for CIFAR (ResNet-18, ResNet-19) and the small default for 8×8 digits (SPEC §6)."""
+"""Spiking ResNets for CIFAR (ResNet-18, ResNet-19), the small default for 8×8 digits (SPEC §6) and a
+compact one for other small images."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -42,12 +43,13 @@ class SpikingResNet(SpikingNet):
         in_channels: int,
         neuron: LIFConfig,
         hidden_features: int | None = None,
+        stem_stride: int = 1,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.stage_channels = tuple(stage_channels)
-        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3), LIF(neuron))
+        self.stem = nn.Sequential(conv_bn(in_channels, stem_channels, 3, stem_stride), LIF(neuron))
         stages, c_in = [], stem_channels
         for c_out, blocks, stride in zip(stage_channels, stage_blocks, stage_strides):
             layers = []
@@ -85,5 +87,17 @@ def digits_resnet(num_classes: int, in_channels: int, neuron: LIFConfig) -> Spik
     """A small ResNet for 8×8 inputs (the bundled digits): 32-64-128 channels, one block a stage."""
     return SpikingResNet(
         stem_channels=32, stage_channels=(32, 64, 128), stage_blocks=(1, 1, 1), stage_strides=(1, 2, 2),
+        num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+    )
+
+
+@register_model("compact_resnet")
+def compact_resnet(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
+    """A compact ResNet for small images (the default for 17–64 px data without a recipe, e.g.
+    28×28): a stride-2 stem of 16 channels, then 32- and 64-channel stages of one block each,
+    both stride 2 (a 28×28 input is seen at 14, 7 and 4 px): about 73 k parameters, sized to train
+    an epoch of 60,000 images in about a minute and a half on two CPU cores."""
+    return SpikingResNet(
+        stem_channels=16, stem_stride=2, stage_channels=(32, 64), stage_blocks=(1, 1), stage_strides=(2, 2),
         num_classes=num_classes, in_channels=in_channels, neuron=neuron,
     )

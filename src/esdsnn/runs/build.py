@@ -13,7 +13,9 @@ from torch import nn
 
 import esdsnn
 from esdsnn.config import TrainConfig
-from esdsnn.data import DataBundle, DataRequest, dataset_loader
+from esdsnn.data import DataBundle, DataRequest, TensorBatches, dataset_loader
+from esdsnn.data.validation import hold_out_validation
+from esdsnn.defaults import Choice, DataFacts
 from esdsnn.errors import CheckpointError, ConfigError, brief
 from esdsnn.methods import TrainingMethod, method_spec
 from esdsnn.runs.checkpoint import LAST, load_checkpoint
@@ -47,14 +49,44 @@ def torch_threads(n: Optional[int]) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: The batch size data is read with before a default sized to it is chosen.
+PROVISIONAL_BATCH = 64
+
+
 def build_data(config: TrainConfig, device: torch.device) -> DataBundle:
-    """The data set of ``config`` on ``device`` (global batches; training shards them)."""
-    request = DataRequest(data_path=config.data_path, batch_size=config.optim.batch_size, seed=config.seed,
-                          device=device, T=config.T, workers=config.run.workers, augment=config.augment)
+    """The data set of ``config`` on ``device`` (global batches; training shards them), with
+    its validation split when ``config.val_fraction`` > 0."""
+    request = DataRequest(data_path=config.data_path, batch_size=config.optim.batch_size or PROVISIONAL_BATCH,
+                          seed=config.seed, device=device, T=config.T, workers=config.run.workers,
+                          augment=config.augment)
     bundle = dataset_loader(config.dataset)(request)
     if bundle.time_steps is not None and bundle.time_steps != config.T:
-        raise ConfigError(f"dataset {config.dataset} gives {bundle.time_steps} frames per sample but T={config.T}")
-    return bundle
+        raise ConfigError(f"dataset {config.dataset} gives {bundle.time_steps} frames per sample but T={config.T}: "
+                          f"use --T {bundle.time_steps}" + (", or convert the data again with that T"
+                                                            if config.dataset == "cifar10-dvs" else ""))
+    return hold_out_validation(bundle, config.val_fraction or 0.0, config.seed)
+
+
+def build_training_data(config: TrainConfig, device: torch.device) -> tuple[TrainConfig, DataBundle, dict[str, Choice]]:
+    """Read the data of a new or resumed run; fill in the defaults sized to it.
+
+    Returns the fully resolved config, the data (re-batched to the chosen batch size, with its
+    validation split) and the defaults that were chosen, with their reasons. Refuses a batch
+    larger than the training set.
+    """
+    bundle = build_data(config.replace(val_fraction=0.0), device)
+    facts = DataFacts.of(bundle)
+    chosen = config.chosen_defaults(facts)
+    config = config.resolved(facts)
+    if config.optim.batch_size != PROVISIONAL_BATCH and isinstance(bundle.train, TensorBatches):
+        bundle = bundle.rebatched(config.optim.batch_size)
+    bundle = hold_out_validation(bundle, config.val_fraction or 0.0, config.seed)
+    n = bundle.num_train
+    if n is not None and config.optim.batch_size > n:
+        raise ConfigError(f"batch_size {config.optim.batch_size} is larger than the {n} training samples"
+                          + (f" left after the validation split" if bundle.val is not None else "")
+                          + f"; use --batch-size {max(1, n // 4)} or less")
+    return config, bundle, chosen
 
 
 def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
@@ -96,4 +128,4 @@ def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) 
     return teacher.to(device).eval().requires_grad_(False)
 
 
-__all__ = ["build_data", "build_method", "build_model", "load_teacher", "resolve_device", "torch_threads"]
+__all__ = ["PROVISIONAL_BATCH", "build_data", "build_method", "build_training_data", "build_model", "load_teacher", "resolve_device", "torch_threads"]

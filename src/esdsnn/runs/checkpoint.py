@@ -19,10 +19,11 @@ over the target, so a crash never leaves a half-written checkpoint. A run keeps:
 - ``last.pt``: the newest state (end of every epoch, every ``save_every_steps`` steps, on Ctrl-C
   or SIGTERM, and once before the first step);
 - ``last.prev.pt``: the ``last.pt`` it replaced (renamed, not copied);
-- ``best.pt``: the state after the epoch with the best test accuracy so far.
+- ``best.pt``: the weights only (model, branches, epoch, config; no optimiser) after the epoch
+  with the best selection accuracy so far (validation split, else test set).
 
 Resuming (:func:`load_latest`) takes ``last.pt``; if it is missing, truncated or corrupt it says
-so in one line and takes the most advanced readable one of ``last.prev.pt`` and ``best.pt``.
+so in one line and takes ``last.prev.pt`` (or an older run's full ``best.pt``).
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
             data = load_checkpoint(path, map_location)
         except CheckpointError as exc:
             problems.append(str(exc))
+            continue
+        if "optimizer" not in data:  # weights only: it cannot resume a run
             continue
         fallbacks.append(((int(data["epoch"]), int(data.get("step", 0))), path, data))
     if not fallbacks:

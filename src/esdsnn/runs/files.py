@@ -42,7 +42,7 @@ TIMING_COLUMNS = ("epoch_s",)
 
 # Columns every metrics.csv starts and ends with; the method's loss parts go in between.
 LEAD_COLUMNS = ("epoch", "lr")
-TAIL_COLUMNS = ("train_acc", "test_acc", "epoch_s")
+TAIL_COLUMNS = ("train_acc", "val_acc", "val_loss", "test_acc", "test_loss", "epoch_s")
 SUMMARY_KEYS = ("test_acc", "method", "arch", "T", "epochs", "wall_s", "dataset")
 
 
@@ -127,8 +127,11 @@ def existing_run_dir(run: str | Path) -> Path:
 class MetricsLog:
     """Appends one row per epoch to ``metrics.csv``; columns fixed by the first row written.
 
-    Columns: ``epoch, lr, <loss parts of the method, in its order>, train_acc, test_acc, epoch_s``
-    (``test_acc`` empty for epochs without evaluation).
+    Columns: ``epoch, lr, <loss parts of the method, in its order>, firing_rate, train_acc,
+    val_acc, val_loss, test_acc, test_loss, epoch_s``: accuracies as fractions, losses as mean
+    cross-entropy, ``firing_rate`` the mean spike rate of all neurons in the epoch's training
+    steps; cells are empty for epochs without that evaluation (with a validation split the test
+    set is measured after the last epoch only).
 
     Every write replaces the file atomically (temp file + rename), so a run killed at any moment
     leaves whole rows only.
@@ -145,7 +148,8 @@ class MetricsLog:
     @staticmethod
     def columns_for(parts: Iterable[str]) -> list[str]:
         middle = [p for p in parts if p not in LEAD_COLUMNS + TAIL_COLUMNS]
-        middle.sort(key=lambda p: p != "loss")  # the total first, then the method's parts in order
+        # the total first, then the method's parts in order, the firing rate last
+        middle.sort(key=lambda p: 0 if p == "loss" else 2 if p == "firing_rate" else 1)
         return [*LEAD_COLUMNS, *middle, *TAIL_COLUMNS]
 
     def write(self, row: Mapping[str, Any]) -> None:

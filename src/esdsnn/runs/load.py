@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import esdsnn
 from esdsnn.config import TrainConfig
 from esdsnn.data import BatchSource
-from esdsnn.errors import CheckpointError, ConfigError, brief
+from esdsnn.errors import CheckpointError, ConfigError, brief, warning
 from esdsnn.methods import MethodSpec, method_spec
 from esdsnn.runs.build import build_data, build_model, resolve_device, torch_threads
 from esdsnn.runs.checkpoint import BEST, LAST, load_checkpoint
-from esdsnn.runs.files import existing_run_dir
+from esdsnn.runs.files import ENV_FILE, SUMMARY_FILE, existing_run_dir, read_json
+from esdsnn.runs.fingerprint import data_changed
 
 
 @dataclass
@@ -62,6 +64,9 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     if n_threads is not None:
         torch.set_num_threads(n_threads)
     dev = resolve_device(device or config.run.device)
+    changed = data_changed(recorded_fingerprint(run_dir), config.data_path)
+    if changed:
+        warning(changed)
     bundle = build_data(config, dev)
     spec = method_spec(config.method)
     model = spec.prepared(build_model(config, bundle))
@@ -73,14 +78,49 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
                      tuple(bundle.input_shape), checkpoint=path, ckpt=ckpt)
 
 
-def test_accuracy(model: nn.Module, batches: BatchSource, T: int) -> tuple[int, int]:
-    """``(correct, total)`` of the spike pass, main head (the only accuracy esdsnn reports)."""
+@dataclass
+class Measured:
+    """Accuracy and mean cross-entropy of the spike pass (main head) over some batches."""
+
+    correct: int
+    total: int
+    loss_sum: float  # summed over samples
+
+    @property
+    def acc(self) -> float:
+        return self.correct / max(self.total, 1)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.total, 1)
+
+
+def measure(model: nn.Module, batches: BatchSource, T: int) -> Measured:
+    """Correct predictions, samples and summed cross-entropy of the spike pass, main head (the
+    only accuracy esdsnn reports), with one device sync per batch."""
     correct = total = 0
+    loss_sum = 0.0
     for x, y in batches:
         logits = esdsnn.predict(model, x, T)
-        correct += int((logits.argmax(-1) == y).sum())
-        total += int(y.numel())
-    return correct, total
+        hits, loss = torch.stack([(logits.argmax(-1) == y).sum().double(),
+                                  F.cross_entropy(logits.float(), y, reduction="sum").double()]).tolist()
+        correct, loss_sum, total = correct + int(hits), loss_sum + loss, total + int(y.numel())
+    return Measured(correct, total, loss_sum)
+
+
+def recorded_fingerprint(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The fingerprint of the data a run was trained on (summary.json, else env.json)."""
+    for name in (SUMMARY_FILE, ENV_FILE):
+        data = read_json(run_dir / name) or {}
+        if data.get("data_fingerprint"):
+            return data["data_fingerprint"]
+    return None
+
+
+def test_accuracy(model: nn.Module, batches: BatchSource, T: int) -> tuple[int, int]:
+    """``(correct, total)`` of the spike pass, main head."""
+    figures = measure(model, batches, T)
+    return figures.correct, figures.total
 
 
 @dataclass
@@ -112,4 +152,5 @@ def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     )
 
 
-__all__ = ["EvalResult", "LoadedRun", "TrainedModel", "evaluate", "load_run", "test_accuracy"]
+__all__ = ["EvalResult", "LoadedRun", "Measured", "TrainedModel", "evaluate", "load_run", "measure",
+           "recorded_fingerprint", "test_accuracy"]

@@ -53,13 +53,15 @@ def train(
     ``after_training`` callbacks run when the run completes. Started by torchrun with several
     processes, it trains data-parallel; only rank 0 echoes, warns and writes.
     """
-    config = config.resolved()
+    if not resume:
+        config.check_applicable()
+    threads = config.resolved().run.threads  # the session fills in the rest once the data is read
     paths = {k: str(Path(config.get(k)).expanduser().resolve())
              for k in ("data_path", "teacher_run") if config.get(k) is not None}
     if paths:  # absolute, so that eval and resume work from any folder
         config = config.replace(**paths)
     interrupt = InterruptFlag()
-    with torch_threads(config.run.threads), interrupt.installed(), \
+    with torch_threads(threads), interrupt.installed(), \
             distributed.session(config.run.device, resolve_device) as ctx:
         quiet: Echo = lambda line: None  # noqa: E731
         session = Session(

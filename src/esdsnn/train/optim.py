@@ -1,13 +1,22 @@
 """The optimiser of every method: SGD with momentum, weight decay on conv/linear weights only,
-a cosine schedule stepped per epoch down to 0, no warm-up (SPEC §7)."""
+a cosine schedule stepped per epoch down to 0, no warm-up (SPEC §7).
+
+Extending a run (``--resume DIR --epochs N``) re-plans the cosine over N epochs: every epoch
+after the extension point gets the learning rate it has in an N-epoch run,
+``lr·(1 + cos(π·e/N))/2`` after ``e`` completed epochs. The weights equal those of an N-epoch run
+only when it is extended before its first epoch is complete (the epochs before ran with the
+shorter schedule's learning rates); a finished run's rate, which had reached 0, rises again to
+that of epoch ``e`` of N (a warm restart)."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from esdsnn.config import OptimConfig
+from esdsnn.errors import ConfigError
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -36,4 +45,22 @@ def make_optimizer(method: nn.Module, optim: OptimConfig) -> tuple[torch.optim.O
     return optimizer, scheduler
 
 
-__all__ = ["make_optimizer", "parameter_groups"]
+def cosine_lr(base_lr: float, done: int, epochs: int) -> float:
+    """The learning rate of the epoch after ``done`` completed ones in an ``epochs``-epoch run."""
+    return base_lr * (1 + math.cos(math.pi * done / epochs)) / 2
+
+
+def extend_schedule(optimizer: torch.optim.Optimizer, scheduler: Any, *, done: int, planned: int, epochs: int) -> str:
+    """Re-plan the cosine of a run with ``done`` of ``planned`` epochs over ``epochs`` epochs
+    (see the module notes); returns the line that says so."""
+    if epochs < done:
+        raise ConfigError(f"the run has already trained {done} epochs; --epochs must be at least {done}")
+    scheduler.T_max = epochs
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = cosine_lr(base, done, epochs)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return (f"schedule re-planned from {planned} to {epochs} epochs: epoch {done + 1} continues at lr "
+            f"{optimizer.param_groups[0]['lr']:.4g}, the cosine of a {epochs}-epoch run")
+
+
+__all__ = ["cosine_lr", "extend_schedule", "make_optimizer", "parameter_groups"]

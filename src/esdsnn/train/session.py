@@ -16,8 +16,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 import esdsnn
 from esdsnn.config import TrainConfig, save_config
 from esdsnn.errors import CheckpointError, ConfigError, TrainingDiverged, brief
@@ -25,14 +23,17 @@ from esdsnn.layers.sync_norm import convert_sync_batchnorm
 from esdsnn.methods import method_spec
 from esdsnn.neurons.lif import compile_neurons_
 from esdsnn.runs import files as runfiles
-from esdsnn.runs.build import build_data, build_method, build_model, load_teacher
-from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_latest, save_checkpoint
-from esdsnn.runs.load import TrainedModel, test_accuracy
+from esdsnn.runs.build import build_method, build_model, build_training_data, load_teacher
+from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_checkpoint, load_latest, save_checkpoint
+from esdsnn.runs.fingerprint import data_fingerprint
+from esdsnn.runs.load import Measured, TrainedModel, measure
 from esdsnn.train import distributed
 from esdsnn.train.distributed import DistContext
 from esdsnn.train.interrupts import InterruptFlag, StopSignal
-from esdsnn.train.logging import TensorBoardLog, epoch_line
-from esdsnn.train.optim import make_optimizer
+from esdsnn.train.init_from import init_from
+from esdsnn.train.logging import TensorBoardLog, epoch_line, run_header
+from esdsnn.train.optim import extend_schedule, make_optimizer
+from esdsnn.train.progress import EpochProgress, FirstStepsTimer, estimate_line, is_terminal
 from esdsnn.train.state import (
     RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
 )
@@ -87,6 +88,8 @@ class Session:
         self.spec = method_spec(config.method)
         self.started = time.perf_counter()
         self.state = RunState()
+        self.step_timer = FirstStepsTimer()
+        self.best_weights: Optional[dict[str, torch.Tensor]] = None
         self.git = runfiles.git_revision() if ctx.is_main else None
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -98,12 +101,17 @@ class Session:
         ckpt = self._checkpoint_to_resume() if resume else None
         _seed_everything(config.seed)
         self._build()
+        config = self.config
+        self.init_line = None
+        if ckpt is None and config.init_from:
+            self.init_line = init_from(self.method, self.model, config.init_from).line()
         need = checkpoint_nbytes(self.method)
         if ckpt is None:
             self.run_dir = Path(ctx.main_only(lambda: self._create_run_dir(need)))
             self.config = config = config.replace(out=str(self.run_dir))
         else:
             ctx.main_only(lambda: runfiles.check_run_dir(self.run_dir, 2 * need + 2**20))
+        self.fingerprint = data_fingerprint(config.data_path) if ctx.is_main else None
         ctx.main_only(lambda: self._write_env(resumed=ckpt is not None))
         self.metrics = runfiles.MetricsLog(self.run_dir / runfiles.METRICS_FILE) if ctx.is_main else None
         if ckpt is not None:
@@ -112,6 +120,8 @@ class Session:
                 return done
         else:
             self.echo(self._header())
+            if self.init_line:
+                self.echo(self.init_line)
             self.checkpoint(LAST)  # a run always has a checkpoint to resume from
 
         self.step_module = distributed.wrap_ddp(self.method, ctx) if ctx.distributed else self.method
@@ -137,15 +147,21 @@ class Session:
 
     def _build(self) -> None:
         """Data (sharded), model, method, teacher, optimiser, scaler."""
-        config, ctx = self.config, self.ctx
+        ctx = self.ctx
+        self.config, bundle, self.chosen = build_training_data(self.config, self.device)
+        config = self.config
         if ctx.distributed and config.optim.batch_size % ctx.world_size:
             raise ConfigError(
                 f"batch_size {config.optim.batch_size} is the global batch and must divide evenly over the "
                 f"{ctx.world_size} processes; use a multiple of {ctx.world_size}"
             )
-        self.bundle = bundle = build_data(config, self.device)
+        self.bundle = bundle
         self.train_batches = bundle.train.shard(ctx.rank, ctx.world_size)
         self.test_batches = bundle.test.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.test
+        self.val_batches = None
+        if bundle.val is not None:
+            self.val_batches = bundle.val.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.val
+        self.selected_on = "val" if self.val_batches is not None else "test"
         model = build_model(config, bundle)
         teacher = load_teacher(config, bundle, self.device) if self.spec.teacher_method else None
         method = build_method(config, model, teacher, input_shape=bundle.input_shape)
@@ -172,19 +188,19 @@ class Session:
         return str(run_dir)
 
     def _header(self) -> str:
-        c, ctx = self.config, self.ctx
-        return (
-            f"{c.method} on {c.dataset}: {c.arch}, T={c.T}, {c.optim.epochs} epochs, batch {c.optim.batch_size}"
-            + (f" ({ctx.world_size} processes)" if ctx.distributed else "")
-            + f", lr {c.optim.lr:g}, {self.device}, {torch.get_num_threads()} thread(s)"
-            + (f", amp {c.run.amp}" if self.amp_dtype is not None else "") + f" -> {self.run_dir}"
-        )
+        return run_header(self.config, self.bundle, self.chosen, self.model, self.method, self.device,
+                          self.ctx.world_size, self.run_dir)
 
     def _restore(self, ckpt: dict[str, Any]) -> Optional[RunResult]:
         """Load the checkpoint's state; a :class:`RunResult` if the run is already complete."""
         load_split_state(self.method, self.model, ckpt["model"], ckpt.get("extra", {}))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        planned = int(ckpt["config"].get("epochs") or self.config.optim.epochs)
+        if self.config.optim.epochs != planned:
+            line = extend_schedule(self.optimizer, self.scheduler, done=int(ckpt["epoch"]), planned=planned,
+                                   epochs=self.config.optim.epochs)
+            self.echo(line)
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if "rng" in ckpt:
@@ -212,7 +228,8 @@ class Session:
     def _write_env(self, resumed: bool) -> None:
         run = self.config.run
         env = runfiles.run_environment(self.device, self.ctx.world_size, git=self.git, amp=run.amp,
-                                       compile=run.compile, channels_last=run.channels_last)
+                                       compile=run.compile, channels_last=run.channels_last,
+                                       data_fingerprint=self.fingerprint)
         path = self.run_dir / runfiles.ENV_FILE
         if resumed and path.is_file():
             try:
@@ -233,16 +250,19 @@ class Session:
             lr = self.optimizer.param_groups[0]["lr"]
             self.epoch_started = time.perf_counter()
             stop_now = False
-            bar = tqdm(total=steps, initial=state.step, desc=f"epoch {epoch}/{epochs}", leave=False,
-                       disable=(None if config.run.progress else True) if ctx.is_main else True,
-                       unit="batch", dynamic_ncols=True)
+            shown = config.run.progress and ctx.is_main
+            progress = EpochProgress(epoch, epochs, steps, state.step, bar=shown and is_terminal(),
+                                     log_every=config.run.log_every if shown else 0.0, echo=self.echo,
+                                     epochs_left=epochs - epoch)
             try:
                 for i, (x, y) in enumerate(self.train_batches.iter_from(state.step), state.step):
                     stop_now = self._step(x, y, epoch, i, lr)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{state.mean('loss'):.4f}",
-                                    acc=f"{state.train_correct / max(state.seen, 1):.3f}", refresh=False)
                     state.step = i + 1
+                    progress.update(state.step, int(y.shape[0]) * ctx.world_size, state.mean("loss"),
+                                    state.train_correct / max(state.seen, 1))
+                    per_step = self.step_timer.tick() if ctx.is_main else None
+                    if per_step is not None:
+                        self.echo(estimate_line(per_step, steps, steps - state.step, epochs - epoch))
                     if state.step >= steps:
                         break
                     if stop_now:
@@ -252,7 +272,7 @@ class Session:
                     if config.run.save_every_steps and state.step % config.run.save_every_steps == 0:
                         self.checkpoint(LAST)
             finally:
-                bar.close()
+                progress.close()
             self._end_epoch(epoch, lr)
             stop_now = stop_now or not ctx.all_true(not self.stop.is_set())
             if stop_now and epoch < epochs:
@@ -290,6 +310,9 @@ class Session:
         return totals[-1] > 0
 
     def _end_epoch(self, epoch: int, lr: float) -> None:
+        """Metrics of the epoch; evaluation for selection (validation split, else the test set as
+        the paper's recipes do) and, with a validation split, the test set after the last epoch
+        for the final and the best weights; checkpoints."""
         config, state, ctx = self.config, self.state, self.ctx
         ctx.broadcast_buffers(self.method)  # rank 0's BN statistics: what is saved is what is evaluated
         if not ctx.all_true(all_finite(self.method.state_dict().values())):
@@ -298,27 +321,67 @@ class Session:
         self.scheduler.step()
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **state.epoch_parts()}
         row["train_acc"] = state.train_acc = state.train_correct / max(state.seen, 1)
-        test_acc = None
-        if epoch % config.run.eval_every == 0 or epoch == config.optim.epochs:
-            correct, total = test_accuracy(self.model, self.test_batches, self.eval_T)
-            if ctx.distributed:
-                correct, total = (int(v) for v in ctx.sum(torch.tensor([correct, total], dtype=torch.float64)).tolist())
-            test_acc = correct / max(total, 1)
-            state.test_acc, state.test_correct, state.test_total = test_acc, correct, total
-        row["test_acc"] = test_acc
+        state.firing_rate = row.get("firing_rate")
+        last = epoch == config.optim.epochs
+        selection: Optional[float] = None
+        if epoch % config.run.eval_every == 0 or last:
+            if self.val_batches is not None:
+                val = self._measure(self.val_batches)
+                row["val_acc"], row["val_loss"] = state.val_acc, state.val_loss = val.acc, val.loss
+                selection = val.acc
+            else:
+                selection = self._record_test(row)
+        improved = selection is not None and (state.best_selection is None or selection > state.best_selection)
+        if improved:
+            state.best_selection, state.best_epoch = selection, epoch
+            if self.val_batches is None:
+                state.best_test_acc = selection
+            else:
+                state.best_val_acc = selection
+                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if last and self.val_batches is not None:
+            self._record_test(row)
         row["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
         if self.metrics is not None:
             self.metrics.write(row)
         if self.tensorboard is not None:
             self.tensorboard.write(row)
         self.echo(epoch_line(epoch, config.optim.epochs, row))
-        improved = test_acc is not None and (state.best_test_acc is None or test_acc > state.best_test_acc)
-        if improved:
-            state.best_test_acc, state.best_epoch = test_acc, epoch
         state.end_epoch(epoch)
         if improved:
             self.checkpoint(BEST)
+        if last and self.val_batches is not None:
+            self._test_best()
         self.checkpoint(LAST)
+
+    def _measure(self, batches: Any) -> Measured:
+        figures = measure(self.model, batches, self.eval_T)
+        if self.ctx.distributed:
+            correct, total, loss_sum = self.ctx.sum(torch.tensor(
+                [figures.correct, figures.total, figures.loss_sum], dtype=torch.float64)).tolist()
+            figures = Measured(int(correct), int(total), loss_sum)
+        return figures
+
+    def _record_test(self, row: dict[str, Any]) -> float:
+        test = self._measure(self.test_batches)
+        state = self.state
+        state.test_acc, state.test_correct, state.test_total, state.test_loss = test.acc, test.correct, test.total, test.loss
+        row["test_acc"], row["test_loss"] = test.acc, test.loss
+        return test.acc
+
+    def _test_best(self) -> None:
+        """The test accuracy of the best (validation-selected) weights, measured once at the end."""
+        state = self.state
+        if state.best_epoch is None or state.best_epoch == state.epoch:
+            state.best_test_acc = state.test_acc
+            return
+        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        best = self.best_weights  # this session's, else (a resumed run) best.pt's
+        if best is None:
+            best = load_checkpoint(self.run_dir / BEST, map_location=self.device)["model"]
+        self.model.load_state_dict(best)
+        state.best_test_acc = self._measure(self.test_batches).acc
+        self.model.load_state_dict(final)
 
     def _finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Run the after-training callbacks (rank 0) and merge what they return into the summary;
@@ -344,8 +407,9 @@ class Session:
         return self.state.wall_s + time.perf_counter() - self.started
 
     def checkpoint(self, name: str) -> None:
-        """Save the whole training state as ``name`` (rank 0), never from non-finite values: then
-        the run stops as diverged and the last good checkpoint stays."""
+        """Save the whole training state as ``name`` (rank 0) — ``best.pt`` holds the weights
+        only — never from non-finite values: then the run stops as diverged and the last good
+        checkpoint stays."""
         state, ctx = self.state, self.ctx
         finite = all_finite(self.method.state_dict().values()) and all_finite(optimizer_tensors(self.optimizer))
         if not ctx.all_true(finite):
@@ -358,6 +422,13 @@ class Session:
         progress = {**state.to_dict(), "wall_s": self.elapsed()}
         if state.step:  # mid-epoch: the time of the epoch so far
             progress["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
+        if name == BEST:  # to evaluate, report, export or --init-from; resuming takes last.pt
+            save_checkpoint(self.run_dir / name, {
+                "model": model_state, "extra": extra, "epoch": state.epoch, "step": 0, "weights_only": True,
+                "selected_on": self.selected_on, "selection_acc": state.best_selection,
+                "config": self.config.to_dict(), "esdsnn": esdsnn.__version__,
+            })
+            return
         save_checkpoint(self.run_dir / name, {
             "model": model_state,
             "extra": extra,
@@ -375,7 +446,9 @@ class Session:
         }, keep_previous=self.run_dir / PREVIOUS if name == LAST else None)
 
     def summary(self, status: str) -> dict[str, Any]:
-        config, state = self.config, self.state
+        """``summary.json``: accuracies as fractions (test: final weights; best_*: the epoch
+        selected on ``selected_on``), the data's shape and fingerprint, the environment."""
+        config, state, bundle = self.config, self.state, self.bundle
         data = {
             "test_acc": state.test_acc,
             "method": config.method,
@@ -388,15 +461,29 @@ class Session:
             "spiking": self.spec.spiking,
             "test_correct": state.test_correct,
             "test_total": state.test_total,
-            "best_test_acc": state.best_test_acc,
+            "test_loss": state.test_loss,
+            "selected_on": self.selected_on,
             "best_epoch": state.best_epoch,
+            "best_test_acc": state.best_test_acc,
+            "val_acc": state.val_acc,
+            "best_val_acc": state.best_val_acc,
             "train_acc": state.train_acc,
+            "firing_rate": state.firing_rate,
+            "num_classes": bundle.num_classes,
+            "input_shape": list(bundle.input_shape),
+            "time_steps_of_data": bundle.time_steps,
+            "num_train": bundle.num_train,
+            "num_val": bundle.num_val,
+            "num_test": bundle.num_test,
+            "val_fraction": config.val_fraction,
             "epochs_planned": config.optim.epochs,
             "batch_size": config.optim.batch_size,
             "lr": config.optim.lr,
             "seed": config.seed,
             "num_params": sum(p.numel() for p in self.model.parameters()),
             "num_params_training": sum(p.numel() for p in self.method.parameters()),
+            "init_from": config.init_from,
+            "data_fingerprint": self.fingerprint,
             "esdsnn": esdsnn.__version__,
             "git": self.git,
             "amp": config.run.amp,

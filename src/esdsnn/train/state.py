@@ -113,6 +113,12 @@ class RunState:
     test_acc: Optional[float] = None
     test_correct: Optional[int] = None
     test_total: Optional[int] = None
+    test_loss: Optional[float] = None
+    val_acc: Optional[float] = None
+    val_loss: Optional[float] = None
+    firing_rate: Optional[float] = None
+    best_selection: Optional[float] = None  # the accuracy the best epoch was selected on (val, else test)
+    best_val_acc: Optional[float] = None
     best_test_acc: Optional[float] = None
     best_epoch: Optional[int] = None
 
@@ -139,4 +145,6 @@ class RunState:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, epoch: int, step: int) -> "RunState":
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "best_selection" not in known:  # saved before validation splits: selected on the test set
+            known["best_selection"] = known.get("best_test_acc")
         return cls(epoch=epoch, step=step, **known)

@@ -1,0 +1,48 @@
+"""A validation split held out of the training data, to select the best epoch honestly.
+
+Without a recipe that says otherwise, the best checkpoint of a run is chosen on data the model
+does not train on and the test set is measured only at the end. The split is stratified (each
+class keeps its share) and seeded, so ``eval``, ``report`` and a resumed run rebuild exactly the
+same one from the saved config.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from esdsnn.data.base import DataBundle, TensorBatches
+from esdsnn.errors import ConfigError
+
+
+def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)`` indices: ``fraction`` of each class held out (at least one sample per
+    class), stratified and seeded, each sorted."""
+    from sklearn.model_selection import train_test_split
+
+    n_classes = len(np.unique(labels))
+    n_val = max(int(round(fraction * len(labels))), n_classes)
+    if n_val >= len(labels) - n_classes + 1:
+        raise ConfigError(f"val_fraction {fraction:g} leaves too few training samples ({len(labels)} in all, "
+                          f"{n_classes} classes); lower --val-fraction")
+    train, val = train_test_split(np.arange(len(labels)), test_size=n_val, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(val)
+
+
+def hold_out_validation(bundle: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """``bundle`` with ``fraction`` of its training samples moved to ``bundle.val``; validation
+    batches are prepared like the test batches (no augmentation)."""
+    if fraction <= 0:
+        return bundle
+    train, test = bundle.train, bundle.test
+    if not isinstance(train, TensorBatches) or not isinstance(test, TensorBatches):
+        raise ConfigError(f"--val-fraction needs an in-memory data set; {bundle.name} is read from files in "
+                          f"batches: use --val-fraction 0 (it keeps its own test split)")
+    labels = train.y.cpu().numpy()
+    train_idx, val_idx = (torch.from_numpy(i).to(train.x.device) for i in split_indices(labels, fraction, seed))
+    val = test.with_samples(train.x[val_idx], train.y[val_idx])
+    return dataclasses.replace(bundle, train=train.subset(train_idx), val=val)
+
+
+__all__ = ["hold_out_validation", "split_indices"]

@@ -102,3 +102,17 @@ def test_columns_given_directly_and_nothing_to_plot(tmp_path):
     assert plot_training_curves(tmp_path / "empty.csv", tmp_path / "e.png") is None
     assert not (tmp_path / "e.png").exists()
     assert training_curves_figure({"epoch": [1.0], "epoch_s": [math.nan]}) is None
+
+
+def test_firing_figure_marks_flagged_layers():
+    from esdsnn.analysis.plots import firing_rates_figure
+
+    layers = [dict(name="stem.1", rate=1.0, flag="saturated"), dict(name="stages.0.1", rate=0.0, flag="dead"),
+              dict(name="stages.1.1", rate=0.2)]  # the last as an older firing_rates.json has it: no flag
+    fig = firing_rates_figure({"layers": layers, "avg_rate": 0.4, "T": 4, "samples": 8})
+    (ax,) = fig.axes
+    assert [round(p.get_height(), 6) for p in ax.patches] == [1.0, 0.0, 0.2]
+    assert [t.get_text() for t in ax.texts] == ["saturated", "dead"]
+    assert [t.xy for t in ax.texts] == [(0, 1.0), (1, 0.0)]
+    assert ax.patches[0].get_facecolor() != ax.patches[2].get_facecolor()
+    assert ax.get_ylim()[0] == 0

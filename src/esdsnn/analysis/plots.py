@@ -22,23 +22,35 @@ def _figure(width: float, height: float, panels: int = 1):
     return fig, axes
 
 
-def plot_firing_rates(report, path: Union[str, Path], title: Optional[str] = None) -> Path:
-    """Bar plot of each LIF layer's mean firing rate, the network average as a dashed line.
+def firing_rates_figure(report, title: Optional[str] = None):
+    """The figure of :func:`plot_firing_rates`: one bar per LIF layer's mean firing rate, the
+    network average as a dashed line; dead and saturated layers orange and labelled so.
 
     ``report`` is a :class:`~esdsnn.analysis.firing.FiringReport` or its ``to_dict()``.
     """
     d = report if isinstance(report, Mapping) else report.to_dict()
     names = [layer["name"] for layer in d["layers"]]
     rates = [layer["rate"] for layer in d["layers"]]
+    flags = [layer.get("flag") for layer in d["layers"]]  # older firing_rates.json: no flags
     fig, (ax,) = _figure(max(6.0, 0.35 * len(names) + 2.0), 4.0)
-    ax.bar(range(len(names)), rates, color="tab:blue")
+    ax.set_label("firing rates")
+    ax.bar(range(len(names)), rates, color=["tab:orange" if flag else "tab:blue" for flag in flags])
+    for x, (rate, flag) in enumerate(zip(rates, flags)):  # a dead bar has no height to see: say it in words
+        if flag:
+            ax.annotate(flag, (x, rate), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7, color="tab:orange", rotation=90)
     ax.axhline(d["avg_rate"], color="tab:red", linestyle="--", label=f"average {d['avg_rate']:.4f} (by neurons)")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("firing rate (spikes / neuron / step)")
-    ax.set_ylim(0, max([*rates, d["avg_rate"], 1e-3]) * 1.15)
+    ax.set_ylim(0, max([*rates, d["avg_rate"], 1e-3]) * (1.3 if any(flags) else 1.15))
     ax.set_title(title or f"firing rate per LIF layer (T = {d['T']}, {d['samples']} samples)")
     ax.legend(loc="upper right")
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_firing_rates(report, path: Union[str, Path], title: Optional[str] = None) -> Path:
+    """Write :func:`firing_rates_figure` of ``report`` to ``path`` as PNG."""
+    return save_figure(firing_rates_figure(report, title), path)
 
 
 def read_numeric_csv(path: Union[str, Path]) -> dict[str, list[float]]:
@@ -214,5 +226,5 @@ def plot_bench(records: Iterable[Mapping], path: Union[str, Path], title: Option
     return save_figure(fig, path)
 
 
-__all__ = ["plot_bench", "plot_firing_rates", "plot_training_curves", "read_numeric_csv", "save_figure",
+__all__ = ["firing_rates_figure", "plot_bench", "plot_firing_rates", "plot_training_curves", "read_numeric_csv", "save_figure",
            "training_curves_figure"]

@@ -280,7 +280,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
                         help=f"runs per method, with seeds --seed + 0..N-1 (default: {DEFAULT_SEEDS})")
     parser.add_argument("--out", default="runs/compare", metavar="DIR",
-                        help="folder of the runs (DIR/<method>/seed<k>/) and of compare.md/.csv/.png (default: runs/compare)")
+                        help="folder of the runs (DIR/<method>/seed-<seed>/) and of compare.md/.csv/.png (default: runs/compare)")
     parser.add_argument("--overwrite", action="store_true",
                         help="retrain (deleting them) runs in DIR whose settings differ; without it they are an error")
     _add_config_flags(

@@ -35,7 +35,7 @@ def test_compare_writes_table_and_reuses_finished_runs(tmp_path):
     result = run_comparison(base_config(None, TINY), ["bptt", "esd"], 2, out, echo=lines.append)
 
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/seed*")) == [
-        "bptt/seed0", "bptt/seed1", "esd/seed0", "esd/seed1"]
+        "bptt/seed-60", "bptt/seed-61", "esd/seed-60", "esd/seed-61"]
     for name in (COMPARE_MD, COMPARE_CSV, COMPARE_PNG, COMPARE_JSON):
         assert (out / name).is_file()
     assert (out / COMPARE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -60,7 +60,7 @@ def test_compare_writes_table_and_reuses_finished_runs(tmp_path):
 
     md = (out / COMPARE_MD).read_text()
     assert md == result.markdown
-    assert "| method | n | test acc (mean ± std) | vs best | time / epoch (s) | peak RSS (MiB) | avg firing rate |" in md
+    assert "| method | n | test accuracy (%, mean ± std) | vs best (pp) | time / epoch (s) | peak RSS (MiB) | avg firing rate |" in md
     assert md.count("\n| bptt | 2 |") == 1 and md.count("\n| esd | 2 |") == 1
     assert "Noise:" in md and "1 thread(s)" in md and "T=1" in md
 
@@ -84,9 +84,9 @@ def test_kd_trains_an_ann_teacher_per_seed_and_passes_it(tmp_path):
     out = tmp_path / "cmp"
     result = run_comparison(base_config(None, TINY), ["kd"], 1, out, echo=lambda line: None)
     assert [(r["method"], r["role"]) for r in result.records] == [("ann", "teacher"), ("kd", "method")]
-    kd_config = yaml.safe_load((out / "kd/seed0/config.yaml").read_text())
-    assert kd_config["method"] == "kd" and Path(kd_config["teacher_run"]) == (out / "ann/seed0").resolve()
-    assert yaml.safe_load((out / "ann/seed0/config.yaml").read_text())["method"] == "ann"
+    kd_config = yaml.safe_load((out / "kd/seed-60/config.yaml").read_text())
+    assert kd_config["method"] == "kd" and Path(kd_config["teacher_run"]) == (out / "ann/seed-60").resolve()
+    assert yaml.safe_load((out / "ann/seed-60/config.yaml").read_text())["method"] == "ann"
     assert [r["method"] for r in result.rows] == ["kd", "ann"]  # the teacher row last, outside the ranking
     assert result.rows[1]["vs_best"] is None and result.rows[0]["best"]
     assert "| ann (kd teacher) | 1 |" in result.markdown
@@ -95,7 +95,7 @@ def test_kd_trains_an_ann_teacher_per_seed_and_passes_it(tmp_path):
     plans = plan_runs(base_config(None, TINY), ["kd"], 1, out)
     kd = plans[1]
     assert run_state(kd) == ("done", "completed")
-    summary = out / "ann/seed0/summary.json"
+    summary = out / "ann/seed-60/summary.json"
     data = json.loads(summary.read_text())
     summary.write_text(json.dumps({**data, "wall_s": data["wall_s"] + 1.0}))
     assert run_state(kd)[0] == "restart"
@@ -114,13 +114,13 @@ def test_interrupted_compare_resumes_the_incomplete_run(tmp_path):
             os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 130, "".join(seen)
     assert "run the same command again to continue" in "".join(seen)
-    summary = yaml.safe_load((out / "bptt/seed0/summary.json").read_text())
+    summary = yaml.safe_load((out / "bptt/seed-60/summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["epochs"] < 3
 
     result = run_comparison(base_config(None, dict(TINY, epochs=3)), ["bptt"], 1, out, echo=lambda line: None)
     assert list(result.how.values()) == ["resumed"]
     assert result.records[0]["status"] == "completed" and result.records[0]["epochs"] == 3
-    sidecar = yaml.safe_load((out / "bptt/seed0" / RUN_SIDECAR).read_text())
+    sidecar = yaml.safe_load((out / "bptt/seed-60" / RUN_SIDECAR).read_text())
     assert sidecar["sessions"] == 2 and sidecar["peak_rss_bytes"] > 0
 
 
@@ -138,8 +138,8 @@ def test_runs_with_other_settings_are_an_error_before_anything_trains(tmp_path):
 def test_plan_seeds_dirs_and_shared_teacher(tmp_path):
     plans = plan_runs(base_config(None, dict(TINY, seed=5)), ["ann", "kd", "bptt"], 2, tmp_path)
     assert [(p.method, p.seed, p.run_dir.relative_to(tmp_path).as_posix()) for p in plans] == [
-        ("ann", 5, "ann/seed0"), ("ann", 6, "ann/seed1"), ("kd", 5, "kd/seed0"), ("kd", 6, "kd/seed1"),
-        ("bptt", 5, "bptt/seed0"), ("bptt", 6, "bptt/seed1")]
+        ("ann", 5, "ann/seed-5"), ("ann", 6, "ann/seed-6"), ("kd", 5, "kd/seed-5"), ("kd", 6, "kd/seed-6"),
+        ("bptt", 5, "bptt/seed-5"), ("bptt", 6, "bptt/seed-6")]
     assert all(p.role == "method" for p in plans)  # ann compared in its own right, and teaching kd
     assert plans[2].teacher is plans[0] and plans[3].teacher is plans[1]
     with pytest.raises(ConfigError, match="seeds must be"):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import esdsnn
-from esdsnn.analysis.firing import FiringReport, measure_firing
+from esdsnn.analysis.firing import FiringReport, firing_flag, measure_firing
 from esdsnn.models.base import SpikingNet
 from esdsnn.neurons.lif import LIF
 
@@ -132,3 +132,42 @@ def test_registered_model_consistency():
             assert op.sops == pytest.approx(op.input_rate * T * op.macs_per_step)
     # the spike pass prediction agrees with esdsnn.predict
     assert r.accuracy == pytest.approx(float((esdsnn.predict(model, x, T).argmax(-1) == torch.arange(4)).float().mean()))
+
+
+def _flagged_net() -> TinyNet:
+    """TinyNet with the stem's threshold 0.01 and the stage's 100. By hand: the stem gets 1.0 and
+    0.9 at every step, above 0.01, so both neurons fire at all 4 steps (rate 1: saturated); the
+    stage then gets at most 1 + 0.2·u per step, never near 100 (rate 0: dead)."""
+    net = TinyNet()
+    net.stem[1] = LIF(decay=0.2, threshold=0.01)
+    net.stages[0][1] = LIF(decay=0.2, threshold=100.0)
+    return net
+
+
+def test_dead_and_saturated_layers_are_flagged():
+    r = measure_firing(_flagged_net(), _source(), 4)
+    stem, stage = r.layers
+    assert stem.step_rates == pytest.approx([1.0] * 4) and stem.flag == "saturated"
+    assert stage.rate == 0.0 and stage.flag == "dead"
+    assert (r.dead_layers, r.saturated_layers) == (["stages.0.1"], ["stem.1"])
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["dead_layers"] == ["stages.0.1"] and d["saturated_layers"] == ["stem.1"]
+    assert [layer["flag"] for layer in d["layers"]] == ["saturated", "dead"]
+    assert FiringReport.from_dict(d) == r
+    dead, saturated = sorted(r.flag_lines())
+    assert dead.startswith("- **dead layer** `stages.0.1`: no spike at all") and "lower its threshold" in dead
+    assert "input normalisation" in dead and "learning rate" in dead
+    assert saturated.startswith("- **saturated layer** `stem.1`: mean rate 1.0000") and "raise its threshold" in saturated
+
+
+def test_normal_layers_are_not_flagged_and_the_limits():
+    r = measure_firing(TinyNet(), _source(), 4)  # rates 0.75 and 0.5 by hand (above)
+    assert [layer.flag for layer in r.layers] == [None, None] and r.flag_lines() == []
+    assert r.to_dict()["dead_layers"] == [] and r.to_dict()["saturated_layers"] == []
+    assert [firing_flag(x) for x in (0.0, 0.00099, 0.001, 0.5, 0.9499, 0.95, 1.0)] == [
+        "dead", "dead", None, None, None, "saturated", "saturated"]
+    old = r.to_dict()  # a firing_rates.json written before flags existed still reads
+    del old["dead_layers"], old["saturated_layers"]
+    for layer in old["layers"]:
+        del layer["flag"]
+    assert FiringReport.from_dict(old) == r

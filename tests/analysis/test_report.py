@@ -3,10 +3,13 @@ import csv
 import json
 
 import torch
+from torch import nn
 
 import esdsnn
 from esdsnn.analysis.plots import plot_training_curves, read_numeric_csv
-from esdsnn.analysis.report import write_report
+from esdsnn.analysis.report import flagged_layers, write_report
+from esdsnn.models.base import SpikingNet
+from esdsnn.neurons.lif import LIF
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -43,6 +46,8 @@ def test_write_report_on_saved_run(tmp_path):
     assert "| layer | neurons | t=1 | t=2 | mean |" in md
     assert "energy estimate" in md.lower() and "not a measurement" in md
     assert "training_curves.png" in md and "| esd | digits_resnet |" in md
+    # summary.json's test_acc 0.6 is shown in percent, with the unit in the header
+    assert "| method | arch | T | test accuracy (%) |" in md and "| esd | digits_resnet | 2 | 60.00 |" in md
 
 
 def test_report_without_metrics_and_curves_reader(tmp_path):
@@ -58,3 +63,51 @@ def test_report_without_metrics_and_curves_reader(tmp_path):
     assert plot_training_curves({"train_loss": [1.0, 0.5], "train_acc": [0.1, 0.3]}, tmp_path / "c.png").exists()
     (tmp_path / "empty.csv").write_text("epoch,loss\n")
     assert plot_training_curves(tmp_path / "empty.csv", tmp_path / "e.png") is None
+
+
+class TwoLIFNet(SpikingNet):
+    """conv1x1 (weight 1) → LIF → conv1x1 (weight 1) → LIF → linear, with the two thresholds given.
+
+    By hand, inputs of 1 and thresholds (0.01, 100): the first LIF gets 1 ≥ 0.01 at every step
+    (rate 1, saturated); the second gets 1 + 0.2·u per step, never 100 (rate 0, dead). Inputs of
+    0.9 and thresholds (1, 1): the first sees 0.9, 1.08, 0.916, 1.0832 → spikes 0 1 0 1 (rate 0.5);
+    the second sees 0, 1, 0, 1 → 0 1 0 1 (rate 0.5): neither flagged.
+    """
+
+    def __init__(self, thresholds=(0.01, 100.0)) -> None:
+        super().__init__()
+        self.num_classes, self.in_channels, self.stage_channels = 2, 1, (1,)
+        conv0, conv1 = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False)
+        with torch.no_grad():
+            conv0.weight.fill_(1.0)
+            conv1.weight.fill_(1.0)
+        self.stem = nn.Sequential(conv0, LIF(decay=0.2, threshold=thresholds[0]))
+        self.stages = nn.ModuleList([nn.Sequential(conv1, LIF(decay=0.2, threshold=thresholds[1]))])
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(1, 2))
+
+
+def test_report_flags_dead_and_saturated_layers(tmp_path):
+    source = [(torch.ones(4, 1, 1, 1), torch.zeros(4, dtype=torch.long))]
+    write_report(tmp_path / "run", TwoLIFNet((0.01, 100.0)), source, 3)
+    d = json.loads((tmp_path / "run" / "firing_rates.json").read_text())
+    assert [(layer["name"], layer["rate"], layer["flag"]) for layer in d["layers"]] == [
+        ("stem.1", 1.0, "saturated"), ("stages.0.1", 0.0, "dead")]
+    assert d["dead_layers"] == ["stages.0.1"] and d["saturated_layers"] == ["stem.1"]
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "**Layers to check** (dead: mean rate < 0.001 spikes / neuron / step; saturated: mean rate ≥ 0.95)" in md
+    (dead,) = [line for line in md.splitlines() if line.startswith("- **dead layer** `stages.0.1`")]
+    (saturated,) = [line for line in md.splitlines() if line.startswith("- **saturated layer** `stem.1`")]
+    assert "lower its threshold (--threshold)" in dead and "raise its threshold (--threshold)" in saturated
+    assert "spike-pass accuracy on these samples: " in md and "%" in md.split("spike-pass accuracy on these samples: ")[1].split("\n")[0]
+    assert flagged_layers(tmp_path / "run") == "dead layer(s) stages.0.1; saturated layer(s) stem.1"
+
+
+def test_report_says_when_no_layer_is_flagged(tmp_path):
+    source = [(torch.full((4, 1, 1, 1), 0.9), torch.zeros(4, dtype=torch.long))]
+    write_report(tmp_path / "run", TwoLIFNet((1.0, 1.0)), source, 4)
+    d = json.loads((tmp_path / "run" / "firing_rates.json").read_text())
+    assert [(layer["rate"], layer["flag"]) for layer in d["layers"]] == [(0.5, None), (0.5, None)]
+    assert d["dead_layers"] == [] and d["saturated_layers"] == []
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "No dead or saturated layer (dead: mean rate < 0.001" in md and "**dead layer**" not in md
+    assert flagged_layers(tmp_path / "run") == ""

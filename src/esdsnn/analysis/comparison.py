@@ -1,7 +1,9 @@
 """Tables of a comparison of methods: one row per method from per-run records, with the noise
 verdict, as Markdown, CSV and a figure (the runs themselves are trained by :mod:`esdsnn.compare`).
 
-Accuracy is the final test accuracy (spike pass), mean ± sample std (ddof = 1) over seeds; time
+Accuracy is the final test accuracy (spike pass), mean ± sample std (ddof = 1) over seeds: a
+fraction (0..1) in ``compare.json`` and ``compare.csv`` (``vs_best`` too), a percentage in
+``compare.md`` and the figure, labelled (%) or pp (percentage points); time
 per epoch is the mean of ``metrics.csv``'s ``epoch_s`` (training plus that epoch's test pass);
 peak memory and firing rate are means over seeds. The noise note marks every method whose mean
 lies within one combined std ``sqrt(s_best² + s_m²)`` of the best method's mean; for a method
@@ -134,10 +136,11 @@ def _verb(names: Sequence[str]) -> str:
     return "lies" if len(names) == 1 else "lie"
 
 
-def _pct(v: Optional[float], std: Optional[float] = None) -> str:
+def _pct(v: Optional[float], std: Optional[float] = None, unit: str = " %") -> str:
+    """A fraction as a percentage for people; ``unit=""`` in a table whose header says (%)."""
     if v is None:
         return "—"
-    return f"{v * 100:.2f} ± {std * 100:.2f} %" if std is not None else f"{v * 100:.2f} %"
+    return f"{v * 100:.2f} ± {std * 100:.2f}{unit}" if std is not None else f"{v * 100:.2f}{unit}"
 
 
 def _num(v: Optional[float], fmt: str) -> str:
@@ -148,7 +151,7 @@ def compare_markdown(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
                      baseline_bytes: Optional[int] = None) -> str:
     """The table, the noise note and the settings and environment it was measured with."""
     lines = [
-        "| method | n | test acc (mean ± std) | vs best | time / epoch (s) | peak RSS (MiB) | avg firing rate |",
+        "| method | n | test accuracy (%, mean ± std) | vs best (pp) | time / epoch (s) | peak RSS (MiB) | avg firing rate |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -159,10 +162,10 @@ def compare_markdown(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
         elif r["vs_best"] is None:
             vs = "—"
         else:
-            vs = f"{r['vs_best'] * 100:+.2f} pp" + (" ≈" if r["within_noise_of_best"] else "")
+            vs = f"{r['vs_best'] * 100:+.2f}" + (" ≈" if r["within_noise_of_best"] else "")
         time_cell = _num(r["epoch_s_mean"], ".2f") + (f" ± {r['epoch_s_std']:.2f}" if r["epoch_s_std"] is not None else "")
         lines.append(
-            f"| {name} | {n} | {_pct(r['test_acc_mean'], r['test_acc_std'])} | {vs} | {time_cell} | "
+            f"| {name} | {n} | {_pct(r['test_acc_mean'], r['test_acc_std'], unit='')} | {vs} | {time_cell} | "
             f"{_num(r['peak_rss_mib'], '.0f')} | {_num(r['avg_firing_rate'], '.4f')} |"
         )
     note = noise_note(rows)
@@ -186,7 +189,8 @@ def compare_markdown(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
         )
     base = f" (a process that only imports torch and esdsnn peaks at {baseline_bytes / 2**20:.0f} MiB)" if baseline_bytes else ""
     lines.append(
-        "Test acc: final epoch, spike pass, mean ± sample std over seeds. Time / epoch: metrics.csv epoch_s "
+        "Test accuracy: final epoch, spike pass, in percent, mean ± sample std over seeds (compare.csv and "
+        "compare.json hold the same figures as fractions, 0-1; vs best: percentage points). Time / epoch: metrics.csv epoch_s "
         "(training + that epoch's test pass), mean over epochs, then mean ± std over seeds; measured on a "
         "shared machine. Peak RSS: whole training process, ru_maxrss via os.wait4" + base + "; kd includes its "
         "frozen teacher, and its time excludes training the teacher."
@@ -210,44 +214,58 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def plot_compare(rows: Sequence[Mapping[str, Any]], path: Path, title: Optional[str] = None) -> Path:
-    """Two panels, one bar per method: test accuracy (std error bars, seeds as dots) and time per
-    epoch (std error bars). The kd teacher's bar is hatched."""
+def _bar_label(row: Mapping[str, Any]) -> str:
+    return row["method"] + ("\n(teacher)" if row["role"] == "teacher" else "") + f"\nn = {row['n_seeds']}"
+
+
+def compare_figure(rows: Sequence[Mapping[str, Any]], title: Optional[str] = None):
+    """The figure of :func:`plot_compare`: two panels, one bar per method, each labelled with its
+    number of completed seeds n: test accuracy (%, mean over seeds, seeds as dots) and time per
+    epoch (s). Bars start at 0. Error bars are the sample std over seeds, drawn only where n ≥ 2
+    (one seed has no spread to show). The kd teacher's bar is hatched."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(8.0, 1.3 * len(rows) + 3.0), 4.0), layout="constrained")
+    fig = Figure(figsize=(max(8.0, 1.3 * len(rows) + 3.0), 4.2), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_acc, ax_time = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    xs = range(len(rows))
-    names = [r["method"] + ("\n(teacher)" if r["role"] == "teacher" else "") for r in rows]
+    ax_acc, ax_time = fig.add_subplot(1, 2, 1, label="accuracy"), fig.add_subplot(1, 2, 2, label="time")
+    xs = list(range(len(rows)))
     colors = ["0.7" if r["role"] == "teacher" else f"C{i}" for i, r in enumerate(rows)]
     hatch = ["//" if r["role"] == "teacher" else None for r in rows]
 
     def bars(ax, key: str, scale: float) -> None:
-        heights = [(r[f"{key}_mean"] or 0.0) * scale for r in rows]
-        errors = [(r[f"{key}_std"] or 0.0) * scale for r in rows]
-        for x, h, e, c, hh in zip(xs, heights, errors, colors, hatch):
-            ax.bar(x, h, yerr=e, color=c, hatch=hh, capsize=4, edgecolor="0.3", linewidth=0.5)
+        for x, r, c, hh in zip(xs, rows, colors, hatch):
+            std = r[f"{key}_std"] if r["n_seeds"] >= 2 else None
+            ax.bar(x, (r[f"{key}_mean"] or 0.0) * scale, yerr=None if std is None else std * scale,
+                   color=c, hatch=hh, capsize=4, edgecolor="0.3", linewidth=0.5)
 
     bars(ax_acc, "test_acc", 100.0)
+    dot_label = "one seed"  # in the legend once
     for x, r in zip(xs, rows):
         if r["test_accs"]:
-            ax_acc.plot([x] * len(r["test_accs"]), [a * 100 for a in r["test_accs"]], "k.", markersize=4)
-    accs = [a * 100 for r in rows for a in r["test_accs"]]
-    if accs:
-        spread = max(accs) - min(accs)
-        ax_acc.set_ylim(max(0.0, min(accs) - max(2.0, spread)), min(100.0, max(accs) + max(1.0, 0.3 * spread)))
-    ax_acc.set_ylabel("test accuracy (%), mean ± std")
+            ax_acc.plot([x] * len(r["test_accs"]), [a * 100 for a in r["test_accs"]], "k.", markersize=4, label=dot_label)
+            dot_label = None
+    ax_acc.set_ylim(0, 100)
+    ax_acc.set_ylabel("test accuracy (%), mean over seeds")
     bars(ax_time, "epoch_s", 1.0)
-    ax_time.set_ylabel("time per epoch (s), mean ± std")
+    ax_time.set_ylim(bottom=0)
+    ax_time.set_ylabel("time per epoch (s), mean over seeds")
     for ax in (ax_acc, ax_time):
-        ax.set_xticks(list(xs), names, fontsize=8)
+        ax.set_xticks(xs, [_bar_label(r) for r in rows], fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    n = max((r["n_seeds"] for r in rows), default=0)
-    fig.suptitle(title or f"methods compared ({n} seed(s) each)")
-    fig.savefig(path, dpi=120)
-    return path
+    if ax_acc.lines:
+        ax_acc.legend(loc="lower right", fontsize=7)
+    spread = "error bars: sample std over seeds (where n ≥ 2)" if any(r["n_seeds"] >= 2 for r in rows) \
+        else "one seed each: no error bars"
+    fig.suptitle(f"{title or 'methods compared'}; n = completed seeds per bar; {spread}", fontsize=10)
+    return fig
+
+
+def plot_compare(rows: Sequence[Mapping[str, Any]], path: Path, title: Optional[str] = None) -> Path:
+    """Write :func:`compare_figure` of ``rows`` (from :func:`summarise`) to ``path`` as PNG."""
+    from esdsnn.analysis.plots import save_figure
+
+    return save_figure(compare_figure(rows, title), path)
 
 
 def write_compare_files(out: Union[str, Path], records: Sequence[Mapping[str, Any]],
@@ -274,6 +292,7 @@ def tables_from_json(out: Union[str, Path]) -> tuple[list[dict[str, Any]], str]:
 
 
 __all__ = [
-    "COMPARE_CSV", "COMPARE_JSON", "COMPARE_MD", "COMPARE_PNG", "compare_markdown", "noise_note", "plot_compare",
+    "COMPARE_CSV", "COMPARE_JSON", "COMPARE_MD", "COMPARE_PNG", "compare_figure", "compare_markdown", "noise_note",
+    "plot_compare",
     "summarise", "tables_from_json", "write_compare_files", "write_csv",
 ]

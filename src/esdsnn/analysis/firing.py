@@ -15,6 +15,10 @@ data source and observes it with forward hooks registered only for the call and 
 - A layer with real-valued input (always the first layer; also e.g. a linear layer after average
   pooling) is charged MACs instead: its per-step MACs × T, or × 1 when its input is the same at
   every step (direct encoding of a static image: the first convolution need run only once).
+- **Dead and saturated layers**: a LIF layer whose mean rate is below :data:`DEAD_RATE` (0.001
+  spikes / neuron / step, which includes no spike at all) is flagged ``"dead"``: it passes
+  (almost) nothing on. One at or above :data:`SATURATED_RATE` (0.95: firing at nearly every step,
+  so its spikes carry almost no information) is flagged ``"saturated"``.
 - **Energy estimate** (45 nm CMOS figures): ``E = 4.6 pJ × MACs + 0.9 pJ × SOPs`` per sample,
   reported in mJ. It is an estimate from operation counts, not a measurement.
 """
@@ -36,15 +40,37 @@ ENERGY_NOTE = "estimate from operation counts (45 nm: {mac} pJ per MAC, {ac} pJ 
 
 _SYNAPSE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
+DEAD_RATE = 1e-3  # below this mean rate (spikes / neuron / step) a layer is "dead"
+SATURATED_RATE = 0.95  # at or above it, "saturated"
+FIX_HINTS = {
+    "dead": "lower its threshold (--threshold), check the input normalisation (about mean 0, std 1 per "
+            "channel), or warm the learning rate up (a smaller --lr for the first epochs)",
+    "saturated": "raise its threshold (--threshold)",
+}
+
+
+def firing_flag(rate: float) -> Optional[str]:
+    """``"dead"``, ``"saturated"`` or ``None`` for a layer's mean firing rate (see the module doc)."""
+    if rate < DEAD_RATE:
+        return "dead"
+    if rate >= SATURATED_RATE:
+        return "saturated"
+    return None
+
 
 @dataclass
 class LayerFiring:
-    """Firing of one LIF layer: ``rate`` = mean of ``step_rates`` = spikes / (neurons × T)."""
+    """Firing of one LIF layer: ``rate`` = mean of ``step_rates`` = spikes / (neurons × T);
+    ``flag`` = :func:`firing_flag` of the rate."""
 
     name: str
     neurons: int  # per sample
     rate: float
     step_rates: list[float]
+    flag: Optional[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.flag = firing_flag(self.rate)
 
 
 @dataclass
@@ -83,7 +109,7 @@ class FiringReport:
     dense_macs_per_step: float  # ANN-equivalent MACs of one step, all layers
     energy_mj_per_sample: float  # estimate: e_mac·total_macs + e_ac·total_sops
     ann_energy_mj_per_sample: float  # estimate for the same network as an ANN: e_mac·dense MACs
-    accuracy: Optional[float] = None  # spike-pass top-1 on the data (when labels were given)
+    accuracy: Optional[float] = None  # spike-pass top-1 on the data, a fraction (when labels were given)
     e_mac_pj: float = E_MAC_PJ
     e_ac_pj: float = E_AC_PJ
     energy_note: str = field(default="")
@@ -92,15 +118,39 @@ class FiringReport:
         if not self.energy_note:
             self.energy_note = ENERGY_NOTE.format(mac=self.e_mac_pj, ac=self.e_ac_pj)
 
+    @property
+    def dead_layers(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.flag == "dead"]
+
+    @property
+    def saturated_layers(self) -> list[str]:
+        return [layer.name for layer in self.layers if layer.flag == "saturated"]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, plus ``dead_layers`` and ``saturated_layers`` (names) and the rates they
+        were judged by."""
+        return {**asdict(self), "dead_layers": self.dead_layers, "saturated_layers": self.saturated_layers,
+                "dead_below_rate": DEAD_RATE, "saturated_from_rate": SATURATED_RATE}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FiringReport":
-        d = dict(d)
-        d["layers"] = [LayerFiring(**x) for x in d["layers"]]
+        """Read :meth:`to_dict` (or an older ``firing_rates.json`` without flags)."""
+        d = {k: v for k, v in d.items() if k not in ("dead_layers", "saturated_layers", "dead_below_rate", "saturated_from_rate")}
+        d["layers"] = [LayerFiring(**{k: v for k, v in x.items() if k != "flag"}) for x in d["layers"]]
         d["ops"] = [LayerOps(**x) for x in d["ops"]]
         return cls(**d)
+
+    def flag_lines(self) -> list[str]:
+        """One Markdown line per dead or saturated layer, with what to try; none when all are fine."""
+        lines = []
+        for layer in self.layers:
+            if layer.flag == "dead":
+                what = "no spike at all" if layer.rate == 0 else f"mean rate {layer.rate:.2g} < {DEAD_RATE:g}"
+                lines.append(f"- **dead layer** `{layer.name}`: {what} in the measured samples; {FIX_HINTS['dead']}.")
+            elif layer.flag == "saturated":
+                lines.append(f"- **saturated layer** `{layer.name}`: mean rate {layer.rate:.4f} ≥ {SATURATED_RATE:g} "
+                             f"(fires at almost every step); {FIX_HINTS['saturated']}.")
+        return lines
 
     def markdown(self, digits: int = 4) -> str:
         """Firing-rate table in the poster's style: rows = LIF layers, columns = steps + mean."""
@@ -139,7 +189,7 @@ class FiringReport:
             f"(ANN estimate: {self.ann_energy_mj_per_sample:.4g} mJ) — {self.energy_note}",
         ]
         if self.accuracy is not None:
-            lines.insert(1, f"- spike-pass accuracy on these samples: {self.accuracy:.4f}")
+            lines.insert(1, f"- spike-pass accuracy on these samples: {self.accuracy:.2%}")
         return lines
 
 
@@ -309,4 +359,7 @@ def measure_firing(
     )
 
 
-__all__ = ["E_AC_PJ", "E_MAC_PJ", "FiringReport", "LayerFiring", "LayerOps", "measure_firing"]
+__all__ = [
+    "DEAD_RATE", "E_AC_PJ", "E_MAC_PJ", "FIX_HINTS", "FiringReport", "LayerFiring", "LayerOps", "SATURATED_RATE",
+    "firing_flag", "measure_firing",
+]

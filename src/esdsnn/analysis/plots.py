@@ -18,29 +18,39 @@ def _figure(width: float, height: float, panels: int = 1):
 
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]  # panels = 0: the caller lays them out
     return fig, axes
 
 
-def plot_firing_rates(report, path: Union[str, Path], title: Optional[str] = None) -> Path:
-    """Bar plot of each LIF layer's mean firing rate, the network average as a dashed line.
+def firing_rates_figure(report, title: Optional[str] = None):
+    """The figure of :func:`plot_firing_rates`: one bar per LIF layer's mean firing rate, the
+    network average as a dashed line; dead and saturated layers orange and labelled so.
 
     ``report`` is a :class:`~esdsnn.analysis.firing.FiringReport` or its ``to_dict()``.
     """
     d = report if isinstance(report, Mapping) else report.to_dict()
     names = [layer["name"] for layer in d["layers"]]
     rates = [layer["rate"] for layer in d["layers"]]
+    flags = [layer.get("flag") for layer in d["layers"]]  # older firing_rates.json: no flags
     fig, (ax,) = _figure(max(6.0, 0.35 * len(names) + 2.0), 4.0)
-    ax.bar(range(len(names)), rates, color="tab:blue")
+    ax.set_label("firing rates")
+    ax.bar(range(len(names)), rates, color=["tab:orange" if flag else "tab:blue" for flag in flags])
+    for x, (rate, flag) in enumerate(zip(rates, flags)):  # a dead bar has no height to see: say it in words
+        if flag:
+            ax.annotate(flag, (x, rate), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7, color="tab:orange", rotation=90)
     ax.axhline(d["avg_rate"], color="tab:red", linestyle="--", label=f"average {d['avg_rate']:.4f} (by neurons)")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("firing rate (spikes / neuron / step)")
-    ax.set_ylim(0, max([*rates, d["avg_rate"], 1e-3]) * 1.15)
+    ax.set_ylim(0, max([*rates, d["avg_rate"], 1e-3]) * (1.3 if any(flags) else 1.15))
     ax.set_title(title or f"firing rate per LIF layer (T = {d['T']}, {d['samples']} samples)")
     ax.legend(loc="upper right")
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return fig
+
+
+def plot_firing_rates(report, path: Union[str, Path], title: Optional[str] = None) -> Path:
+    """Write :func:`firing_rates_figure` of ``report`` to ``path`` as PNG."""
+    return save_figure(firing_rates_figure(report, title), path)
 
 
 def read_numeric_csv(path: Union[str, Path]) -> dict[str, list[float]]:
@@ -63,43 +73,122 @@ def read_numeric_csv(path: Union[str, Path]) -> dict[str, list[float]]:
     return columns
 
 
-def _is_loss(name: str) -> bool:
+# Training curves: what each panel shows, by metrics.csv column. Accuracy columns hold fractions
+# (0..1); the figure shows them in percent, for people.
+ACCURACY_SPLITS = (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test"))
+LOSS_SPLITS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test"))
+_SPLIT_STYLE = {"train": dict(color="C0", linestyle="-"), "validation": dict(color="C1", linestyle="--"),
+                "test": dict(color="C2", linestyle=":")}
+_SPLIT_MARKER = {"train": "o", "validation": "^", "test": "s"}
+
+
+def _is_loss_part(name: str) -> bool:
+    """A method's part of the training loss (``ce_main``, ``kd``...), not a split's total."""
     n = name.lower()
+    if n in {column for column, _ in LOSS_SPLITS}:
+        return False
     return "loss" in n or n.startswith(("ce", "kd", "samd", "nld"))
 
 
-def plot_training_curves(metrics: Union[str, Path, Mapping[str, Sequence[float]]], path: Union[str, Path], title: Optional[str] = None) -> Optional[Path]:
-    """Loss and accuracy (and the learning rate, when logged) against epoch from ``metrics.csv``.
+def _head_label(name: str) -> str:
+    rest = name[len("acc_"):]
+    if rest == "main":
+        return "main head"
+    return "head " + rest[len("head"):] if rest.startswith("head") else rest
 
-    Reads whatever numeric columns exist: losses (``loss``, ``train_loss``, ``ce_*``, ``kd``...) in
-    the first panel, accuracies (names containing ``acc``) in the second, ``lr`` in a third.
-    Returns ``None`` (and writes nothing) when there is no row to plot.
+
+def _present(epoch: Sequence[float], values: Sequence[float], scale: float = 1.0) -> list[tuple[float, float]]:
+    return [(e, v * scale) for e, v in zip(epoch, values) if not math.isnan(v)]
+
+
+def _draw(ax, epoch: Sequence[float], values: Sequence[float], label: str, scale: float = 1.0, **style) -> None:
+    """One labelled line over the epochs that have a value. A column with empty cells (e.g. a test
+    pass only every few epochs, or only at the end) gets markers so a single point still shows."""
+    points = _present(epoch, values, scale)
+    if not points:
+        return
+    xs, ys = zip(*points)
+    marker = style.pop("marker", "o")
+    if len(points) == len(values) and len(points) >= 30:
+        marker = None  # a long unbroken line needs no markers
+    ax.plot(xs, ys, marker=marker, markersize=4 if len(points) == len(values) else 7, label=label, **style)
+
+
+def _finish_axes(ax, ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+
+
+def training_curves_figure(metrics: Union[str, Path, Mapping[str, Sequence[float]]], title: Optional[str] = None):
+    """The figure of :func:`plot_training_curves` (a ``matplotlib.figure.Figure``), or ``None``
+    when there is nothing to plot.
+
+    Panels, each only when its columns have values: **accuracy (%)** with train (``train_acc``),
+    validation (``val_acc``) and test (``test_acc``) as distinct lines; **loss** with train
+    (``loss``, or ``train_loss`` in old files), ``val_loss`` and ``test_loss``; **per-head training
+    accuracy (%)** (``acc_main``, ``acc_head<k>``) when the method has heads besides the main one
+    (``acc_main`` alone is ``train_acc`` again, so it is not drawn); **training loss parts**
+    (``ce_main``, ``kd``...); **learning rate**.
     """
-    cols = read_numeric_csv(metrics) if isinstance(metrics, (str, Path)) else {k: list(v) for k, v in metrics.items()}
+    cols = read_numeric_csv(metrics) if isinstance(metrics, (str, Path)) else {k: list(map(float, v)) for k, v in metrics.items()}
     if not cols or not any(len(v) for v in cols.values()):
         return None
     n = max(len(v) for v in cols.values())
     epoch = cols.pop("epoch", [float(i + 1) for i in range(n)])
-    losses = {k: v for k, v in cols.items() if _is_loss(k)}
-    accs = {k: v for k, v in cols.items() if "acc" in k.lower()}
-    lr = cols.get("lr")
-    panels = [("loss", losses), ("accuracy", accs)] + ([("learning rate", {"lr": lr})] if lr else [])
-    fig, axes = _figure(4.2 * len(panels), 3.6, len(panels))
-    for ax, (label, series) in zip(axes, panels):
-        for name, values in series.items():
-            points = [(e, v) for e, v in zip(epoch, values) if not math.isnan(v)]
-            if points:
-                xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        if series and ax.lines:
-            ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+    train_loss = "loss" if "loss" in cols else "train_loss"
+    accuracy = [(cols[c], label) for c, label in ACCURACY_SPLITS if c in cols]
+    loss = [(cols[c], label) for c, label in LOSS_SPLITS if c in cols and (label != "train" or c == train_loss)]
+    heads = [(cols[c], _head_label(c)) for c in cols if c.startswith("acc_")]
+    if len(heads) < 2:
+        heads = []
+    parts = [(v, c) for c, v in cols.items() if _is_loss_part(c)]
+    lr = [(cols["lr"], "lr")] if "lr" in cols else []
+    panels = [(name, series, ylabel, scale) for name, series, ylabel, scale in (
+        ("accuracy", accuracy, "accuracy (%)", 100.0),
+        ("loss", loss, "loss", 1.0),
+        ("heads", heads, "training accuracy per head (%)", 100.0),
+        ("parts", parts, "training loss parts", 1.0),
+        ("lr", lr, "learning rate", 1.0),
+    ) if series]
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, _ = _figure(4.2 * ncols, 3.4 * nrows, 0)
+    for i, (name, series, ylabel, scale) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.set_label(name)
+        for values, label in series:
+            style = dict(_SPLIT_STYLE.get(label, {}), marker=_SPLIT_MARKER.get(label, "o")) if name in ("accuracy", "loss") else {}
+            _draw(ax, epoch, values, label, scale, **style)
+        if scale == 100.0:
+            ax.set_ylim(0, 100)
+        _finish_axes(ax, ylabel)
     fig.suptitle(title or "training curves")
+    return fig
+
+
+def save_figure(fig, path: Union[str, Path], dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG atomically (readers never see half an image)."""
+    from esdsnn.atomic import atomic_write
+
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
     return path
+
+
+def plot_training_curves(metrics: Union[str, Path, Mapping[str, Sequence[float]]], path: Union[str, Path], title: Optional[str] = None) -> Optional[Path]:
+    """Write :func:`training_curves_figure` of ``metrics.csv`` (or its columns) to ``path``.
+    Returns ``None`` (and writes nothing) when there is nothing to plot."""
+    fig = training_curves_figure(metrics, title)
+    return None if fig is None else save_figure(fig, path)
 
 
 def plot_bench(records: Iterable[Mapping], path: Union[str, Path], title: Optional[str] = None) -> Path:
@@ -134,9 +223,8 @@ def plot_bench(records: Iterable[Mapping], path: Union[str, Path], title: Option
             title or f"{r0.get('arch')} batch {r0.get('batch')} on {r0.get('device')} "
             f"({r0.get('threads')} thread(s), torch {r0.get('torch')})"
         )
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure(fig, path)
 
 
-__all__ = ["plot_bench", "plot_firing_rates", "plot_training_curves", "read_numeric_csv"]
+__all__ = ["firing_rates_figure", "plot_bench", "plot_firing_rates", "plot_training_curves", "read_numeric_csv", "save_figure",
+           "training_curves_figure"]

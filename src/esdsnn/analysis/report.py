@@ -3,7 +3,8 @@
 :func:`write_report` writes into the run directory
 
 - ``report.md``: the firing-rate table (rows = LIF layers, columns = time steps + mean), the
-  network average, the MAC/SOP table and the energy estimate (labelled as an estimate);
+  network average, the dead and saturated layers with what to try (:func:`~.firing.firing_flag`),
+  the MAC/SOP table and the energy estimate (labelled as an estimate); accuracy in percent;
 - ``firing_rates.json``: everything measured (:meth:`FiringReport.to_dict`);
 - ``firing_rates.png``: mean firing rate per layer;
 - ``training_curves.png``: loss and accuracy against epoch from ``metrics.csv`` (when present).
@@ -22,10 +23,12 @@ from ..errors import ConfigError, brief
 from ..runs import files as runfiles
 from ..runs.files import CURVES_PNG, FIRING_JSON, FIRING_PNG, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 from ..runs.load import TrainedModel, load_run
-from .firing import FiringReport, measure_firing
+from .firing import DEAD_RATE, SATURATED_RATE, FiringReport, measure_firing
 from .plots import plot_firing_rates, plot_training_curves
 
 _SUMMARY_FIELDS = ("method", "arch", "dataset", "T", "epochs", "test_acc", "wall_s")
+# summary.json holds accuracy as a fraction; report.md shows it to people in percent, labelled.
+_SUMMARY_HEADERS = {"test_acc": "test accuracy (%)", "wall_s": "wall time (s)"}
 
 
 def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] = None, curves: bool = False) -> str:
@@ -34,8 +37,8 @@ def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] =
     if summary:
         known = [(k, summary[k]) for k in _SUMMARY_FIELDS if k in summary]
         if known:
-            lines += ["| " + " | ".join(k for k, _ in known) + " |", "|" + "---|" * len(known)]
-            lines += ["| " + " | ".join(_cell(v) for _, v in known) + " |", ""]
+            lines += ["| " + " | ".join(_SUMMARY_HEADERS.get(k, k) for k, _ in known) + " |", "|" + "---|" * len(known)]
+            lines += ["| " + " | ".join(_cell(v, percent=k == "test_acc") for k, v in known) + " |", ""]
     lines += [
         f"## Firing rates (spike pass on the test data, T = {firing.T})",
         "",
@@ -44,6 +47,7 @@ def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] =
         "",
         firing.markdown(),
         "",
+        *_flag_section(firing),
         "![firing rate per layer](" + FIRING_PNG + ")",
         "",
         "## Synaptic operations and energy (estimate)",
@@ -65,7 +69,18 @@ def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] =
     return "\n".join(lines)
 
 
-def _cell(v) -> str:
+def _flag_section(firing: FiringReport) -> list[str]:
+    """Dead and saturated layers, one line each with what to try, or one line saying there are none."""
+    rule = (f"dead: mean rate < {DEAD_RATE:g} spikes / neuron / step; saturated: mean rate ≥ {SATURATED_RATE:g}")
+    flagged = firing.flag_lines()
+    if not flagged:
+        return [f"No dead or saturated layer ({rule}).", ""]
+    return [f"**Layers to check** ({rule}):", "", *flagged, ""]
+
+
+def _cell(v, percent: bool = False) -> str:
+    if percent and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v * 100:.2f}"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -113,7 +128,19 @@ def report_after_training(trained: TrainedModel, echo: Callable[[str], None]) ->
         return None
     echo(f"average firing rate {extra['avg_firing_rate']:.4f}; energy estimate {extra['energy_mj_per_sample']:.4g} "
          f"mJ/sample; report in {trained.run_dir / REPORT_FILE}")
+    flagged = flagged_layers(trained.run_dir)
+    if flagged:
+        echo(f"warning: {flagged}; see {trained.run_dir / REPORT_FILE}")
     return extra
+
+
+def flagged_layers(run_dir: Union[str, Path]) -> str:
+    """``"dead layer(s) a, b; saturated layer(s) c"`` from a run's ``firing_rates.json``
+    (empty when none is flagged or the file is missing)."""
+    data = runfiles.read_json(Path(run_dir) / FIRING_JSON) or {}
+    parts = [f"{kind} layer(s) {', '.join(names)}" for kind, names in
+             (("dead", data.get("dead_layers") or []), ("saturated", data.get("saturated_layers") or [])) if names]
+    return "; ".join(parts)
 
 
 def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", device: Optional[str] = None,
@@ -130,4 +157,4 @@ def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", de
     return extra
 
 
-__all__ = ["render_report", "report_after_training", "report_run", "write_report"]
+__all__ = ["flagged_layers", "render_report", "report_after_training", "report_run", "write_report"]

@@ -1,10 +1,13 @@
 """Methods side by side: every method × seed trained as a normal run, then one table and one figure.
 
-``run_comparison(base, methods, seeds, out)`` trains ``out/<method>/seed<k>/`` for k = 0..seeds−1
-with seed ``base.seed + k`` (all other settings from ``base``), one run after the other, each in
-its own process (``python -m esdsnn train``). A method that distils from a teacher run (``kd``:
-from an ``ann`` run, as its spec declares) first gets a teacher per seed, trained (or reused) in
-``out/<teacher method>/seed<k>/`` with the same settings, and passed as ``teacher_run``.
+``run_comparison(base, methods, seeds, out)`` trains ``out/<method>/seed-<seed>/`` with seed
+``base.seed + k`` for k = 0..seeds−1 (all other settings from ``base``), one run after the other,
+each in its own process (``python -m esdsnn train``); the folder is named by the seed itself, so
+it says which seed it holds. A method that distils from a teacher run (``kd``: from an ``ann``
+run, as its spec declares) first gets a teacher per seed, trained (or reused) in
+``out/<teacher method>/seed-<seed>/`` with the same settings, and passed as ``teacher_run``.
+Comparisons written before, with folders ``seed<k>`` named by index, are still found: such a
+folder is used when its saved config has the wanted seed and no ``seed-<seed>`` folder exists.
 
 **Resumable.** Before training, each run directory is checked:
 
@@ -40,7 +43,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from esdsnn.analysis.comparison import COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, write_compare_files
 from esdsnn.config import RESUMABLE_FIELDS, TrainConfig, read_yaml, save_config
-from esdsnn.errors import ConfigError, EsdsnnError
+from esdsnn.errors import ConfigError, EsdsnnError, brief
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.compare.processes import ChildResult, import_baseline_bytes, run_child
 from esdsnn.runs.files import CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, SUMMARY_FILE, read_json, read_metrics, write_json
@@ -101,6 +104,20 @@ class RunPlan:
         return f"{self.method} seed {self.seed}"
 
 
+def seed_run_dir(out: Path, method: str, index: int, seed: int) -> Path:
+    """``out/<method>/seed-<seed>``; or the index-named ``out/<method>/seed<index>`` of an older
+    comparison when that folder holds this seed's run and the new one does not exist."""
+    named = out / method / f"seed-{seed}"
+    legacy = out / method / f"seed{index}"
+    if named.exists() or not (legacy / CONFIG_FILE).is_file():
+        return named
+    try:
+        saved_seed = read_yaml(legacy / CONFIG_FILE).get("seed")
+    except EsdsnnError:
+        return named
+    return legacy if saved_seed == seed else named
+
+
 def plan_runs(base: TrainConfig, methods: Sequence[str], seeds: int, out: Union[str, Path]) -> list[RunPlan]:
     """The runs in training order: method by method, seed by seed; a distilling method's teacher
     run (kd: an ann run) comes right before it, once per seed and teacher method, shared with
@@ -114,7 +131,7 @@ def plan_runs(base: TrainConfig, methods: Sequence[str], seeds: int, out: Union[
         base = base.replace(data_path=str(Path(base.data_path).expanduser().resolve()))
 
     def make(method: str, k: int, role: str, teacher: Optional[RunPlan] = None) -> RunPlan:
-        run_dir = out / method / f"seed{k}"
+        run_dir = seed_run_dir(out, method, k, base.seed + k)
         config = base.replace(method=method, seed=base.seed + k, out=str(run_dir),
                               teacher_run=str(teacher.run_dir) if teacher else None)
         return RunPlan(method, k, run_dir, config, role, teacher)
@@ -183,6 +200,27 @@ def run_state(plan: RunPlan) -> tuple[str, str]:
     if (run_dir / LAST_CHECKPOINT).is_file():
         return "resume", "incomplete"
     return "restart", "incomplete, no checkpoint"
+
+
+def check_out_writable(out: Path) -> None:
+    """Create ``out`` and write a probe file in it, before anything trains: a folder that cannot be
+    written is a :class:`ConfigError` naming it and the reason, not a traceback hours later."""
+    probe = out / ".esdsnn-write-probe"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise unwritable(out, exc) from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def unwritable(folder: Path, exc: OSError) -> ConfigError:
+    """The one-line error for an output folder that refused a write."""
+    return ConfigError(f"cannot write to {folder}: {exc.strerror or brief(exc)}; choose another --out")
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -331,6 +369,7 @@ def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, s
     """Train (or reuse) every method × seed, then write and return the table (see the module doc)."""
     plans = plan_runs(base, methods, seeds, out)
     out = Path(out).expanduser().resolve()
+    check_out_writable(out)
     c = plans[0].config
     teachers = sum(p.role == "teacher" for p in plans)
     names = list(dict.fromkeys(p.method for p in plans if p.role == "method"))
@@ -371,11 +410,14 @@ def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, s
         echo(f"    {done}: test {acc}{epoch}{peak}")
     baseline = import_baseline_bytes(python)
     title = f"{c.dataset}: {c.arch}, T={c.T}, {c.optim.epochs} epochs, {seeds} seed(s)"
-    rows, markdown = write_compare_files(out, records, baseline, title)
+    try:
+        rows, markdown = write_compare_files(out, records, baseline, title)
+    except OSError as exc:  # the folder took the runs but not the tables (e.g. now full or read-only)
+        raise unwritable(out, exc) from None
     return CompareResult(out, records, rows, markdown, how)
 
 
 __all__ = [
     "CompareResult", "DEFAULT_METHODS", "DEFAULT_SEEDS", "RunPlan", "base_config", "ensure_run", "parse_methods",
-    "plan_runs", "run_comparison", "run_state",
+    "plan_runs", "run_comparison", "run_state", "seed_run_dir",
 ]

@@ -142,8 +142,10 @@ def test_train_then_eval_each_method(tmp_path, method, report):
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     columns = list(rows[0])
-    assert columns[:3] == ["epoch", "lr", "loss"] and columns[-3:] == ["train_acc", "test_acc", "epoch_s"]
+    assert columns[:3] == ["epoch", "lr", "loss"]
+    assert columns[-7:] == ["firing_rate", "train_acc", "val_acc", "val_loss", "test_acc", "test_loss", "epoch_s"]
     assert "ce_main" in columns
+    assert rows[0]["test_acc"] == "" and rows[0]["val_acc"] != ""  # digits: selected on a validation split
     if method in ("esd", "esd-bptt", "sd"):
         assert {"ce_branches", "kd", "acc_head1"} <= set(columns)
     assert float(rows[-1]["test_acc"]) == pytest.approx(summary["test_acc"], abs=1e-6)

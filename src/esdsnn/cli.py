@@ -77,7 +77,7 @@ def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional
         help_text = (helps or {}).get(leaf.name) or leaf.help
         if "default" not in help_text:
             help_text += f" (default: {leaf.default})"
-        if leaf.hint is bool:
+        if leaf.hint is bool or set(typing.get_args(leaf.hint)) == {bool, type(None)}:  # a switch
             group.add_argument(flag, dest=leaf.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         else:

@@ -236,9 +236,9 @@ class TrainConfig:
     def _with_defaults(self, chosen: dict[str, Choice]) -> "TrainConfig":
         changes = {k: c.value for k, c in chosen.items()}
         info = dataset_info(self.dataset)
-        for name in SWITCHES:  # augmentation: the data set's default where it applies, else off
-            if self.get(name) is None:
-                changes[name] = bool(info.augment_defaults.get(name, False)) if name in info.augmentations else False
+        for name in SWITCHES:  # augmentation: the data set's default where it applies (else unset)
+            if self.get(name) is None and name in info.augmentations:
+                changes[name] = bool(info.augment_defaults.get(name, False))
         return self.replace(**changes) if changes else self
 
     def check_applicable(self) -> None:

@@ -115,7 +115,7 @@ def test_missing_keys_are_named(tmp_path):
     ({"y_train": np.array([0, 1, 0])}, "3 labels but there are 4 images"),
     ({"y_train": np.array([0.5, 1, 0, 1])}, "non-integer"),
     ({"x_train": np.full((4, 1, 2, 2), np.nan)}, "NaN"),
-    ({"x_test": np.zeros((2, 1, 3, 3))}, "x_test images are"),
+    ({"x_test": np.zeros((2, 1, 3, 3))}, "x_test samples are"),
     ({"x_train": np.zeros((4, 2))}, "expected images"),
 ])
 def test_bad_contents(tmp_path, change, message):

@@ -2,7 +2,7 @@
 import pytest
 
 from esdsnn.errors import ConfigError
-from esdsnn.config import TrainConfig, load_config, read_yaml, save_config
+from esdsnn.config import RENAMED, TrainConfig, load_config, read_yaml, save_config
 
 
 def test_defaults_resolve_for_digits():
@@ -10,7 +10,8 @@ def test_defaults_resolve_for_digits():
     assert config.method == "esd" and config.dataset == "digits" and config.arch == "digits_resnet"
     assert config.T == 4 and config.seed == 60 and config.optim.momentum == 0.9 and config.optim.weight_decay == 5e-4
     assert config.optim.epochs >= 1 and config.optim.batch_size >= 1 and config.optim.lr > 0 and config.run.threads == 1
-    assert TrainConfig(dataset="npz").resolved().arch == "resnet18"
+    assert TrainConfig(dataset="cifar10").resolved().arch == "resnet18"
+    assert TrainConfig(dataset="npz").resolved().arch is None  # sized to the data once it is read
     assert TrainConfig(arch="resnet19").resolved().arch == "resnet19"
 
 
@@ -190,5 +191,6 @@ def test_a_config_saved_before_the_config_tree_still_loads(tmp_path):
     assert (config.optim.epochs, config.optim.batch_size, config.neuron.decay, config.distill.beta) == (2, 64, 0.2, 0.3)
     assert config.run.out == "/tmp/old-run" and config.augment.crop_padding == 4  # a new key takes its default
     saved = read_yaml(path)
-    assert set(saved) <= set(TrainConfig.field_names())
-    assert {k: config.get(k) for k in saved} == saved  # every old key means what it meant
+    renamed = {RENAMED.get(k, k): v for k, v in saved.items()}  # tau is now kd_tau
+    assert set(renamed) <= set(TrainConfig.field_names())
+    assert {k: config.get(k) for k in renamed} == renamed  # every old key means what it meant

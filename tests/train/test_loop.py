@@ -99,11 +99,11 @@ class _GoesNaN(nn.Module):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     build = session.build_method
     monkeypatch.setattr(session, "build_method", lambda config, model, teacher=None, **kw: _GoesNaN(build(config, model, teacher, **kw), good=14))
-    config = _config(tmp_path, epochs=3, method="ratebp")  # 12 steps per epoch: NaN in epoch 2, step 3
+    config = _config(tmp_path, epochs=3, method="ratebp")  # 11 steps per epoch: NaN in epoch 2, step 4
     with pytest.raises(TrainingDiverged) as info:
         loop.train(config)
     message = str(info.value)
-    assert "epoch 2, step 3" in message and "lower --lr" in message and "last.pt" in message
+    assert "epoch 2, step 4" in message and "lower --lr" in message and "last.pt" in message
     run_dir = tmp_path / "run"
     kept = load_checkpoint(run_dir / "last.pt")
     assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
@@ -113,7 +113,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 def test_cosine_schedule_eval_every_and_files(tmp_path):
-    config = _config(tmp_path, epochs=3, eval_every=2, method="ratebp", T=2)
+    config = _config(tmp_path, epochs=3, eval_every=2, method="ratebp", T=2, val_fraction=0)  # select on test
     result = loop.train(config)
     rows = read_metrics(result.run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -121,7 +121,8 @@ def test_cosine_schedule_eval_every_and_files(tmp_path):
         e = int(r["epoch"]) - 1
         assert float(r["lr"]) == pytest.approx(0.05 * (1 + math.cos(math.pi * e / 3)), rel=1e-4)
     assert [bool(r["test_acc"]) for r in rows] == [False, True, True]
-    assert list(rows[0])[:3] == ["epoch", "lr", "loss"] and list(rows[0])[-3:] == ["train_acc", "test_acc", "epoch_s"]
+    assert list(rows[0])[:3] == ["epoch", "lr", "loss"] and list(rows[0])[-3:] == ["test_acc", "test_loss", "epoch_s"]
+    assert result.summary["selected_on"] == "test" and not any(r["val_acc"] for r in rows)
     summary = result.summary
     for key in ("test_acc", "method", "arch", "T", "epochs", "wall_s", "dataset", "best_test_acc",
                 "num_params", "torch", "threads", "device"):
@@ -152,7 +153,8 @@ def test_metrics_log_columns_and_truncate(tmp_path):
         log.write({"epoch": epoch, "lr": 0.1, "ce_main": 1.0, "loss": 2.0, "train_acc": 0.5,
                    "test_acc": None, "epoch_s": 1.5})
     rows = read_metrics(tmp_path / "m.csv")
-    assert list(rows[0]) == ["epoch", "lr", "loss", "ce_main", "train_acc", "test_acc", "epoch_s"]
+    assert list(rows[0]) == ["epoch", "lr", "loss", "ce_main", "train_acc", "val_acc", "val_loss", "test_acc",
+                             "test_loss", "epoch_s"]
     assert rows[0]["test_acc"] == ""
     log.truncate(2)
     assert [r["epoch"] for r in read_metrics(tmp_path / "m.csv")] == ["1", "2"]
@@ -192,5 +194,5 @@ def test_the_config_reaches_loaders_as_one_request(monkeypatch):
     config = TrainConfig.from_dict(dict(dataset="fake", flip=False, cutout=False, batch_size=64, workers=3, T=5))
     build_data(config, torch.device("cpu"))
     (request,) = seen
-    assert request.augment == AugmentConfig(crop=True, flip=False, autoaugment=True, cutout=False)
+    assert request.augment == AugmentConfig(crop=None, flip=False, autoaugment=None, cutout=False)  # None: the loader's default
     assert (request.batch_size, request.workers, request.T, request.seed) == (64, 3, 5, 60)

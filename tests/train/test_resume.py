@@ -174,8 +174,8 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkey
 
 
 def test_load_latest_takes_the_most_advanced_fallback(tmp_path):
-    def ckpt(name, epoch, step):
-        save_checkpoint(tmp_path / name, {"model": {}, "config": {}, "epoch": epoch, "step": step})
+    def ckpt(name, epoch, step, **more):
+        save_checkpoint(tmp_path / name, {"model": {}, "config": {}, "epoch": epoch, "step": step, "optimizer": {}, **more})
 
     with pytest.raises(CheckpointError, match="last.pt not found"):
         load_latest(tmp_path)
@@ -183,6 +183,9 @@ def test_load_latest_takes_the_most_advanced_fallback(tmp_path):
     ckpt(BEST, 2, 0)
     path, data, problems = load_latest(tmp_path)
     assert path.name == BEST and problems == [f"checkpoint {tmp_path / LAST} not found"]
+    # today's best.pt holds the weights only: it cannot resume a run
+    save_checkpoint(tmp_path / BEST, {"model": {}, "config": {}, "epoch": 2, "step": 0, "weights_only": True})
+    assert load_latest(tmp_path)[0].name == PREVIOUS
     ckpt(LAST, 2, 3)
     assert load_latest(tmp_path)[0].name == LAST
     save_checkpoint(tmp_path / LAST, {"model": {}, "config": {}, "epoch": 2, "step": 5}, keep_previous=tmp_path / PREVIOUS)

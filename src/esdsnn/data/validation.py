@@ -16,13 +16,18 @@ from esdsnn.data.base import DataBundle, TensorBatches
 from esdsnn.errors import ConfigError
 
 
+def validation_size(n: int, n_classes: int, fraction: float) -> int:
+    """How many of ``n`` training samples a split of ``fraction`` holds out (at least one per class)."""
+    return max(int(round(fraction * n)), n_classes) if fraction > 0 else 0
+
+
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train, val)`` indices: ``fraction`` of each class held out (at least one sample per
     class), stratified and seeded, each sorted."""
     from sklearn.model_selection import train_test_split
 
     n_classes = len(np.unique(labels))
-    n_val = max(int(round(fraction * len(labels))), n_classes)
+    n_val = validation_size(len(labels), n_classes, fraction)
     if n_val >= len(labels) - n_classes + 1:
         raise ConfigError(f"val_fraction {fraction:g} leaves too few training samples ({len(labels)} in all, "
                           f"{n_classes} classes); lower --val-fraction")
@@ -45,4 +50,4 @@ def hold_out_validation(bundle: DataBundle, fraction: float, seed: int) -> DataB
     return dataclasses.replace(bundle, train=train.subset(train_idx), val=val)
 
 
-__all__ = ["hold_out_validation", "split_indices"]
+__all__ = ["hold_out_validation", "split_indices", "validation_size"]

@@ -6,6 +6,7 @@ Training builds its parts with these, and so does everything that reloads a run 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 import esdsnn
 from esdsnn.config import TrainConfig
 from esdsnn.data import DataBundle, DataRequest, TensorBatches, dataset_loader
-from esdsnn.data.validation import hold_out_validation
+from esdsnn.data.validation import hold_out_validation, validation_size
 from esdsnn.defaults import Choice, DataFacts
 from esdsnn.errors import CheckpointError, ConfigError, brief
 from esdsnn.methods import TrainingMethod, method_spec
@@ -76,6 +77,10 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
     """
     bundle = build_data(config.replace(val_fraction=0.0), device)
     facts = DataFacts.of(bundle)
+    if facts.num_train is not None:  # sized to what trains, after the validation split
+        fraction = config.resolved().val_fraction or 0.0
+        facts = dataclasses.replace(facts, num_train=facts.num_train - validation_size(
+            facts.num_train, facts.num_classes, fraction))
     chosen = config.chosen_defaults(facts)
     config = config.resolved(facts)
     if config.optim.batch_size != PROVISIONAL_BATCH and isinstance(bundle.train, TensorBatches):

@@ -157,7 +157,7 @@ def test_train_then_eval_each_method(tmp_path, method, report):
     assert result["correct"] == summary["test_correct"] and result["total"] == summary["test_total"]
     assert result["test_acc"] == summary["test_acc"]
     proc = esdsnn("eval", "--run", run, cwd=tmp_path)
-    assert proc.returncode == 0 and f"test_acc {summary['test_acc']:.6f}" in proc.stdout
+    assert proc.returncode == 0 and f"test accuracy {summary['test_acc']:.2%}" in proc.stdout
 
 
 def test_npz_end_to_end(tmp_path):

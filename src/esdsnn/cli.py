@@ -45,7 +45,7 @@ def _out(line: str) -> None:
 
 
 # ---- train ---------------------------------------------------------------------------------------
-_METAVARS = {"data_path": "PATH", "out": "DIR", "teacher_run": "DIR", "device": "DEVICE", "loss_scale": "auto|X"}
+_METAVARS = {"data_path": "PATH", "out": "DIR", "teacher_run": "DIR", "init_from": "RUN_DIR|FILE", "device": "DEVICE", "loss_scale": "auto|X"}
 
 
 def _metavar(hint: Any) -> str:
@@ -155,7 +155,7 @@ def run_eval(args: argparse.Namespace) -> int:
         }))
     else:
         _out(
-            f"test_acc {result.test_acc:.6f} ({result.correct}/{result.total} correct, "
+            f"test accuracy {result.test_acc:.2%} ({result.correct}/{result.total} correct, "
             f"{_pass_name(result.spiking)}, T={result.T}) from {result.checkpoint} (epoch {result.epoch})"
         )
     return 0
@@ -237,13 +237,16 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from esdsnn.analysis.report import report_run
+    from esdsnn.analysis.report import flagged_layers, report_run
 
     figures = report_run(args.run, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
     _out(
         f"average firing rate {figures['avg_firing_rate']:.4f}; energy {figures['energy_mj_per_sample']:.4g} mJ/sample "
         f"(an estimate, 45 nm); report in {Path(args.run) / 'report.md'}"
     )
+    flagged = flagged_layers(args.run)
+    if flagged:
+        _out(f"warning: {flagged}; see {Path(args.run) / 'report.md'}")
     return 0
 
 

@@ -84,7 +84,8 @@ class RunConfig:
                                   "every --log-every seconds", resumable=True)
     log_every: float = option(30.0, "seconds between progress lines when stderr is not a terminal (0: none)",
                               resumable=True)
-    eval_every: int = option(1, "evaluate on the test set every N epochs (and after the last)", resumable=True)
+    eval_every: int = option(1, "evaluate for selection (the validation split, else the test set) every N epochs "
+                                   "and after the last", resumable=True)
     workers: Optional[int] = option(None, "data workers (DVS conversion, ImageNet decoding); default: the loader's",
                                 resumable=True)
     report: bool = option(True, "write the firing-rate and energy report at the end of training", resumable=True)

@@ -43,6 +43,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from esdsnn.analysis.comparison import COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, write_compare_files
 from esdsnn.config import RESUMABLE_FIELDS, TrainConfig, read_yaml, save_config
+from esdsnn.defaults import DATA_DEPENDENT
 from esdsnn.errors import ConfigError, EsdsnnError, brief
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.compare.processes import ChildResult, import_baseline_bytes, run_child
@@ -161,9 +162,10 @@ def ignored_fields() -> tuple[str, ...]:
 
 
 def config_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """``key: saved -> wanted`` for every field that differs (ignoring :func:`ignored_fields`)."""
+    """``key: saved -> wanted`` for every field that differs (ignoring :func:`ignored_fields`, and
+    data-dependent settings left unset in ``wanted``: each run sizes them to its data)."""
     ignored = ignored_fields()
-    keys = [k for k in wanted if k not in ignored]
+    keys = [k for k in wanted if k not in ignored and not (wanted[k] is None and k in DATA_DEPENDENT)]
     return [f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in keys if saved.get(k) != wanted[k]]
 
 

@@ -331,7 +331,12 @@ class Session:
                 selection = val.acc
             else:
                 selection = self._record_test(row)
-        improved = selection is not None and (state.best_selection is None or selection > state.best_selection)
+        improved = selection is not None and (
+            state.best_selection is None or selection > state.best_selection
+            or (self.val_batches is not None and selection == state.best_selection  # a tie on a small
+                and state.val_loss < (state.best_val_loss if state.best_val_loss is not None else math.inf)))
+        if improved and self.val_batches is not None:  # ... validation split: the lower loss wins
+            state.best_val_loss = state.val_loss
         if improved:
             state.best_selection, state.best_epoch = selection, epoch
             if self.val_batches is None:

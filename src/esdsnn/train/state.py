@@ -119,6 +119,7 @@ class RunState:
     firing_rate: Optional[float] = None
     best_selection: Optional[float] = None  # the accuracy the best epoch was selected on (val, else test)
     best_val_acc: Optional[float] = None
+    best_val_loss: Optional[float] = None
     best_test_acc: Optional[float] = None
     best_epoch: Optional[int] = None
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..runtime.context import MemorySaving, PassState, use_pass
+from ..runtime.precision import spike_dtype_for
 from .inputs import rate_input, static_spike_input
 from .readout import run_model
 from ..runtime.trace import Trace
@@ -21,7 +22,7 @@ def run_spike_stage(model: nn.Module, x: Tensor, T: int,
     """
     trace = Trace(T)
     folded, static = static_spike_input(x, T, memory.static_input)
-    with use_pass(PassState("spike_stage", T, trace, memory, static)):
+    with use_pass(PassState("spike_stage", T, trace, memory, static, spike_dtype_for(x.device))):
         logits, _ = run_model(model, folded, T)
     return logits, trace
 

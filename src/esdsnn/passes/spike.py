@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..runtime.context import MemorySaving, PassState, use_pass
+from ..runtime.precision import spike_dtype_for
 from .inputs import static_spike_input
 from .readout import run_model
 
@@ -28,7 +29,7 @@ def run_bptt(model: nn.Module, x: Tensor, T: int, features: Sequence[str] = (),
 def run_spike(model: nn.Module, x: Tensor, T: int, memory: MemorySaving = MemorySaving()) -> Tensor:
     """Inference: logits ``[B, K]`` of the spike pass, no autograd, in the model's current mode."""
     folded, static = static_spike_input(x, T, memory.static_input)
-    with use_pass(PassState("spike", T, memory=memory, static=static)):
+    with use_pass(PassState("spike", T, memory=memory, static=static, spike_dtype=spike_dtype_for(x.device))):
         return run_model(model, folded, T)[0]
 
 
@@ -37,5 +38,5 @@ def run_spike_intermediates(model: nn.Module, x: Tensor, T: int, features: Seque
                             memory: MemorySaving = MemorySaving()) -> tuple[Tensor, list[Tensor]]:
     """Inference with the time mean of named submodules' outputs (e.g. a frozen teacher's features)."""
     folded, static = static_spike_input(x, T, memory.static_input)
-    with use_pass(PassState("spike", T, memory=memory, static=static)):
+    with use_pass(PassState("spike", T, memory=memory, static=static, spike_dtype=spike_dtype_for(x.device))):
         return run_model(model, folded, T, features)

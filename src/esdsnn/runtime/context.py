@@ -13,6 +13,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Optional
 
+import torch
+
 from .static import StaticSteps
 from .trace import Trace
 
@@ -51,6 +53,8 @@ class PassState:
     write to ``trace``), ``rate_stage`` (RateBP's second stage: one step on rates, layers read
     ``trace``). ``steps``: time steps folded into the batch dimension of every activation.
     ``static``: the activations known to repeat one step (the direct-encoded input), or ``None``.
+    ``spike_dtype``: the type of the no-grad passes' convolutions on spikes (``None``: the
+    weights' own; see :mod:`esdsnn.runtime.precision`).
     """
 
     kind: PassKind
@@ -58,6 +62,7 @@ class PassState:
     trace: Optional[Trace] = None
     memory: MemorySaving = field(default_factory=MemorySaving)
     static: Optional[StaticSteps] = None
+    spike_dtype: Optional[torch.dtype] = None
 
     def __post_init__(self) -> None:
         if self.kind not in PASS_KINDS:

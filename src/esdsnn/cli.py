@@ -162,13 +162,15 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from esdsnn.analysis.bench import BASELINES, DATASET_INPUTS, DEFAULT_ARCH, DEFAULT_METHODS, DEFAULT_TS
+    from esdsnn.analysis.bench import BASELINES, DATASET_INPUTS, DEFAULT_ARCH, DEFAULT_METHODS, DEFAULT_TS, NEURON_LOOPS
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"model (default: {DEFAULT_ARCH})")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
     parser.add_argument("--baseline", choices=sorted(BASELINES), default=None,
                         help="also time another framework's BPTT on the same network (spikingjelly; "
                              "ESDSNN_SPIKINGJELLY_PATH=DIR puts a separate install first)")
+    parser.add_argument("--neurons", choices=list(NEURON_LOOPS), default="eager",
+                        help="esdsnn's neuron loops: eager, compiled (torch.compile, as train --compile) or both")
     parser.add_argument("--T", dest="Ts", type=_int_list, default=list(DEFAULT_TS), metavar="T1,T2,...",
                         help="time steps to measure (default: 1,2,4,6,8)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CPU, 128 on CUDA)")
@@ -207,7 +209,7 @@ def run_bench(args: argparse.Namespace) -> int:
         records = bench.run_bench(
             arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
             threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-            baseline=args.baseline, repeats=args.repeats, warmup=args.warmup, device=args.device, out_dir=out,
+            baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device, out_dir=out,
             progress=args.progress,
         )
         _out(bench.bench_markdown(records))

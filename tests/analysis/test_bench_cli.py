@@ -70,3 +70,12 @@ def test_out_of_memory_in_a_worker_is_one_line_with_the_fix(tmp_path):
     assert killed.startswith("out of memory") and "signal 9" in killed and "--method esd" in killed
     row = bench.bench_markdown([{**r, "T": 2}])
     assert "| bptt | 2 | failed: out of memory" in row
+
+
+def test_compiled_neuron_rows_are_labelled_and_bad_choices_refused(tmp_path):
+    rows = [{"method": "bptt", "T": 2, "step_s": 1.0, "peak_mem_bytes": 2**20, "limit_s": None, "neurons": n,
+             "arch": "resnet18", "batch": 2, "device": "cpu", "threads": 1, "torch": "2"} for n in ("eager", "compiled")]
+    md = bench.bench_markdown(rows)
+    assert "| bptt | 2 |" in md and "| bptt (compiled) | 2 |" in md
+    with pytest.raises(ConfigError, match="neurons"):
+        bench.run_bench(methods=["bptt"], Ts=[1], neurons="jit", out_dir=tmp_path, progress=False)

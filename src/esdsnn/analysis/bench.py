@@ -71,6 +71,7 @@ DATASET_INPUTS: dict[str, tuple[tuple[int, int, int], int, bool]] = {
 ARCH_DATASETS = {"digits_resnet": "digits", "vggsnn": "cifar10-dvs", "preact_resnet34": "imagenet"}
 BASELINES = {"spikingjelly": "spikingjelly-bptt"}
 SPIKINGJELLY_PATH_ENV = "ESDSNN_SPIKINGJELLY_PATH"
+NEURON_LOOPS = {"eager": ("eager",), "compiled": ("compiled",), "both": ("eager", "compiled")}
 BENCH_FILES = ("bench.json", "bench.md", "bench.png", "loaders.json")
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -133,7 +134,7 @@ def _worker_command(cfg: dict) -> list[str]:
         "--arch", cfg["arch"], "--method", cfg["method"], "--T", str(cfg["T"]), "--batch", str(cfg["batch"]),
         "--threads", str(cfg["threads"]), "--input-shape", ",".join(map(str, cfg["input_shape"])),
         "--num-classes", str(cfg["num_classes"]), "--repeats", str(cfg["repeats"]), "--warmup", str(cfg["warmup"]),
-        "--device", cfg["device"], *(["--event"] if cfg.get("event") else []),
+        "--device", cfg["device"], "--neurons", cfg.get("neurons", "eager"), *(["--event"] if cfg.get("event") else []),
     ]
 
 
@@ -197,6 +198,11 @@ def _ratio(a: Optional[float], b: Optional[float]) -> str:
     return "—" if not a or not b else f"{a / b:.2f}"
 
 
+def _label(record: dict) -> str:
+    """A record's method, marked when its neuron loops were compiled."""
+    return record["method"] + (" (compiled)" if record.get("neurons") == "compiled" else "")
+
+
 def bench_markdown(records: Sequence[dict]) -> str:
     """The Markdown table of ``bench.md``, from saved records only; with baseline records, each
     row's time and memory as a multiple of the baseline's at the same T."""
@@ -225,10 +231,11 @@ def bench_markdown(records: Sequence[dict]) -> str:
         head, rule = head + " time / SJ BPTT | memory / SJ BPTT |", rule + "---|---|"
     lines += [head, rule]
     for r in records:
+        name = _label(r)
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['T']} | failed: {r['error']} | | | |" + (" | |" if baseline else ""))
+            lines.append(f"| {name} | {r['T']} | failed: {r['error']} | | | |" + (" | |" if baseline else ""))
             continue
-        row = (f"| {r['method']} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('limit_s'))} | "
+        row = (f"| {name} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('limit_s'))} | "
                f"{_ratio(r['step_s'], r.get('limit_s'))} | {_mib(r['peak_mem_bytes'])} |")
         if baseline:
             b = baseline.get(r["T"], {})
@@ -248,6 +255,7 @@ def run_bench(
     num_classes: Optional[int] = None,
     dataset: Optional[str] = None,
     baseline: Optional[str] = None,
+    neurons: str = "eager",
     repeats: int = 5,
     warmup: int = 2,
     device: Optional[str] = None,
@@ -262,7 +270,8 @@ def run_bench(
     ``threads`` this process's torch thread count; input shape and classes from ``dataset``, else
     from the data set ``arch`` is built for (:func:`bench_inputs`); ``out_dir`` a new
     ``bench/<UTC time>`` folder (:func:`prepare_out_dir`). ``baseline="spikingjelly"`` adds
-    SpikingJelly's BPTT on the same network (method ``spikingjelly-bptt``) at every T. Writes
+    SpikingJelly's BPTT on the same network (method ``spikingjelly-bptt``) at every T.
+    ``neurons``: esdsnn's neuron loops ``eager``, ``compiled`` (torch.compile) or ``both``. Writes
     ``bench.json`` (a list of records with ``method, T, step_s, peak_mem_bytes, limit_s, device,
     threads, batch, arch, torch`` and details), ``bench.md`` and ``bench.png`` into the folder
     (the caller that needs the folder's name prepares it: ``run_bench(out_dir=prepare_out_dir())``);
@@ -285,6 +294,8 @@ def run_bench(
         raise ConfigError(f"unknown method(s) {bad}: choose from {', '.join(list_methods())}")
     if baseline is not None and baseline not in BASELINES:
         raise ConfigError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    if neurons not in NEURON_LOOPS:
+        raise ConfigError(f"neurons must be one of {', '.join(NEURON_LOOPS)}, got {neurons!r}")
     if not Ts or any(not isinstance(T, int) or T < 1 for T in Ts):
         raise ConfigError(f"T values must be integers >= 1, got {list(Ts)}")
     input_shape, num_classes, event = bench_inputs(arch, dataset, input_shape, num_classes)
@@ -296,11 +307,12 @@ def run_bench(
         raise ConfigError("batch, threads and repeats must be >= 1, warmup >= 0")
 
     out = prepare_out_dir(out_dir, overwrite)
-    all_methods = list(methods) + ([BASELINES[baseline]] if baseline else [])
+    runs = [(m, loops) for m in methods for loops in NEURON_LOOPS[neurons]]
+    runs += [(BASELINES[baseline], "eager")] if baseline else []
     configs = [
         dict(arch=arch, method=m, T=int(T), batch=batch, threads=threads, input_shape=input_shape,
-             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device, event=event)
-        for m in all_methods for T in Ts
+             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device, event=event, neurons=loops)
+        for m, loops in runs for T in Ts
     ]
     records: list[dict] = []
     bar = tqdm(configs, desc="bench", unit="config", disable=not progress)
@@ -323,7 +335,7 @@ def write_bench_files(records: Optional[Sequence[dict]], out_dir: str | Path) ->
         records = json.loads((out / BENCH_JSON).read_text())
     records = list(records)
     write_text_atomic(out / BENCH_MD, bench_markdown(records))
-    labelled = [{**r, "method": f"{r['method']} ({r['baseline']})"} if r.get("baseline") else r for r in records]
+    labelled = [{**r, "method": f"{r['method']} ({r['baseline']})" if r.get("baseline") else _label(r)} for r in records]
     plot_bench(labelled, out / BENCH_PNG)
     return records
 
@@ -354,6 +366,7 @@ def _worker_main(args: argparse.Namespace) -> int:
             arch=args.arch, method=args.method, T=args.T, batch=args.batch or (128 if device.startswith("cuda") else 32),
             threads=args.threads or torch.get_num_threads(), input_shape=args.input_shape or DEFAULT_INPUT_SHAPE,
             num_classes=args.num_classes or 10, repeats=args.repeats, warmup=args.warmup, device=device, event=args.event,
+            neurons=args.neurons,
         )
     except Exception as exc:
         from esdsnn.errors import EsdsnnError
@@ -384,6 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dataset", default=None)
     p.add_argument("--event", action="store_true", help="(worker) event frames [T, B, C, H, W] as input")
     p.add_argument("--baseline", default=None, choices=sorted(BASELINES))
+    p.add_argument("--neurons", default="eager", choices=list(NEURON_LOOPS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default=None)
@@ -397,7 +411,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     records = run_bench(
         arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
         threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-        baseline=args.baseline, repeats=args.repeats, warmup=args.warmup, device=args.device, out_dir=out,
+        baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device,
+        out_dir=out,
     )
     print(bench_markdown(records))
     print(f"results in {out}")

@@ -161,8 +161,11 @@ def measure_config(
     device: str,
     seed: int = 0,
     event: bool = False,
+    neurons: str = "eager",
 ) -> dict:
-    """Measure one configuration in this process (what a worker runs); returns its record."""
+    """Measure one configuration in this process (what a worker runs); returns its record.
+    ``neurons="compiled"``: esdsnn's neuron loops through ``torch.compile`` (``--compile`` in
+    training; the warm-up steps compile)."""
     from esdsnn import create_method, create_model
     from esdsnn.methods import BPTT, RateBP
     from esdsnn.passes.spike import run_spike
@@ -173,7 +176,8 @@ def measure_config(
     model = create_model(arch, num_classes=num_classes, in_channels=int(input_shape[0])).to(dev)
     x, y = bench_batch(batch, input_shape, num_classes, dev, T, event)
     common = {"method": method, "T": T, "batch": batch, "arch": arch, "input_shape": list(input_shape),
-              "num_classes": num_classes, "repeats": repeats, "warmup": warmup, "event": event}
+              "num_classes": num_classes, "repeats": repeats, "warmup": warmup, "event": event,
+              "neurons": "spikingjelly" if method in BASELINE_METHODS else neurons}
     if method in BASELINE_METHODS:
         from .bench_baseline import spikingjelly_training_step
 
@@ -181,6 +185,10 @@ def measure_config(
         return {**common, **measure_step(step, dev, repeats, warmup), "limit_s": None, **environment(dev),
                 "params": sum(p.numel() for p in model.parameters()), **extra}
 
+    if neurons == "compiled":
+        from esdsnn.neurons.lif import compile_neurons_
+
+        compile_neurons_(model)
     trainer = create_method(method, model, T=T).to(dev).train()
     measured = measure_step(_train_step(trainer, x, y), dev, repeats, warmup)
     limit = forward_s = fwd_bwd_s = None

@@ -41,7 +41,10 @@ def bptt_forward(x_seq: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Te
         torch.mul(u, decay, out=h)
         h.add_(x_seq[t])
         torch.ge(h, p.threshold, out=spikes[t])
-        reset(u.copy_(h), spikes[t], p, inplace=True)
+        if p.reset == "soft":  # u = h − θ·s in one pass (θ·s is exact: the same rounding as the loop)
+            torch.sub(h, spikes[t], alpha=p.threshold, out=u)
+        else:
+            reset(u.copy_(h), spikes[t], p, inplace=True)
     return spikes, h_seq
 
 
@@ -52,19 +55,19 @@ def bptt_backward(grad_spikes: Tensor, h_seq: Tensor, decay: Tensor | float, p: 
     grad_x = torch.empty_like(grad_spikes)
     grad_u = torch.zeros_like(h_seq[0])
     grad_decay = torch.zeros((), dtype=h_seq.dtype, device=h_seq.device) if want_decay_grad else None
+    scratch = torch.empty_like(grad_u)
     for t in range(T - 1, -1, -1):
         h = h_seq[t]
         s = torch.ge(h, p.threshold).to(h.dtype) if p.reset == "hard" else None  # only the hard reset reads it
-        sg = p.surrogate_fn.derivative_(torch.sub(h, p.threshold))
+        sg = p.surrogate_fn.derivative_(torch.sub(h, p.threshold, out=scratch))
         through_reset = membrane_derivative(s, h, sg, p)
         if not (isinstance(through_reset, float) and through_reset == 1.0):
             grad_u.mul_(through_reset)
-        grad_h = grad_u.addcmul_(grad_spikes[t], sg)
-        grad_x[t].copy_(grad_h)
+        grad_h = torch.addcmul(grad_u, grad_spikes[t], sg, out=grad_x[t])  # ∂L/∂x_t = ∂L/∂h_t
         if grad_decay is not None:
             u_prev = p.initial_membrane(h) if t == 0 else reset(h_seq[t - 1], torch.ge(h_seq[t - 1], p.threshold).to(h.dtype), p)
             grad_decay.add_(torch.sum(grad_h * u_prev))
-        grad_u = grad_h.mul_(decay)
+        torch.mul(grad_h, decay, out=grad_u)
     return grad_x, grad_decay
 
 

@@ -1,5 +1,6 @@
 """The bfloat16 spike stage: convolutions on spikes in bf16 with weights cast once, everything
 recorded in float32; the float32 path unchanged."""
+import contextvars
 import copy
 
 import pytest
@@ -37,7 +38,8 @@ def test_conv_on_packed_spikes_in_each_type_equals_the_plain_convolution():
     torch.testing.assert_close(out16, out32, rtol=2e-2, atol=2e-2)
 
 
-def test_float32_spike_stage_is_unchanged_by_the_setting():
+def test_float32_spike_stage_is_unchanged_by_the_setting(monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)  # auto = float32 here
     model = _model()
     x = torch.randn(4, 1, 8, 8)
     a, b = copy.deepcopy(model), copy.deepcopy(model)
@@ -53,7 +55,8 @@ def test_bf16_spike_stage_records_in_float32_close_to_float32():
     torch.manual_seed(3)
     model = _model()
     x = torch.randn(16, 1, 8, 8)
-    _, trace32 = run_spike_stage(copy.deepcopy(model), x, 4)
+    with use_spike_dtype("float32"):
+        _, trace32 = run_spike_stage(copy.deepcopy(model), x, 4)
     with use_spike_dtype("bf16"):
         _, trace16 = run_spike_stage(copy.deepcopy(model), x, 4)
     agree, total = 0, 0
@@ -108,7 +111,11 @@ def test_auto_follows_native_support(monkeypatch):
         monkeypatch.setattr(precision, "native_bf16", lambda device, native=native: native)
         with use_spike_dtype("auto"):
             assert precision.spike_dtype_for("cpu") == (torch.bfloat16 if native else None)
+        # the default (a fresh context, as outside this directory's float32 fixture) is auto:
+        # bf16 exactly where the hardware runs it natively
+        assert contextvars.Context().run(precision.spike_dtype_for, "cpu") == (torch.bfloat16 if native else None)
+        with use_spike_dtype("float32"):
+            assert precision.spike_dtype_for("cpu") is None
     with pytest.raises(ValueError):
         with use_spike_dtype("fp8"):
             pass
-    assert precision.spike_dtype_for("cpu") is None  # the default stays float32

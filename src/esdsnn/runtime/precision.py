@@ -9,9 +9,11 @@ convolutions on spikes in bfloat16 — weights cast once per optimiser step, not
 membranes, eligibilities, rates and BatchNorm statistics stay float32, and the rate stage and
 BPTT run as configured.
 
-``use_spike_dtype(torch.bfloat16)`` (or ``"bf16"``) sets it for the passes started inside;
-``"auto"`` is bfloat16 exactly where :func:`native_bf16` says the device runs it natively;
-the default is float32 (the accuracy effect is measured in the README's performance section).
+``use_spike_dtype(torch.bfloat16)`` (or ``"bf16"``, ``"float32"``) sets it for the passes
+started inside. The default, ``"auto"``, is bfloat16 exactly where :func:`native_bf16` says the
+device runs it natively, float32 elsewhere: measured over 3 seeds on digits and on a second small
+data set, the bf16 spike stage's test accuracy was within noise of float32's (README,
+performance section).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import torch
 
 SpikeDtype = Union[torch.dtype, Literal["float32", "bf16", "auto"], None]
 _NAMES = {"float32": None, "fp32": None, "none": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-_current: ContextVar[SpikeDtype] = ContextVar("esdsnn_spike_dtype", default=None)
+DEFAULT_SPIKE_DTYPE: SpikeDtype = "auto"
+_current: ContextVar[SpikeDtype] = ContextVar("esdsnn_spike_dtype", default=DEFAULT_SPIKE_DTYPE)
 
 
 def native_bf16(device: torch.device | str) -> bool:

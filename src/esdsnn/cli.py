@@ -209,7 +209,8 @@ def run_bench(args: argparse.Namespace) -> int:
         records = bench.run_bench(
             arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
             threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-            baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device, out_dir=out,
+            baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device,
+            out_dir=out,
             progress=args.progress,
         )
         _out(bench.bench_markdown(records))

@@ -65,7 +65,8 @@ def bptt_backward(grad_spikes: Tensor, h_seq: Tensor, decay: Tensor | float, p: 
             grad_u.mul_(through_reset)
         grad_h = torch.addcmul(grad_u, grad_spikes[t], sg, out=grad_x[t])  # ∂L/∂x_t = ∂L/∂h_t
         if grad_decay is not None:
-            u_prev = p.initial_membrane(h) if t == 0 else reset(h_seq[t - 1], torch.ge(h_seq[t - 1], p.threshold).to(h.dtype), p)
+            h_prev = h_seq[t - 1] if t > 0 else None
+            u_prev = p.initial_membrane(h) if h_prev is None else reset(h_prev, torch.ge(h_prev, p.threshold).to(h.dtype), p)
             grad_decay.add_(torch.sum(grad_h * u_prev))
         torch.mul(grad_h, decay, out=grad_u)
     return grad_x, grad_decay

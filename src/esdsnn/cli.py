@@ -170,50 +170,61 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    from esdsnn.analysis.bench import DEFAULT_ARCH, DEFAULT_METHODS, DEFAULT_TS
+    from esdsnn.analysis.bench import BASELINES, DATASET_INPUTS, DEFAULT_ARCH, DEFAULT_METHODS, DEFAULT_TS, NEURON_LOOPS
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"model (default: {DEFAULT_ARCH})")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
+    parser.add_argument("--baseline", choices=sorted(BASELINES), default=None,
+                        help="also time another framework's BPTT on the same network (spikingjelly; "
+                             "ESDSNN_SPIKINGJELLY_PATH=DIR puts a separate install first)")
+    parser.add_argument("--neurons", choices=list(NEURON_LOOPS), default="eager",
+                        help="esdsnn's neuron loops: eager, compiled (torch.compile, as train --compile) or both")
     parser.add_argument("--T", dest="Ts", type=_int_list, default=list(DEFAULT_TS), metavar="T1,T2,...",
                         help="time steps to measure (default: 1,2,4,6,8)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CPU, 128 on CUDA)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, recorded with the figures (default: 1)")
-    parser.add_argument("--input-shape", type=_int_list, default=[3, 32, 32], metavar="C,H,W", help="input shape (default: 3,32,32)")
-    parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument("--dataset", choices=list(DATASET_INPUTS), default=None,
+                        help="take the input shape and classes of this data set (default: the one the arch is for)")
+    parser.add_argument("--input-shape", type=_int_list, default=None, metavar="C,H,W",
+                        help="input shape (default: the data set's, e.g. 1,8,8 for digits_resnet, 3,32,32 for resnet18)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the data set's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--out", default="bench", metavar="DIR", help="where bench.json, bench.md and bench.png go")
-    parser.add_argument("--loaders", action=argparse.BooleanOptionalAction, default=True,
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="where bench.json, bench.md and bench.png go (default: a new bench/<UTC time> folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the benchmark files already in --out")
+    parser.add_argument("--loaders", action=argparse.BooleanOptionalAction, default=False,
                         help="also measure the CIFAR and CIFAR10-DVS input pipelines (images/s)")
     parser.add_argument("--steps", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure training steps (--no-steps: input pipelines only)")
+                        help="measure training steps (--no-steps --loaders: input pipelines only)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from esdsnn.analysis import bench, pipeline_bench
     from esdsnn.atomic import write_json_atomic
     from esdsnn.errors import ConfigError
 
     if args.threads < 1:
         raise ConfigError(f"threads must be >= 1, got {args.threads}")
-    if len(args.input_shape) != 3:
+    if args.input_shape is not None and len(args.input_shape) != 3:
         raise ConfigError(f"--input-shape must be C,H,W, got {args.input_shape}")
-    out = Path(args.out)
+    if not (args.steps or args.loaders):
+        raise ConfigError("nothing to measure: --no-steps needs --loaders")
+    out = bench.prepare_out_dir(args.out, args.overwrite)
     if args.steps:
         records = bench.run_bench(
             arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
-            threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, repeats=args.repeats,
-            warmup=args.warmup, device=args.device, out_dir=out, progress=args.progress,
+            threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
+            baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device,
+            out_dir=out,
+            progress=args.progress,
         )
         _out(bench.bench_markdown(records))
     if args.loaders:
         device = args.device or ("cuda" if _cuda() else "cpu")
         loaders = pipeline_bench.measure_loaders(device=device, threads=args.threads)
-        out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / pipeline_bench.LOADERS_JSON, loaders)
         _out(pipeline_bench.loaders_markdown(loaders))
     _out(f"results in {out}")

@@ -27,6 +27,16 @@ What a worker measures, after building the model, the method, the optimiser and 
   forwards. Both parts are medians over ``repeats`` after ``warmup``. Measured after the memory
   reading, so it does not touch ``peak_mem_bytes``.
 
+- **baseline** (``--baseline spikingjelly``): SpikingJelly's BPTT step on the same network
+  (:mod:`esdsnn.analysis.bench_baseline`), timed and measured by the same code in its own fresh
+  process; records with method ``spikingjelly-bptt`` and the version that ran (``baseline``).
+
+Each benchmark writes into a folder of its own (``bench/<UTC time>`` by default; a given folder
+that already holds a benchmark is refused unless overwritten), so two runs' files never mix. The
+input follows the data set (``dataset``) or the arch (8×8 digits for ``digits_resnet``, CIFAR
+3×32×32 for the CIFAR ResNets, 2×48×48 event frames for ``vggsnn``, 224² ImageNet images for
+``preact_resnet34``).
+
 The thread count is set with ``torch.set_num_threads`` in the worker (and ``OMP_NUM_THREADS`` /
 ``MKL_NUM_THREADS`` in its environment) and recorded with each result, with the device and the
 torch version.
@@ -34,196 +44,88 @@ torch version.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import platform
-import re
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from esdsnn.atomic import write_json_atomic, write_text_atomic
 
+from .bench_worker import BASELINE_METHODS, is_out_of_memory, measure_config, out_of_memory_message
+
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt")
 DEFAULT_TS = (1, 2, 4, 6, 8)
 DEFAULT_ARCH = "resnet18"
 DEFAULT_INPUT_SHAPE = (3, 32, 32)
+DEFAULT_OUT_ROOT = "bench"
+#: (input shape C,H,W, classes, event frames) of the data sets, and the data set each arch is for.
+DATASET_INPUTS: dict[str, tuple[tuple[int, int, int], int, bool]] = {
+    "digits": ((1, 8, 8), 10, False), "cifar10": ((3, 32, 32), 10, False), "cifar100": ((3, 32, 32), 100, False),
+    "cifar10-dvs": ((2, 48, 48), 10, True), "imagenet": ((3, 224, 224), 1000, False),
+}
+ARCH_DATASETS = {"digits_resnet": "digits", "vggsnn": "cifar10-dvs", "preact_resnet34": "imagenet"}
+BASELINES = {"spikingjelly": "spikingjelly-bptt"}
+SPIKINGJELLY_PATH_ENV = "ESDSNN_SPIKINGJELLY_PATH"
+NEURON_LOOPS = {"eager": ("eager",), "compiled": ("compiled",), "both": ("eager", "compiled")}
+BENCH_FILES = ("bench.json", "bench.md", "bench.png", "loaders.json")
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
 BENCH_PNG = "bench.png"
 RECORD_KEYS = ("method", "T", "step_s", "peak_mem_bytes", "limit_s", "device", "threads", "batch", "arch", "torch")
 
 
-# ----------------------------------------------------------------------------- worker side
-
-
-def _proc_status_kib(field: str) -> Optional[int]:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(rf"^{field}:\s+(\d+)\s+kB", text, re.MULTILINE)
-    return int(match.group(1)) if match else None
-
-
-def _malloc_trim() -> None:
-    """Hand memory that glibc's malloc holds but no tensor uses back to the OS (glibc only), so
-    that freed warm-up memory does not hide inside the baseline RSS."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _PeakMemory:
-    """Peak memory above a baseline taken at construction (see the module docstring)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            self.method = "cuda max_memory_allocated"
-            self.baseline = torch.cuda.memory_allocated(device)
-            return
-        _malloc_trim()
-        rss = _proc_status_kib("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")  # reset VmHWM to the current RSS
-            reset = _proc_status_kib("VmHWM") is not None and rss is not None
-        except OSError:
-            reset = False
-        if reset:
-            self.method = "VmHWM (reset via /proc/self/clear_refs) - RSS at baseline"
-            self.baseline = _proc_status_kib("VmRSS") * 1024
-        else:
-            self.method = "ru_maxrss - RSS at baseline"
-            self.baseline = rss * 1024 if rss is not None else self._maxrss()
-        self._reset = reset
-
-    @staticmethod
-    def _maxrss() -> int:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
-
-    def peak_above_baseline(self) -> int:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            return int(torch.cuda.max_memory_allocated(self.device) - self.baseline)
-        peak = _proc_status_kib("VmHWM") * 1024 if self._reset else self._maxrss()
-        return int(max(peak - self.baseline, 0))
-
-
-def _timed(fn: Callable[[], None], repeats: int, warmup: int, device: torch.device) -> list[float]:
-    """Wall times of ``repeats`` calls after ``warmup`` calls (CUDA synchronised)."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
-
-
-def _train_step(method: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    opt = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        method(x, y).loss.backward()
-        opt.step()
-
-    return step
-
-
-def measure_config(
-    *,
-    arch: str,
-    method: str,
-    T: int,
-    batch: int,
-    threads: int,
-    input_shape: Sequence[int],
-    num_classes: int,
-    repeats: int,
-    warmup: int,
-    device: str,
-    seed: int = 0,
-) -> dict:
-    """Measure one configuration in this process (what a worker runs); returns its record."""
-    from esdsnn import create_method, create_model
-    from esdsnn.methods import BPTT, RateBP
-    from esdsnn.passes.spike import run_spike
-
-    torch.set_num_threads(threads)
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    model = create_model(arch, num_classes=num_classes, in_channels=int(input_shape[0])).to(dev)
-    trainer = create_method(method, model, T=T).to(dev).train()
-    x = torch.randn(batch, *input_shape, device=dev)
-    y = torch.randint(num_classes, (batch,), device=dev)
-    step = _train_step(trainer, x, y)
-
-    setup = _PeakMemory(dev)  # baseline: model, optimiser and batch allocated, nothing run yet
-    _timed(step, 0, warmup, dev)
-    first_peak = setup.peak_above_baseline()
-    steady = _PeakMemory(dev) if warmup else setup  # baseline after warm-up: state resident, lazy init done
-    times = _timed(step, repeats, 0, dev)
-    peak = steady.peak_above_baseline()
-    first_peak = max(first_peak, peak + steady.baseline - setup.baseline)
-
-    limit = forward_s = fwd_bwd_s = None
-    if isinstance(trainer, RateBP):
-        twin = BPTT(model, 1, loss_scale=trainer.loss_scale, distill=trainer.distill).to(dev).train()
-        twin_step = _train_step(twin, x, y)
-        forward_s = statistics.median(_timed(lambda: run_spike(model, x, 1), repeats, warmup, dev))
-        fwd_bwd_s = statistics.median(_timed(twin_step, repeats, warmup, dev))
-        limit = T * forward_s + fwd_bwd_s
-
-    return {
-        "method": method,
-        "T": T,
-        "step_s": statistics.median(times),
-        "peak_mem_bytes": peak,
-        "limit_s": limit,
-        "device": dev.type,
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
-        "threads": torch.get_num_threads(),
-        "batch": batch,
-        "arch": arch,
-        "torch": torch.__version__,
-        "input_shape": list(input_shape),
-        "num_classes": num_classes,
-        "repeats": repeats,
-        "warmup": warmup,
-        "step_times_s": times,
-        "limit_forward_s": forward_s,
-        "limit_fwd_bwd_s": fwd_bwd_s,
-        "first_steps_peak_mem_bytes": first_peak,
-        "mem_method": steady.method,
-        "params": sum(p.numel() for p in trainer.parameters()),
-    }
-
-
 # ----------------------------------------------------------------------------- parent side
+
+
+def bench_inputs(arch: str, dataset: Optional[str] = None, input_shape: Optional[Sequence[int]] = None,
+                 num_classes: Optional[int] = None) -> tuple[list[int], int, bool]:
+    """``(input_shape, num_classes, event)`` of a benchmark: given ones win, then the data set's,
+    then those of the data set the arch is built for (CIFAR for the others)."""
+    from esdsnn.errors import ConfigError
+
+    name = dataset or ARCH_DATASETS.get(arch, "cifar10")
+    if name not in DATASET_INPUTS:
+        raise ConfigError(f"unknown dataset {name!r} for bench: choose one of {', '.join(DATASET_INPUTS)} "
+                          "(or give --input-shape and --num-classes)")
+    shape, classes, event = DATASET_INPUTS[name]
+    return [int(v) for v in (input_shape or shape)], int(num_classes or classes), event
+
+
+def timestamped_dir(root: str | Path = DEFAULT_OUT_ROOT) -> Path:
+    """A new folder ``root/<UTC time>`` (a suffix if two runs start in the same second)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out, k = Path(root) / stamp, 1
+    while out.exists():
+        out, k = Path(root) / f"{stamp}-{k}", k + 1
+    return out
+
+
+def prepare_out_dir(out_dir: Optional[str | Path], overwrite: bool = False) -> Path:
+    """The folder a benchmark writes into, created and checked writable: a fresh timestamped one
+    by default; a given one must not already hold another run's files unless ``overwrite`` (which
+    removes them first), so two runs' files never mix. Problems are one-line ConfigErrors."""
+    from esdsnn.errors import ConfigError
+
+    out = timestamped_dir() if out_dir is None else Path(out_dir)
+    old = [out / n for n in BENCH_FILES if (out / n).exists()]
+    if old and not overwrite:
+        raise ConfigError(f"{out} already holds a benchmark ({', '.join(p.name for p in old)}): choose a new --out, "
+                          "leave --out out for a timestamped folder, or pass --overwrite")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for p in old:
+            p.unlink()
+        probe = out / ".bench-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the benchmark to {out}: {exc.strerror or exc}") from None
+    return out
 
 
 def _worker_command(cfg: dict) -> list[str]:
@@ -232,37 +134,56 @@ def _worker_command(cfg: dict) -> list[str]:
         "--arch", cfg["arch"], "--method", cfg["method"], "--T", str(cfg["T"]), "--batch", str(cfg["batch"]),
         "--threads", str(cfg["threads"]), "--input-shape", ",".join(map(str, cfg["input_shape"])),
         "--num-classes", str(cfg["num_classes"]), "--repeats", str(cfg["repeats"]), "--warmup", str(cfg["warmup"]),
-        "--device", cfg["device"],
+        "--device", cfg["device"], "--neurons", cfg.get("neurons", "eager"), *(["--event"] if cfg.get("event") else []),
     ]
 
 
-def _run_worker(cfg: dict, timeout_s: Optional[float]) -> dict:
-    """Run one configuration in a fresh interpreter and parse its JSON line."""
+def _worker_env(cfg: dict) -> dict:
+    """The worker's environment: thread counts, this esdsnn first on the path, and for the
+    SpikingJelly baseline the directory in ``ESDSNN_SPIKINGJELLY_PATH`` (e.g. a ``pip --target``
+    install of SpikingJelly 2.0.0) before the environment's own."""
     import esdsnn
 
     env = dict(os.environ)
     threads = str(cfg["threads"])
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    src = str(Path(esdsnn.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = [str(Path(esdsnn.__file__).resolve().parents[1])]
+    if cfg["method"] in BASELINE_METHODS and env.get(SPIKINGJELLY_PATH_ENV):
+        paths.append(env[SPIKINGJELLY_PATH_ENV])
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def failure_reason(returncode: int, stderr: str) -> str:
+    """One line on why a worker gave no record: out of memory (killed by the OS, or an allocation
+    that failed) with the fix, else the last line it wrote."""
+    if returncode == -9:
+        return out_of_memory_message("the worker was killed by the OS, signal 9")
+    if returncode < 0:
+        return f"worker killed by signal {-returncode}"
+    tail = [line for line in stderr.strip().splitlines() if line.strip()]
+    last = tail[-1] if tail else "no output"
+    if "can't allocate memory" in last or "out of memory" in last.lower():
+        return out_of_memory_message(last.strip()[:160])
+    return f"worker exited with code {returncode}: {last}"
+
+
+def _run_worker(cfg: dict, timeout_s: Optional[float]) -> dict:
+    """Run one configuration in a fresh interpreter and parse its JSON line."""
     failed = {k: cfg.get(k) for k in RECORD_KEYS}
     failed.update(step_s=None, peak_mem_bytes=None, limit_s=None, torch=torch.__version__)
     try:
-        proc = subprocess.run(_worker_command(cfg), capture_output=True, text=True, env=env, timeout=timeout_s)
+        proc = subprocess.run(_worker_command(cfg), capture_output=True, text=True, env=_worker_env(cfg), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {**failed, "error": f"timed out after {timeout_s} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             try:
-                return json.loads(line)
+                record = json.loads(line)
             except ValueError:
                 break
-    if proc.returncode < 0:
-        why = f"worker killed by signal {-proc.returncode}" + (" (out of memory?)" if proc.returncode == -9 else "")
-    else:
-        tail = [l for l in proc.stderr.strip().splitlines() if l.strip()]
-        why = f"worker exited with code {proc.returncode}: {tail[-1] if tail else 'no output'}"
-    return {**failed, "error": why}
+            return {**failed, **record} if "error" in record else record
+    return {**failed, "error": failure_reason(proc.returncode, proc.stderr)}
 
 
 def _mib(b: Optional[float]) -> str:
@@ -273,33 +194,53 @@ def _secs(s: Optional[float]) -> str:
     return "—" if s is None else f"{s:.4f}" if s < 1 else f"{s:.3f}"
 
 
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return "—" if not a or not b else f"{a / b:.2f}"
+
+
+def _label(record: dict) -> str:
+    """A record's method, marked when its neuron loops were compiled."""
+    return record["method"] + (" (compiled)" if record.get("neurons") == "compiled" else "")
+
+
 def bench_markdown(records: Sequence[dict]) -> str:
-    """The Markdown table of ``bench.md``, from saved records only."""
+    """The Markdown table of ``bench.md``, from saved records only; with baseline records, each
+    row's time and memory as a multiple of the baseline's at the same T."""
     if not records:
         return "# Training-step benchmark\n\nno records\n"
     r0 = next((r for r in records if "error" not in r), records[0])
     shape = "×".join(str(s) for s in r0.get("input_shape") or [])
+    baseline = {r["T"]: r for r in records if r["method"] in BASELINE_METHODS and "error" not in r}
+    versions = sorted({r["baseline"] for r in baseline.values() if r.get("baseline")})
     lines = [
         "# Training-step benchmark",
         "",
-        f"`{r0['arch']}`, input {shape}, {r0.get('num_classes')} classes, batch {r0['batch']}, device {r0['device']} ({r0.get('device_name')}), "
+        f"`{r0['arch']}`, input {shape}{' event frames' if r0.get('event') else ''}, {r0.get('num_classes')} classes, "
+        f"batch {r0['batch']}, device {r0['device']} ({r0.get('device_name')}), "
         f"{r0['threads']} thread(s), torch {r0['torch']}. One step = forward + backward + SGD step on random data; "
         f"time = median of {r0.get('repeats')} step(s) after {r0.get('warmup')} warm-up step(s). Peak memory: each "
         f"configuration in a fresh process, peak of the timed steps above the baseline after warm-up "
         f"({r0.get('mem_method')}). RateBP limit = T no-grad forwards at T = 1 + one training step at T = 1 "
-        "(RateBP-based methods).",
+        "(RateBP-based methods)." + (f" Baseline: {', '.join(versions)} BPTT on the same network (`spikingjelly-bptt`)."
+                                     if versions else ""),
         "",
-        "| method | T | step (s) | RateBP limit (s) | step / limit | peak memory (MiB) |",
-        "|---|---|---|---|---|---|",
     ]
+    head = "| method | T | step (s) | RateBP limit (s) | step / limit | peak memory (MiB) |"
+    rule = "|---|---|---|---|---|---|"
+    if baseline:
+        head, rule = head + " time / SJ BPTT | memory / SJ BPTT |", rule + "---|---|"
+    lines += [head, rule]
     for r in records:
+        name = _label(r)
         if "error" in r:
-            lines.append(f"| {r['method']} | {r['T']} | failed: {r['error']} | | | |")
+            lines.append(f"| {name} | {r['T']} | failed: {r['error']} | | | |" + (" | |" if baseline else ""))
             continue
-        ratio = "—" if not r.get("limit_s") else f"{r['step_s'] / r['limit_s']:.2f}"
-        lines.append(
-            f"| {r['method']} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('limit_s'))} | {ratio} | {_mib(r['peak_mem_bytes'])} |"
-        )
+        row = (f"| {name} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('limit_s'))} | "
+               f"{_ratio(r['step_s'], r.get('limit_s'))} | {_mib(r['peak_mem_bytes'])} |")
+        if baseline:
+            b = baseline.get(r["T"], {})
+            row += f" {_ratio(r['step_s'], b.get('step_s'))} | {_ratio(r['peak_mem_bytes'], b.get('peak_mem_bytes'))} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
@@ -310,22 +251,32 @@ def run_bench(
     Ts: Sequence[int] = DEFAULT_TS,
     batch: Optional[int] = None,
     threads: Optional[int] = None,
-    input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE,
-    num_classes: int = 10,
+    input_shape: Optional[Sequence[int]] = None,
+    num_classes: Optional[int] = None,
+    dataset: Optional[str] = None,
+    baseline: Optional[str] = None,
+    neurons: str = "eager",
     repeats: int = 5,
     warmup: int = 2,
     device: Optional[str] = None,
-    out_dir: str | Path = "bench",
+    out_dir: Optional[str | Path] = None,
+    overwrite: bool = False,
     progress: bool = True,
     timeout_s: Optional[float] = None,
 ) -> list[dict]:
     """Benchmark one training step for every method × T, each in a fresh process.
 
     Defaults: ``device`` CUDA when available, else CPU; ``batch`` 128 on CUDA, 32 on CPU;
-    ``threads`` this process's torch thread count. Writes ``bench.json`` (a list of records with
-    ``method, T, step_s, peak_mem_bytes, limit_s, device, threads, batch, arch, torch`` and details),
-    ``bench.md`` and ``bench.png`` into ``out_dir``; returns the records. A configuration whose
-    worker fails (e.g. out of memory) gets a record with ``error`` and ``None`` figures.
+    ``threads`` this process's torch thread count; input shape and classes from ``dataset``, else
+    from the data set ``arch`` is built for (:func:`bench_inputs`); ``out_dir`` a new
+    ``bench/<UTC time>`` folder (:func:`prepare_out_dir`). ``baseline="spikingjelly"`` adds
+    SpikingJelly's BPTT on the same network (method ``spikingjelly-bptt``) at every T.
+    ``neurons``: esdsnn's neuron loops ``eager``, ``compiled`` (torch.compile) or ``both``. Writes
+    ``bench.json`` (a list of records with ``method, T, step_s, peak_mem_bytes, limit_s, device,
+    threads, batch, arch, torch`` and details), ``bench.md`` and ``bench.png`` into the folder
+    (the caller that needs the folder's name prepares it: ``run_bench(out_dir=prepare_out_dir())``);
+    returns the records. A configuration whose worker fails (e.g. out of memory) gets a record with ``error``
+    (one line, with the fix for out of memory) and ``None`` figures.
     """
     from tqdm.auto import tqdm
 
@@ -341,8 +292,13 @@ def run_bench(
     bad = [m for m in methods if m not in list_methods()]
     if bad or not methods:
         raise ConfigError(f"unknown method(s) {bad}: choose from {', '.join(list_methods())}")
+    if baseline is not None and baseline not in BASELINES:
+        raise ConfigError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    if neurons not in NEURON_LOOPS:
+        raise ConfigError(f"neurons must be one of {', '.join(NEURON_LOOPS)}, got {neurons!r}")
     if not Ts or any(not isinstance(T, int) or T < 1 for T in Ts):
         raise ConfigError(f"T values must be integers >= 1, got {list(Ts)}")
+    input_shape, num_classes, event = bench_inputs(arch, dataset, input_shape, num_classes)
     if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
         raise ConfigError(f"input_shape must be C,H,W, got {tuple(input_shape)}")
     batch = batch or (128 if device.startswith("cuda") else 32)
@@ -350,12 +306,13 @@ def run_bench(
     if batch < 1 or threads < 1 or repeats < 1 or warmup < 0:
         raise ConfigError("batch, threads and repeats must be >= 1, warmup >= 0")
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir, overwrite)
+    runs = [(m, loops) for m in methods for loops in NEURON_LOOPS[neurons]]
+    runs += [(BASELINES[baseline], "eager")] if baseline else []
     configs = [
-        dict(arch=arch, method=m, T=int(T), batch=batch, threads=threads, input_shape=[int(s) for s in input_shape],
-             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device)
-        for m in methods for T in Ts
+        dict(arch=arch, method=m, T=int(T), batch=batch, threads=threads, input_shape=input_shape,
+             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device, event=event, neurons=loops)
+        for m, loops in runs for T in Ts
     ]
     records: list[dict] = []
     bar = tqdm(configs, desc="bench", unit="config", disable=not progress)
@@ -370,7 +327,7 @@ def run_bench(
 
 def write_bench_files(records: Optional[Sequence[dict]], out_dir: str | Path) -> list[dict]:
     """Write ``bench.md`` and ``bench.png`` into ``out_dir`` from ``records`` (``None``: read the
-    saved ``bench.json`` there); returns the records."""
+    saved ``bench.json`` there); returns the records. The plot names the baseline's version."""
     from .plots import plot_bench
 
     out = Path(out_dir)
@@ -378,7 +335,8 @@ def write_bench_files(records: Optional[Sequence[dict]], out_dir: str | Path) ->
         records = json.loads((out / BENCH_JSON).read_text())
     records = list(records)
     write_text_atomic(out / BENCH_MD, bench_markdown(records))
-    plot_bench(records, out / BENCH_PNG)
+    labelled = [{**r, "method": f"{r['method']} ({r['baseline']})" if r.get("baseline") else _label(r)} for r in records]
+    plot_bench(labelled, out / BENCH_PNG)
     return records
 
 
@@ -399,6 +357,30 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _worker_main(args: argparse.Namespace) -> int:
+    """Measure one configuration and print its record as one JSON line; running out of memory is
+    a record with a one-line ``error`` (and exit code 3), not a traceback."""
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        record = measure_config(
+            arch=args.arch, method=args.method, T=args.T, batch=args.batch or (128 if device.startswith("cuda") else 32),
+            threads=args.threads or torch.get_num_threads(), input_shape=args.input_shape or DEFAULT_INPUT_SHAPE,
+            num_classes=args.num_classes or 10, repeats=args.repeats, warmup=args.warmup, device=device, event=args.event,
+            neurons=args.neurons,
+        )
+    except Exception as exc:
+        from esdsnn.errors import EsdsnnError
+
+        if not (is_out_of_memory(exc) or isinstance(exc, EsdsnnError)):
+            raise
+        why = out_of_memory_message(type(exc).__name__) if is_out_of_memory(exc) else str(exc).splitlines()[0]
+        print(json.dumps({"method": args.method, "T": args.T, "error": why}), flush=True)
+        print(f"bench worker: {why}", file=sys.stderr, flush=True)
+        return 3
+    print(json.dumps(record), flush=True)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m esdsnn.analysis.bench`` (a whole benchmark) or ``... --worker`` (one configuration)."""
     p = argparse.ArgumentParser(prog="python -m esdsnn.analysis.bench", description=__doc__.splitlines()[0])
@@ -410,30 +392,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--Ts", type=_ints, default=list(DEFAULT_TS))
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--input-shape", type=_shape, default=DEFAULT_INPUT_SHAPE)
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-shape", type=_shape, default=None)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--event", action="store_true", help="(worker) event frames [T, B, C, H, W] as input")
+    p.add_argument("--baseline", default=None, choices=sorted(BASELINES))
+    p.add_argument("--neurons", default="eager", choices=list(NEURON_LOOPS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default="bench")
+    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.worker:
         if args.method is None or args.T is None:
             p.error("--worker needs --method and --T")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        record = measure_config(
-            arch=args.arch, method=args.method, T=args.T, batch=args.batch or (128 if device.startswith("cuda") else 32),
-            threads=args.threads or torch.get_num_threads(), input_shape=args.input_shape, num_classes=args.num_classes,
-            repeats=args.repeats, warmup=args.warmup, device=device,
-        )
-        print(json.dumps(record), flush=True)
-        return 0
+        return _worker_main(args)
+    out = prepare_out_dir(args.out)
     records = run_bench(
         arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
-        threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, repeats=args.repeats,
-        warmup=args.warmup, device=args.device, out_dir=args.out,
+        threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
+        baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device,
+        out_dir=out,
     )
     print(bench_markdown(records))
+    print(f"results in {out}")
     return 0
 
 

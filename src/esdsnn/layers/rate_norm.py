@@ -54,14 +54,32 @@ class _RateNorm:
 
     def forward(self, x: Tensor) -> Tensor:
         state = current_pass(required=False)
+        synced = self.sync and group_size(self.process_group) > 1
+        once = state.static.one_step(x) if state is not None and state.static is not None and not synced else None
+        if once is not None:  # T equal steps: the statistics of one copy are those of all T
+            return state.static.repeat(self._static_forward(once, state))
         if not self.training or (state is not None and state.kind == "spike"):
             return super().forward(x)
-        synced = self.sync and group_size(self.process_group) > 1
         if state is None or state.kind == "bptt":
             return global_batch_norm(self, x, self.process_group) if synced else super().forward(x)
         if state.kind == "spike_stage":
             return self._spike_stage(x, state, synced)
         return self._rate_stage(x, state.trace, synced)
+
+    def _static_forward(self, once: Tensor, state: PassState) -> Tensor:
+        """BatchNorm of ``state.steps`` copies of ``once``, computed on ``once``: the same batch
+        statistics and normalised values; the running variance takes the unbiased correction of
+        all T·B samples, as the general path does."""
+        if not self.training or state.kind == "spike":
+            return super().forward(once)
+        out, mean, invstd = torch.native_batch_norm(once, self.weight, self.bias, None, None, True, 0.0, self.eps)
+        with torch.no_grad():
+            var = invstd.detach().pow(-2).sub_(self.eps).clamp_min_(0.0)
+            count = torch.tensor(float(state.steps * once.numel() // once.shape[1]), dtype=torch.float64)
+            update_running_stats(self, mean.detach(), var, count)
+        if state.kind == "spike_stage":
+            state.trace.record_norm(self, mean.detach(), var)
+        return out
 
     @torch.no_grad()
     def _spike_stage(self, x: Tensor, state: PassState, synced: bool) -> Tensor:

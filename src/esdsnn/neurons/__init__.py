@@ -2,10 +2,11 @@
 from .lif import (
     LIF, LIFConfig, charge, compile_neurons_, lif_multistep, lif_rate_eligibility, lif_spikes, lif_step, reset,
 )
+from .fused import lif_multistep_fused
 from .spikes import PackedSpikes, pack_spikes, unpack_spikes
 from .surrogate import SURROGATES, AtanSurrogate, SigmoidSurrogate, Surrogate
 
 __all__ = [
     "AtanSurrogate", "LIF", "LIFConfig", "PackedSpikes", "SURROGATES", "SigmoidSurrogate", "Surrogate", "charge", "compile_neurons_",
-    "lif_multistep", "lif_rate_eligibility", "lif_spikes", "lif_step", "pack_spikes", "reset", "unpack_spikes",
+    "lif_multistep", "lif_multistep_fused", "lif_rate_eligibility", "lif_spikes", "lif_step", "pack_spikes", "reset", "unpack_spikes",
 ]

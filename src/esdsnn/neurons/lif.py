@@ -2,7 +2,8 @@
 
 Per step: charge ``h_t = λ·u_{t-1} + x_t`` (:func:`charge`); fire ``s_t = H(h_t − θ)``; reset
 (:func:`reset`) soft ``u_t = h_t − θ·s_t`` or hard ``u_t = h_t·(1 − s_t) + v_reset·s_t``.
-BPTT unrolls :func:`lif_step` under autograd (:func:`lif_multistep`); the no-grad passes run the
+BPTT runs the loop as one autograd node (:func:`~esdsnn.neurons.fused.lif_multistep_fused`, equal
+to unrolling :func:`lif_step` under autograd, :func:`lif_multistep`); the no-grad passes run the
 same charge/fire/reset in place (:func:`lif_spikes`), and RateBP's spike stage also accumulates
 the rate and the eligibility ``e = ∂(mean_t s_t)/∂x`` of a constant input
 (:func:`lif_rate_eligibility`), with ``σ'`` from the configuration's surrogate object, the one
@@ -13,94 +14,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Literal, NamedTuple, Optional
+import os
+import warnings
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
 
-from ..fields import check_choices, option
 from ..runtime.context import current_pass
+from .fused import lif_multistep_fused
 from .spikes import pack_spikes
-from .surrogate import SURROGATES, Surrogate
-
-ResetMode = Literal["soft", "hard"]
-IF_LOGIT = 50.0
-
-
-@dataclass(frozen=True)
-class LIFConfig:
-    """Everything that configures a LIF layer; a model takes one for all its layers."""
-
-    decay: float = option(0.2, "membrane decay factor lambda, in (0, 1] (1: integrate-and-fire)")
-    threshold: float = option(1.0, "firing threshold")
-    reset: ResetMode = option("soft", "reset rule: soft (subtract threshold) or hard (set to v_reset)")
-    v_reset: float = option(0.0, "membrane value after a hard reset")
-    detach_reset: bool = option(True, "stop the gradient through the reset")
-    learnable_decay: bool = option(False, "learn the decay factor (BPTT-based methods)")
-    surrogate: Literal["sigmoid", "atan"] = option("sigmoid", "surrogate derivative: sigmoid or atan")
-    surrogate_alpha: float = option(4.0, "steepness alpha of the surrogate derivative")
-
-    def __post_init__(self) -> None:
-        check_choices(self)
-        if not 0.0 < self.decay <= 1.0:
-            raise ValueError(f"decay must be in (0, 1], got {self.decay}")
-        if self.decay == 1.0 and self.learnable_decay:
-            raise ValueError("decay 1 (integrate-and-fire) cannot be learnable: use a decay below 1")
-        if not self.threshold > 0:
-            raise ValueError(f"threshold must be > 0, got {self.threshold}")
-        if not self.surrogate_alpha > 0:
-            raise ValueError(f"surrogate_alpha must be > 0, got {self.surrogate_alpha}")
-
-    @functools.cached_property
-    def surrogate_fn(self) -> Surrogate:
-        """The surrogate object both BPTT and RateBP's eligibilities use."""
-        return SURROGATES[self.surrogate](self.surrogate_alpha)
-
-    def initial_membrane(self, like: Tensor) -> Tensor:
-        """``u_0``: 0 for soft reset, ``v_reset`` for hard reset.
-
-        The membrane (and with it the eligibility and rate accumulators) is float32 when the
-        activations are float16/bfloat16 (mixed precision): threshold tests and the leaky sum stay
-        exact to float32, only the spikes (exactly 0 or 1) are stored in the activations' type.
-        """
-        dtype = torch.float32 if like.dtype in (torch.float16, torch.bfloat16) else like.dtype
-        if self.reset == "hard" and self.v_reset != 0.0:
-            return torch.full_like(like, self.v_reset, dtype=dtype)
-        return torch.zeros_like(like, dtype=dtype)
-
-
-# ---- the step ---------------------------------------------------------------------------------
-def charge(u: Tensor, x: Tensor, decay: Tensor | float, *, inplace: bool = False) -> Tensor:
-    """``h = λ·u + x`` (``inplace``: into ``u``'s storage, which is dead after the charge)."""
-    return u.mul_(decay).add_(x) if inplace else decay * u + x
-
-
-def reset(h: Tensor, s: Tensor, p: LIFConfig, *, inplace: bool = False) -> Tensor:
-    """The next membrane from ``h`` and the spikes ``s`` (``inplace``: overwrites ``h``)."""
-    if p.reset == "soft":
-        if not inplace:
-            return h - p.threshold * s
-        return h.sub_(s) if p.threshold == 1.0 else h.sub_(s, alpha=p.threshold)
-    if not inplace:
-        return h * (1.0 - s) + p.v_reset * s
-    return h.mul_(1.0 - s).add_(s, alpha=p.v_reset) if p.v_reset != 0.0 else h.mul_(1.0 - s)
-
-
-def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Tensor, Tensor]:
-    """One differentiable LIF step: returns ``(spike, next_membrane)``."""
-    h = charge(u, x, decay)
-    s = p.surrogate_fn.spike(h - p.threshold)
-    return s, reset(h, s.detach() if p.detach_reset else s, p)
-
-
-def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFConfig) -> Tensor | float:
-    """``∂u_t/∂h_t`` by the reset rule (SPEC §3 table); ``sg`` is ``σ'(h_t − θ)``."""
-    if p.reset == "soft":
-        return 1.0 if p.detach_reset else 1.0 - p.threshold * sg
-    if p.detach_reset:
-        return 1.0 - s
-    return 1.0 - s + (p.v_reset - h) * sg
+from .step import IF_LOGIT, LIFConfig, ResetMode, charge, lif_step, membrane_derivative, reset
 
 
 # ---- the loops over time ----------------------------------------------------------------------
@@ -192,13 +116,48 @@ class LIFKernels(NamedTuple):
     spikes: Callable[..., Tensor]
 
 
-EAGER_KERNELS = LIFKernels(lif_multistep, lif_rate_eligibility, lif_spikes)
+#: BPTT through the fused node (one autograd node a layer, see :mod:`esdsnn.neurons.fused`);
+#: :func:`lif_multistep` is the autograd loop it is tested against.
+EAGER_KERNELS = LIFKernels(lif_multistep_fused, lif_rate_eligibility, lif_spikes)
 
 
 @functools.lru_cache(maxsize=None)
 def compiled_kernels() -> LIFKernels:
-    """The kernels through ``torch.compile`` (built once, compiled on first use per shape)."""
-    return LIFKernels(*(torch.compile(fn) for fn in EAGER_KERNELS))
+    """The kernels through ``torch.compile`` (built once, compiled on first use per shape). BPTT
+    keeps its one autograd node and compiles the node's forward and backward loops."""
+    from .fused import bptt_backward, bptt_forward
+
+    multistep = functools.partial(lif_multistep_fused, forward_loop=_with_fallback(torch.compile(bptt_forward), bptt_forward),
+                                  backward_loop=_with_fallback(torch.compile(bptt_backward), bptt_backward))
+    return LIFKernels(multistep, *(_with_fallback(torch.compile(fn), fn) for fn in EAGER_KERNELS[1:]))
+
+
+def _with_fallback(compiled: Callable, eager: Callable) -> Callable:
+    """``compiled``, or ``eager`` from the first call on which compiling fails (no compiler for
+    this device, say), with one warning that says so."""
+    failed: list[BaseException] = []
+
+    @functools.wraps(eager)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as exc:  # a compiler or backend failure; the eager call re-raises real errors
+                failed.append(exc)
+                warnings.warn(f"compiled neuron loop {eager.__name__} failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}); running it eagerly", RuntimeWarning)
+        return eager(*args, **kwargs)
+
+    return call
+
+
+def kernels_for(device: torch.device, chosen: LIFKernels) -> LIFKernels:
+    """The loops a layer runs on ``device``: on CUDA the eager default becomes the compiled loops
+    (fused kernels, eager fallback) unless ``ESDSNN_EAGER_NEURONS=1``; anything chosen explicitly
+    (:func:`compile_neurons_`, a user's kernels) is kept."""
+    if chosen is EAGER_KERNELS and device.type == "cuda" and os.environ.get("ESDSNN_EAGER_NEURONS") != "1":
+        return compiled_kernels()
+    return chosen
 
 
 def compile_neurons_(model: nn.Module) -> int:
@@ -222,8 +181,8 @@ class LIF(nn.Module):
     by default, a parameter with ``learnable_decay=True`` (trained by the BPTT methods). In the
     no-grad passes the spikes come back packed, one byte a value
     (:class:`~esdsnn.neurons.spikes.PackedSpikes`, read as floats by any consumer); BPTT and the
-    rate stage get plain floats. ``kernels``: the time loops it runs (eager by default; see
-    :func:`compile_neurons_`).
+    rate stage get plain floats. ``kernels``: the time loops it runs (eager by default, compiled
+    on CUDA, see :func:`kernels_for`; :func:`compile_neurons_` compiles them anywhere).
     """
 
     kernels: LIFKernels = EAGER_KERNELS
@@ -256,15 +215,16 @@ class LIF(nn.Module):
                 raise RuntimeError(f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}")
             return _RateWithEligibility.apply(x, record.rate, record.eligibility)
         x_seq = x.view(state.steps, -1, *x.shape[1:])
+        kernels = kernels_for(x.device, self.kernels)
         if state.kind == "bptt":
-            return self.kernels.multistep(x_seq, self.decay, p).flatten(0, 1)
+            return kernels.multistep(x_seq, self.decay, p).flatten(0, 1)
         packed = state.memory.compact_spikes
         out = torch.empty_like(x_seq, dtype=torch.uint8) if packed else None
         if state.kind == "spike_stage":
-            spikes, rate, eligibility = self.kernels.rate_eligibility(x_seq, self.decay.detach(), p, out=out)
+            spikes, rate, eligibility = kernels.rate_eligibility(x_seq, self.decay.detach(), p, out=out)
             state.trace.record_neuron(self, rate, eligibility)
         else:
-            spikes = self.kernels.spikes(x_seq, self.decay.detach(), p, out=out)
+            spikes = kernels.spikes(x_seq, self.decay.detach(), p, out=out)
         spikes = spikes.flatten(0, 1)
         return pack_spikes(spikes, x.dtype) if packed else spikes
 

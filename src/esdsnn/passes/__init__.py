@@ -4,11 +4,12 @@ from .inputs import rate_input, spike_input
 from .ratebp import run_rate_stage, run_spike_stage
 from .readout import readout, run_model, submodules
 from .spike import run_bptt, run_spike, run_spike_intermediates
+from ..runtime.precision import native_bf16, use_spike_dtype
 from ..runtime.trace import NeuronRecord, NormRecord, Trace
 
 __all__ = [
     "MemorySaving", "NeuronRecord", "NormRecord", "PassState", "Trace", "current_pass", "rate_input", "readout", "run_model",
     "run_bptt", "run_rate_stage", "run_spike", "run_spike_intermediates", "run_spike_stage", "spike_input",
     "submodules",
-    "use_pass",
+    "native_bf16", "use_pass", "use_spike_dtype",
 ]

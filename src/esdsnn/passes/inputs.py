@@ -1,7 +1,11 @@
 """Turn a batch into what each pass feeds the model."""
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor
+
+from ..runtime.static import StaticSteps
 
 
 def spike_input(x: Tensor, T: int) -> Tensor:
@@ -27,3 +31,14 @@ def spike_input(x: Tensor, T: int) -> Tensor:
 def rate_input(x: Tensor) -> Tensor:
     """Time-averaged input of the rate stage: the image itself, or the mean event frame."""
     return x.mean(0) if x.dim() == 5 else x
+
+
+def static_spike_input(x: Tensor, T: int, enabled: bool = True) -> tuple[Tensor, Optional[StaticSteps]]:
+    """:func:`spike_input` and, for a static image at T > 1 (``enabled``), the record that its T
+    steps repeat ``x`` (so the first layers compute on one copy)."""
+    folded = spike_input(x, T)
+    if not enabled or T == 1 or x.dim() != 4:
+        return folded, None
+    static = StaticSteps(T)
+    static.mark(folded, x)
+    return folded, static

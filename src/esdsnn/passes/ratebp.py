@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from ..runtime.context import MemorySaving, PassState, use_pass
-from .inputs import rate_input, spike_input
+from ..runtime.precision import spike_dtype_for
+from .inputs import rate_input, static_spike_input
 from .readout import run_model
 from ..runtime.trace import Trace
 
@@ -20,8 +21,9 @@ def run_spike_stage(model: nn.Module, x: Tensor, T: int,
     Returns the spike-pass logits (free training accuracy) and the trace.
     """
     trace = Trace(T)
-    with use_pass(PassState("spike_stage", T, trace, memory)):
-        logits, _ = run_model(model, spike_input(x, T), T)
+    folded, static = static_spike_input(x, T, memory.static_input)
+    with use_pass(PassState("spike_stage", T, trace, memory, static, spike_dtype_for(x.device))):
+        logits, _ = run_model(model, folded, T)
     return logits, trace
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from ..runtime.context import MemorySaving, PassState, use_pass
-from .inputs import spike_input
+from ..runtime.precision import spike_dtype_for
+from .inputs import static_spike_input
 from .readout import run_model
 
 
@@ -19,20 +20,23 @@ def run_bptt(model: nn.Module, x: Tensor, T: int, features: Sequence[str] = (),
     submodules named in ``features`` (what ESD branches see under BPTT). At T = 1 this is the
     plain one-step (ANN) pass on the image, or on the mean frame of event input.
     """
-    with use_pass(PassState("bptt", T, memory=memory)):
-        return run_model(model, spike_input(x, T), T, features)
+    folded, static = static_spike_input(x, T, memory.static_input)
+    with use_pass(PassState("bptt", T, memory=memory, static=static)):
+        return run_model(model, folded, T, features)
 
 
 @torch.no_grad()
 def run_spike(model: nn.Module, x: Tensor, T: int, memory: MemorySaving = MemorySaving()) -> Tensor:
     """Inference: logits ``[B, K]`` of the spike pass, no autograd, in the model's current mode."""
-    with use_pass(PassState("spike", T, memory=memory)):
-        return run_model(model, spike_input(x, T), T)[0]
+    folded, static = static_spike_input(x, T, memory.static_input)
+    with use_pass(PassState("spike", T, memory=memory, static=static, spike_dtype=spike_dtype_for(x.device))):
+        return run_model(model, folded, T)[0]
 
 
 @torch.no_grad()
 def run_spike_intermediates(model: nn.Module, x: Tensor, T: int, features: Sequence[str],
                             memory: MemorySaving = MemorySaving()) -> tuple[Tensor, list[Tensor]]:
     """Inference with the time mean of named submodules' outputs (e.g. a frozen teacher's features)."""
-    with use_pass(PassState("spike", T, memory=memory)):
-        return run_model(model, spike_input(x, T), T, features)
+    folded, static = static_spike_input(x, T, memory.static_input)
+    with use_pass(PassState("spike", T, memory=memory, static=static, spike_dtype=spike_dtype_for(x.device))):
+        return run_model(model, folded, T, features)

@@ -13,6 +13,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Iterator, Literal, Optional
 
+import torch
+
+from .static import StaticSteps
 from .trace import Trace
 
 PassKind = Literal["spike", "bptt", "spike_stage", "rate_stage"]
@@ -22,19 +25,23 @@ NO_GRAD_KINDS: tuple[str, ...] = ("spike", "spike_stage")
 
 @dataclass(frozen=True)
 class MemorySaving:
-    """How the passes save memory; every switch gives bit-identical results (tested), so they
+    """How the passes save memory and work; every switch gives the same results (tested), so they
     exist to verify that and to debug, not to tune.
 
     ``compact_spikes``: in the no-grad passes neurons return their spikes as 1-byte
     :class:`~esdsnn.neurons.spikes.PackedSpikes` (any consumer reads them as floats).
     ``inplace_norm``: in the spike stage a BatchNorm fed by a convolution normalises the
     convolution's fresh output in place. ``inplace_residual``: residual sums are written into
-    the (fresh) BatchNorm output instead of a third tensor.
+    the (fresh) BatchNorm output instead of a third tensor. ``static_input``: for direct-encoded
+    images (the same at every step) the first convolution and BatchNorm compute on one copy
+    instead of T (:mod:`esdsnn.runtime.static`; equal to float rounding of the statistics, the
+    others bit for bit).
     """
 
     compact_spikes: bool = True
     inplace_norm: bool = True
     inplace_residual: bool = True
+    static_input: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,17 @@ class PassState:
     autograd), ``spike_stage`` (RateBP's first stage: T steps, no autograd, neurons and norms
     write to ``trace``), ``rate_stage`` (RateBP's second stage: one step on rates, layers read
     ``trace``). ``steps``: time steps folded into the batch dimension of every activation.
+    ``static``: the activations known to repeat one step (the direct-encoded input), or ``None``.
+    ``spike_dtype``: the type of the no-grad passes' convolutions on spikes (``None``: the
+    weights' own; see :mod:`esdsnn.runtime.precision`).
     """
 
     kind: PassKind
     steps: int
     trace: Optional[Trace] = None
     memory: MemorySaving = field(default_factory=MemorySaving)
+    static: Optional[StaticSteps] = None
+    spike_dtype: Optional[torch.dtype] = None
 
     def __post_init__(self) -> None:
         if self.kind not in PASS_KINDS:

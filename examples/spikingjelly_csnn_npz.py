@@ -4,7 +4,7 @@
 The network is the CSNN of SpikingJelly's Fashion-MNIST tutorial (conv-BN-LIF-maxpool twice, a
 spiking hidden layer, a spiking output layer read as firing rates, MSE to the one-hot label, Adam
 1e-3), made small (``--channels 32`` instead of 128) so that it trains a useful number of steps
-on a CPU in a few minutes; multi-step mode, T = 4, surrogate ATan, one torch thread. Training
+on a CPU in a few minutes; multi-step mode, T = 4, surrogate ATan, ``--threads`` torch threads (2). Training
 stops at the first batch boundary after ``--seconds`` of training; the test pass is not counted
 in the budget. Needs SpikingJelly (``pip install --no-deps spikingjelly==0.0.0.0.14`` or 2.0.0).
 
@@ -53,8 +53,9 @@ def main() -> None:
     parser.add_argument("--T", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     d = np.load(args.data)
     x_train = torch.from_numpy(d["x_train"]).float().div_(255).unsqueeze(1)
@@ -87,7 +88,8 @@ def main() -> None:
             x = x_test[i:i + 256].unsqueeze(0).repeat(args.T, 1, 1, 1, 1)
             correct += int((net(x).mean(0).argmax(-1) == y_test[i:i + 256]).sum())
             functional.reset_net(net)
-    print(f"SpikingJelly {version('spikingjelly')} CSNN channels={args.channels}, T={args.T}, BPTT: {steps} steps "
+    print(f"SpikingJelly {version('spikingjelly')} CSNN channels={args.channels}, T={args.T}, BPTT, "
+          f"{args.threads} thread(s): {steps} steps "
           f"({seen / len(y_train):.2f} epochs, {seen / trained_s:.0f} samples/s) in {trained_s:.0f} s -> test accuracy "
           f"{correct / len(y_test):.2%}")
 

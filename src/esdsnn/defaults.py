@@ -8,11 +8,14 @@ Three kinds of data set (:class:`esdsnn.data.DatasetInfo`):
 - **the bundled digits**: a short run tuned to finish well within 3 minutes on 2 CPU cores;
 - **anything else** (``npz``, a registered loader): sized to the data once it is read
   (:func:`sized_defaults`): the model from the input size, the batch from the number of
-  training samples, a short budget of :data:`SIZED_EPOCHS` epochs, one CPU thread, and
+  training samples, a short budget of :data:`SIZED_EPOCHS` epochs, the free CPU cores, and
   ``val_fraction`` 0.1 (the best epoch is selected on held-out training data).
 """
 from __future__ import annotations
 
+import functools
+import os
+import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
@@ -54,6 +57,43 @@ class DataFacts:
         return cls(tuple(bundle.input_shape), bundle.num_classes, bundle.num_train, bundle.time_steps)
 
 
+def busy_cores(interval: float = 0.3) -> Optional[float]:
+    """How many cores other work keeps busy now: the non-idle share of ``/proc/stat`` over
+    ``interval`` seconds (Linux), times the core count; None where it cannot be read."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=1)
+def free_cores_choice() -> Choice:
+    """CPU threads for a small model: the cores that are free when the run starts, at least 1.
+    Two threads on two idle cores train a small model about 1.5× faster than one, but many times
+    slower once another job takes a core, so a session that sees its steps slow down drops to one
+    thread (:class:`esdsnn.train.progress.ThreadGuard`). Decided once per process."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    busy = busy_cores()
+    if busy is None:  # pragma: no cover - not Linux
+        return Choice(1, "one thread is fastest for small models on a shared CPU")
+    free = max(1, min(cores, int(cores - busy + 0.5)))
+    return Choice(free, f"{free} of {cores} core(s) free at the start ({busy:.1f} busy); back to 1 if steps slow down")
+
+
 def fixed_defaults(dataset: str) -> dict[str, Choice]:
     """The defaults known before the data is read (all of them for recipes and digits)."""
     if dataset == "digits":
@@ -64,7 +104,7 @@ def fixed_defaults(dataset: str) -> dict[str, Choice]:
     return {
         "epochs": Choice(SIZED_EPOCHS, "a short budget for data without a recipe; raise --epochs for more"),
         "lr": Choice(0.1, "SGD with BatchNorm"),
-        "threads": Choice(1, "one thread is fastest for small models on a shared CPU"),
+        "threads": free_cores_choice(),
         "val_fraction": Choice(SIZED_VAL_FRACTION, "data without a recipe: the best epoch is selected on held-out data"),
     }
 

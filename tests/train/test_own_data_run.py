@@ -36,7 +36,7 @@ def _blobs(path, n_train=160, n_test=40, classes=4, size=10, seed=0):
 
 def _config(tmp_path, name, data, **changes):
     values = dict(dataset="npz", data_path=str(data), method="esd", T=2, epochs=2, batch_size=16,
-                  progress=False, report=False, tensorboard=False, out=str(tmp_path / name))
+                  progress=False, report=False, tensorboard=False, threads=1, out=str(tmp_path / name))
     values.update(changes)
     return TrainConfig.from_dict(values)
 
@@ -217,3 +217,20 @@ def test_an_event_npz_trains_with_every_kind_of_pass(tmp_path):
         result = loop.train(_config(tmp_path, method, data, method=method, T=3, epochs=2, batch_size=8))
         s = result.summary
         assert s["time_steps_of_data"] == 3 and s["input_shape"] == [2, 8, 8] and s["test_total"] == 8
+
+
+def test_thread_guard_drops_to_one_thread_when_steps_slow_down():
+    from esdsnn.train.progress import ThreadGuard
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        guard = ThreadGuard(window=4, factor=2.5)
+        guard.reference = 0.1
+        assert [guard.check(0.2) for _ in range(4)] == [None] * 4 and torch.get_num_threads() == 2  # 2× is load noise
+        lines = [guard.check(0.3) for _ in range(4)]  # once the median of the last 4 is 3× the first steps
+        assert lines[:2] == [None, None] and lines[3] is None
+        assert lines[2] == "steps slowed from 0.1 s to 0.3 s (another job on the cores?): 2 -> 1 thread for the rest of this session"
+        assert torch.get_num_threads() == 1 and guard.check(1.0) is None
+    finally:
+        torch.set_num_threads(before)

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 
 from esdsnn.config import RESUMABLE_FIELDS, TrainConfig
 from esdsnn.errors import CheckpointError, ConfigError
+from esdsnn.passes import use_spike_dtype
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import resolve_device, torch_threads
 from esdsnn.runs.checkpoint import LAST, load_latest
@@ -70,7 +71,8 @@ def train(
             warn=(warn or stderr_warning) if ctx.is_main else quiet,
             after_training=tuple(after_training),
         )
-        return session.run(resume)
+        with use_spike_dtype(config.run.spike_dtype):
+            return session.run(resume)
 
 
 def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:

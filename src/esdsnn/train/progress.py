@@ -90,6 +90,37 @@ class FirstStepsTimer:
         return None
 
 
+class ThreadGuard:
+    """Drops to one CPU thread when steps slow down: two intra-op threads on two cores become many
+    times slower as soon as another job takes a core. ``check`` after every step with its
+    duration; the reference is the first steps' time; returns a line to print when it acts."""
+
+    def __init__(self, window: int = 20, factor: float = 2.5) -> None:
+        self.window, self.factor = window, factor
+        self.reference: Optional[float] = None
+        self.recent: list[float] = []
+        self.done = False
+
+    def check(self, step_seconds: float) -> Optional[str]:
+        import statistics
+
+        import torch
+
+        if self.done or self.reference is None or torch.get_num_threads() <= 1:
+            return None
+        self.recent = (self.recent + [step_seconds])[-self.window:]
+        if len(self.recent) < self.window:
+            return None
+        slow = statistics.median(self.recent)
+        if slow <= self.factor * self.reference:
+            return None
+        self.done = True
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        return (f"steps slowed from {self.reference:.3g} s to {slow:.3g} s (another job on the cores?): "
+                f"{before} -> 1 thread for the rest of this session")
+
+
 def estimate_line(per_step: float, steps: int, steps_left: int, epochs_after: int) -> str:
     """The estimate printed after the first steps: per epoch and for the rest of the run."""
     left = per_step * (steps_left + steps * epochs_after)
@@ -105,4 +136,4 @@ def is_terminal(stream: TextIO = sys.stderr) -> bool:
         return False
 
 
-__all__ = ["EpochProgress", "FirstStepsTimer", "duration", "estimate_line", "is_terminal"]
+__all__ = ["EpochProgress", "FirstStepsTimer", "ThreadGuard", "duration", "estimate_line", "is_terminal"]

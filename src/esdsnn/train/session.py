@@ -22,18 +22,20 @@ from esdsnn.errors import CheckpointError, ConfigError, TrainingDiverged, brief
 from esdsnn.layers.sync_norm import convert_sync_batchnorm
 from esdsnn.methods import method_spec
 from esdsnn.neurons.lif import compile_neurons_
+from esdsnn.passes import native_bf16
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import build_method, build_model, build_training_data, load_teacher
 from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_checkpoint, load_latest, save_checkpoint
 from esdsnn.runs.fingerprint import data_fingerprint
-from esdsnn.runs.load import Measured, TrainedModel, measure
+from esdsnn.runs.load import TrainedModel
 from esdsnn.train import distributed
 from esdsnn.train.distributed import DistContext
 from esdsnn.train.interrupts import InterruptFlag, StopSignal
 from esdsnn.train.init_from import init_from
 from esdsnn.train.logging import TensorBoardLog, epoch_line, run_header
 from esdsnn.train.optim import extend_schedule, make_optimizer
-from esdsnn.train.progress import EpochProgress, FirstStepsTimer, estimate_line, is_terminal
+from esdsnn.train.selection import Selection
+from esdsnn.train.progress import EpochProgress, FirstStepsTimer, ThreadGuard, estimate_line, is_terminal
 from esdsnn.train.state import (
     RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
 )
@@ -89,7 +91,6 @@ class Session:
         self.started = time.perf_counter()
         self.state = RunState()
         self.step_timer = FirstStepsTimer()
-        self.best_weights: Optional[dict[str, torch.Tensor]] = None
         self.git = runfiles.git_revision() if ctx.is_main else None
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -162,6 +163,8 @@ class Session:
         if bundle.val is not None:
             self.val_batches = bundle.val.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.val
         self.selected_on = "val" if self.val_batches is not None else "test"
+        # threads chosen from the free cores (not by the user) drop to one when steps slow down
+        self.thread_guard = ThreadGuard() if "threads" in self.chosen and not ctx.distributed else None
         model = build_model(config, bundle)
         teacher = load_teacher(config, bundle, self.device) if self.spec.teacher_method else None
         method = build_method(config, model, teacher, input_shape=bundle.input_shape)
@@ -179,6 +182,7 @@ class Session:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.run.amp == "fp16")
         self.amp_dtype = AMP_DTYPES.get(config.run.amp)
         self.eval_T = self.spec.inference_steps(config.T)
+        self.selection = Selection(model, self.val_batches, self.test_batches, self.eval_T, ctx)
 
     def _create_run_dir(self, need: int) -> str:
         config = self.config
@@ -228,6 +232,7 @@ class Session:
     def _write_env(self, resumed: bool) -> None:
         run = self.config.run
         env = runfiles.run_environment(self.device, self.ctx.world_size, git=self.git, amp=run.amp,
+                                       spike_dtype=run.spike_dtype, native_bf16=native_bf16(self.device),
                                        compile=run.compile, channels_last=run.channels_last,
                                        data_fingerprint=self.fingerprint)
         path = self.run_dir / runfiles.ENV_FILE
@@ -256,13 +261,20 @@ class Session:
                                      epochs_left=epochs - epoch)
             try:
                 for i, (x, y) in enumerate(self.train_batches.iter_from(state.step), state.step):
+                    began = time.perf_counter()
                     stop_now = self._step(x, y, epoch, i, lr)
                     state.step = i + 1
                     progress.update(state.step, int(y.shape[0]) * ctx.world_size, state.mean("loss"),
                                     state.train_correct / max(state.seen, 1))
-                    per_step = self.step_timer.tick() if ctx.is_main else None
+                    per_step = self.step_timer.tick()
                     if per_step is not None:
                         self.echo(estimate_line(per_step, steps, steps - state.step, epochs - epoch))
+                    if self.thread_guard is not None:
+                        if per_step is not None:
+                            self.thread_guard.reference = per_step
+                        line = self.thread_guard.check(time.perf_counter() - began)
+                        if line:
+                            self.echo(line)
                     if state.step >= steps:
                         break
                     if stop_now:
@@ -323,29 +335,8 @@ class Session:
         row["train_acc"] = state.train_acc = state.train_correct / max(state.seen, 1)
         state.firing_rate = row.get("firing_rate")
         last = epoch == config.optim.epochs
-        selection: Optional[float] = None
-        if epoch % config.run.eval_every == 0 or last:
-            if self.val_batches is not None:
-                val = self._measure(self.val_batches)
-                row["val_acc"], row["val_loss"] = state.val_acc, state.val_loss = val.acc, val.loss
-                selection = val.acc
-            else:
-                selection = self._record_test(row)
-        improved = selection is not None and (
-            state.best_selection is None or selection > state.best_selection
-            or (self.val_batches is not None and selection == state.best_selection  # a tie on a small
-                and state.val_loss < (state.best_val_loss if state.best_val_loss is not None else math.inf)))
-        if improved and self.val_batches is not None:  # ... validation split: the lower loss wins
-            state.best_val_loss = state.val_loss
-        if improved:
-            state.best_selection, state.best_epoch = selection, epoch
-            if self.val_batches is None:
-                state.best_test_acc = selection
-            else:
-                state.best_val_acc = selection
-                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        if last and self.val_batches is not None:
-            self._record_test(row)
+        improved = self.selection.end_epoch(state, row, epoch, evaluate=epoch % config.run.eval_every == 0 or last,
+                                            last=last)
         row["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
         if self.metrics is not None:
             self.metrics.write(row)
@@ -356,37 +347,8 @@ class Session:
         if improved:
             self.checkpoint(BEST)
         if last and self.val_batches is not None:
-            self._test_best()
+            self.selection.test_best(state, lambda: load_checkpoint(self.run_dir / BEST, map_location=self.device)["model"])
         self.checkpoint(LAST)
-
-    def _measure(self, batches: Any) -> Measured:
-        figures = measure(self.model, batches, self.eval_T)
-        if self.ctx.distributed:
-            correct, total, loss_sum = self.ctx.sum(torch.tensor(
-                [figures.correct, figures.total, figures.loss_sum], dtype=torch.float64)).tolist()
-            figures = Measured(int(correct), int(total), loss_sum)
-        return figures
-
-    def _record_test(self, row: dict[str, Any]) -> float:
-        test = self._measure(self.test_batches)
-        state = self.state
-        state.test_acc, state.test_correct, state.test_total, state.test_loss = test.acc, test.correct, test.total, test.loss
-        row["test_acc"], row["test_loss"] = test.acc, test.loss
-        return test.acc
-
-    def _test_best(self) -> None:
-        """The test accuracy of the best (validation-selected) weights, measured once at the end."""
-        state = self.state
-        if state.best_epoch is None or state.best_epoch == state.epoch:
-            state.best_test_acc = state.test_acc
-            return
-        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        best = self.best_weights  # this session's, else (a resumed run) best.pt's
-        if best is None:
-            best = load_checkpoint(self.run_dir / BEST, map_location=self.device)["model"]
-        self.model.load_state_dict(best)
-        state.best_test_acc = self._measure(self.test_batches).acc
-        self.model.load_state_dict(final)
 
     def _finish(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Run the after-training callbacks (rank 0) and merge what they return into the summary;

@@ -77,8 +77,8 @@ class RunConfig:
     they do not change what is computed, beyond the floating-point details of another device."""
 
     out: Optional[str] = option(None, "run directory; default runs/<timestamp>-<method>")
-    threads: Optional[int] = option(None, "torch CPU threads; default: 1 on digits and data without a recipe, "
-                                          "else torch's setting", resumable=True)
+    threads: Optional[int] = option(None, "torch CPU threads; default: 1 on digits, the cores free at the start "
+                                          "on data without a recipe, else torch's setting", resumable=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", resumable=True)
     progress: bool = option(True, "show a progress bar per epoch on a terminal; elsewhere (a log file) one line "
                                   "every --log-every seconds", resumable=True)
@@ -253,10 +253,6 @@ class TrainConfig:
             if name not in info.augmentations and self.get(name):
                 raise ConfigError(f"--{name} does not apply to {self.dataset} (its augmentations: "
                                   f"{', '.join(info.augmentations) or 'none'}); drop it")
-
-    def fully_resolved(self) -> bool:
-        """Whether every data-dependent setting has a value (the data need not be read)."""
-        return all(self.get(k) is not None for k in DATA_DEPENDENT if k != "threads")
 
 
 def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:

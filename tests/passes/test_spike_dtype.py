@@ -105,8 +105,6 @@ def test_bf16_autocast_uses_the_cast_once_path():
 
 
 def test_auto_follows_native_support(monkeypatch):
-    conv = Conv2d(4, 4, 3, padding=1)
-    spikes = _spikes(2, 4, 5, 5)
     for native in (False, True):
         monkeypatch.setattr(precision, "native_bf16", lambda device, native=native: native)
         with use_spike_dtype("auto"):

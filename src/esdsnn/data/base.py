@@ -83,6 +83,12 @@ class DataBundle:
     def num_val(self) -> int:
         return _num_samples(self.val) or 0 if self.val is not None else 0
 
+    def facts(self) -> dict[str, object]:
+        """What a run records about its data (``summary.json``)."""
+        return {"num_classes": self.num_classes, "input_shape": list(self.input_shape),
+                "time_steps_of_data": self.time_steps, "num_train": self.num_train, "num_val": self.num_val,
+                "num_test": self.num_test}
+
     def rebatched(self, batch_size: int) -> "DataBundle":
         """The same data with training batches of ``batch_size`` (defaults sized to the data are
         chosen after it is read); evaluation keeps its batch size."""

@@ -138,9 +138,8 @@ class SpikeCounter:
     """Counts the spikes of every LIF of a model during one pass (BPTT: the spikes are tensors
     in the autograd graph; the count is detached), by forward hooks held only inside ``with``."""
 
-    def __init__(self, model: nn.Module, T: int) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.layers = [m for m in model.modules() if isinstance(m, LIF)]
-        self.T = T
         self.total: Optional[Tensor] = None
         self.count = 0
 

@@ -20,7 +20,7 @@ class BPTT(TrainingMethod):
         super().__init__(model, T, **kwargs)
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        with SpikeCounter(self.model, self.T) as spikes:
+        with SpikeCounter(self.model) as spikes:
             out = run_bptt(self.model, x, self.T, self.branch_taps, memory=self.memory)
         self.step_firing_rate = spikes.rate()
         return out

@@ -61,7 +61,7 @@ class ANNDistillation(TrainingMethod):
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self.kd.student_pass == "bptt":
-            with SpikeCounter(self.model, self.T) as spikes:
+            with SpikeCounter(self.model) as spikes:
                 out = run_bptt(self.model, x, self.T, [self.student_tap], memory=self.memory)
             self.step_firing_rate = spikes.rate()
             return out

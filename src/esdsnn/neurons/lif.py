@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..runtime.context import current_pass
 from .fused import lif_multistep_fused
 from .spikes import pack_spikes
-from .step import IF_LOGIT, LIFConfig, ResetMode, charge, lif_step, membrane_derivative, reset
+from .step import IF_LOGIT, LIFConfig, charge, lif_step, membrane_derivative, reset
 
 
 # ---- the loops over time ----------------------------------------------------------------------

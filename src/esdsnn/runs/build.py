@@ -75,6 +75,7 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
     validation split) and the defaults that were chosen, with their reasons. Refuses a batch
     larger than the training set.
     """
+    read_with = config.optim.batch_size or PROVISIONAL_BATCH
     bundle = build_data(config.replace(val_fraction=0.0), device)
     facts = DataFacts.of(bundle)
     if facts.num_train is not None:  # sized to what trains, after the validation split
@@ -83,13 +84,13 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
             facts.num_train, facts.num_classes, fraction))
     chosen = config.chosen_defaults(facts)
     config = config.resolved(facts)
-    if config.optim.batch_size != PROVISIONAL_BATCH and isinstance(bundle.train, TensorBatches):
+    if config.optim.batch_size != read_with and isinstance(bundle.train, TensorBatches):
         bundle = bundle.rebatched(config.optim.batch_size)
     bundle = hold_out_validation(bundle, config.val_fraction or 0.0, config.seed)
     n = bundle.num_train
     if n is not None and config.optim.batch_size > n:
         raise ConfigError(f"batch_size {config.optim.batch_size} is larger than the {n} training samples"
-                          + (f" left after the validation split" if bundle.val is not None else "")
+                          + (" left after the validation split" if bundle.val is not None else "")
                           + f"; use --batch-size {max(1, n // 4)} or less")
     return config, bundle, chosen
 
@@ -133,4 +134,5 @@ def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) 
     return teacher.to(device).eval().requires_grad_(False)
 
 
-__all__ = ["PROVISIONAL_BATCH", "build_data", "build_method", "build_training_data", "build_model", "load_teacher", "resolve_device", "torch_threads"]
+__all__ = ["PROVISIONAL_BATCH", "build_data", "build_method", "build_model", "build_training_data", "load_teacher",
+           "resolve_device", "torch_threads"]

@@ -1,7 +1,6 @@
 """What a training session shows while it runs: TensorBoard curves, one line per epoch, warnings."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 

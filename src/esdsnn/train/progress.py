@@ -121,6 +121,29 @@ class ThreadGuard:
                 f"{before} -> 1 thread for the rest of this session")
 
 
+class StepWatch:
+    """What the session checks after every step: the one estimate of the run's length after the
+    first steps, and (``guard``) the drop to one thread when steps slow down. ``after_step``
+    returns the lines to print."""
+
+    def __init__(self, guard: bool) -> None:
+        self.timer = FirstStepsTimer()
+        self.guard = ThreadGuard() if guard else None
+
+    def after_step(self, seconds: float, steps: int, steps_left: int, epochs_after: int) -> list[str]:
+        lines = []
+        per_step = self.timer.tick()
+        if per_step is not None:
+            lines.append(estimate_line(per_step, steps, steps_left, epochs_after))
+            if self.guard is not None:
+                self.guard.reference = per_step
+        if self.guard is not None:
+            line = self.guard.check(seconds)
+            if line:
+                lines.append(line)
+        return lines
+
+
 def estimate_line(per_step: float, steps: int, steps_left: int, epochs_after: int) -> str:
     """The estimate printed after the first steps: per epoch and for the rest of the run."""
     left = per_step * (steps_left + steps * epochs_after)
@@ -136,4 +159,4 @@ def is_terminal(stream: TextIO = sys.stderr) -> bool:
         return False
 
 
-__all__ = ["EpochProgress", "FirstStepsTimer", "ThreadGuard", "duration", "estimate_line", "is_terminal"]
+__all__ = ["EpochProgress", "FirstStepsTimer", "StepWatch", "ThreadGuard", "duration", "estimate_line", "is_terminal"]

@@ -9,7 +9,6 @@ is the one with the highest test accuracy, as the paper selects.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch

@@ -10,12 +10,12 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+
 import esdsnn
 from esdsnn.config import TrainConfig, save_config
 from esdsnn.errors import CheckpointError, ConfigError, TrainingDiverged, brief
@@ -34,34 +34,16 @@ from esdsnn.train.interrupts import InterruptFlag, StopSignal
 from esdsnn.train.init_from import init_from
 from esdsnn.train.logging import TensorBoardLog, epoch_line, run_header
 from esdsnn.train.optim import extend_schedule, make_optimizer
+from esdsnn.train.progress import EpochProgress, StepWatch, is_terminal
 from esdsnn.train.selection import Selection
-from esdsnn.train.progress import EpochProgress, FirstStepsTimer, ThreadGuard, estimate_line, is_terminal
 from esdsnn.train.state import (
-    RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
+    RunResult, RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
 )
 
 Echo = Callable[[str], None]
 #: Called on rank 0 when a run completes, with its trained model; returns extra summary fields.
 AfterTraining = Callable[[TrainedModel, Echo], Optional[dict]]
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class RunResult:
-    """What :func:`esdsnn.train.train` returns: the run directory, its summary, how it ended."""
-
-    run_dir: Path
-    summary: dict[str, Any]
-    status: str  # "completed" or "interrupted"
-    epoch: int = 0  # completed epochs
-    step: int = 0  # batches done in the epoch after that (interrupted runs)
-    steps_per_epoch: int = 0
-    signal: Optional[int] = None  # the signal that interrupted the run (SIGINT, SIGTERM), if any
-    rank: int = 0  # this process's rank (only rank 0 writes files and prints)
-
-    @property
-    def test_acc(self) -> Optional[float]:
-        return self.summary.get("test_acc")
 
 
 def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, amp: str = "none") -> TrainingDiverged:
@@ -90,7 +72,6 @@ class Session:
         self.spec = method_spec(config.method)
         self.started = time.perf_counter()
         self.state = RunState()
-        self.step_timer = FirstStepsTimer()
         self.git = runfiles.git_revision() if ctx.is_main else None
 
     # ---- set-up ----------------------------------------------------------------------------------
@@ -162,9 +143,8 @@ class Session:
         self.val_batches = None
         if bundle.val is not None:
             self.val_batches = bundle.val.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.val
-        self.selected_on = "val" if self.val_batches is not None else "test"
         # threads chosen from the free cores (not by the user) drop to one when steps slow down
-        self.thread_guard = ThreadGuard() if "threads" in self.chosen and not ctx.distributed else None
+        self.watch = StepWatch(guard="threads" in self.chosen and not ctx.distributed)
         model = build_model(config, bundle)
         teacher = load_teacher(config, bundle, self.device) if self.spec.teacher_method else None
         method = build_method(config, model, teacher, input_shape=bundle.input_shape)
@@ -266,15 +246,9 @@ class Session:
                     state.step = i + 1
                     progress.update(state.step, int(y.shape[0]) * ctx.world_size, state.mean("loss"),
                                     state.train_correct / max(state.seen, 1))
-                    per_step = self.step_timer.tick()
-                    if per_step is not None:
-                        self.echo(estimate_line(per_step, steps, steps - state.step, epochs - epoch))
-                    if self.thread_guard is not None:
-                        if per_step is not None:
-                            self.thread_guard.reference = per_step
-                        line = self.thread_guard.check(time.perf_counter() - began)
-                        if line:
-                            self.echo(line)
+                    for line in self.watch.after_step(time.perf_counter() - began, steps, steps - state.step,
+                                                      epochs - epoch):
+                        self.echo(line)
                     if state.step >= steps:
                         break
                     if stop_now:
@@ -392,7 +366,7 @@ class Session:
         if name == BEST:  # to evaluate, report, export or --init-from; resuming takes last.pt
             save_checkpoint(self.run_dir / name, {
                 "model": model_state, "extra": extra, "epoch": state.epoch, "step": 0, "weights_only": True,
-                "selected_on": self.selected_on, "selection_acc": state.best_selection,
+                "selected_on": self.selection.selected_on, "selection_acc": state.best_selection,
                 "config": self.config.to_dict(), "esdsnn": esdsnn.__version__,
             })
             return
@@ -429,19 +403,14 @@ class Session:
             "test_correct": state.test_correct,
             "test_total": state.test_total,
             "test_loss": state.test_loss,
-            "selected_on": self.selected_on,
+            "selected_on": self.selection.selected_on,
             "best_epoch": state.best_epoch,
             "best_test_acc": state.best_test_acc,
             "val_acc": state.val_acc,
             "best_val_acc": state.best_val_acc,
             "train_acc": state.train_acc,
             "firing_rate": state.firing_rate,
-            "num_classes": bundle.num_classes,
-            "input_shape": list(bundle.input_shape),
-            "time_steps_of_data": bundle.time_steps,
-            "num_train": bundle.num_train,
-            "num_val": bundle.num_val,
-            "num_test": bundle.num_test,
+            **bundle.facts(),
             "val_fraction": config.val_fraction,
             "epochs_planned": config.optim.epochs,
             "batch_size": config.optim.batch_size,

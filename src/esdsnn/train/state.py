@@ -1,10 +1,12 @@
 """The training state a checkpoint holds: the run's counters (:class:`RunState`), the
 model/method split of the weights, every RNG state, finiteness checks and the size estimate of
-one checkpoint. (The files themselves: :mod:`esdsnn.runs.checkpoint`.)"""
+one checkpoint (the files themselves: :mod:`esdsnn.runs.checkpoint`); and what a session
+returns (:class:`RunResult`)."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -149,3 +151,21 @@ class RunState:
         if "best_selection" not in known:  # saved before validation splits: selected on the test set
             known["best_selection"] = known.get("best_test_acc")
         return cls(epoch=epoch, step=step, **known)
+
+
+@dataclass
+class RunResult:
+    """What :func:`esdsnn.train.train` returns: the run directory, its summary, how it ended."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    status: str  # "completed" or "interrupted"
+    epoch: int = 0  # completed epochs
+    step: int = 0  # batches done in the epoch after that (interrupted runs)
+    steps_per_epoch: int = 0
+    signal: Optional[int] = None  # the signal that interrupted the run (SIGINT, SIGTERM), if any
+    rank: int = 0  # this process's rank (only rank 0 writes files and prints)
+
+    @property
+    def test_acc(self) -> Optional[float]:
+        return self.summary.get("test_acc")

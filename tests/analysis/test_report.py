@@ -111,3 +111,18 @@ def test_report_says_when_no_layer_is_flagged(tmp_path):
     md = (tmp_path / "run" / "report.md").read_text()
     assert "No dead or saturated layer (dead: mean rate < 0.001" in md and "**dead layer**" not in md
     assert flagged_layers(tmp_path / "run") == ""
+
+
+def test_the_report_says_in_words_where_the_best_epoch_was_selected():
+    from esdsnn.analysis.report import render_report
+
+    firing = esdsnn.analysis.firing.measure_firing(TwoLIFNet((1.0, 1.0)), [torch.full((2, 1, 1, 1), 0.9)], 2)
+    on_test = render_report(firing, title="r", summary={"test_acc": 0.9, "selected_on": "test", "best_epoch": 3,
+                                                        "best_test_acc": 0.92})
+    assert ("selected_on: test — the best epoch, 3, was selected on the test set itself, as the paper's recipes do; "
+            "its test accuracy is 92.00 %; that figure is not an unbiased estimate.") in on_test
+    on_val = render_report(firing, title="r", summary={"test_acc": 0.9, "selected_on": "val", "best_epoch": 2,
+                                                       "best_val_acc": 0.95, "best_test_acc": 0.91})
+    assert ("selected_on: val — the best epoch, 2, was selected on the validation split (95.00 % validation "
+            "accuracy); its test accuracy is 91.00 %.") in on_val
+    assert "selected_on" not in render_report(firing, title="r", summary={"test_acc": 0.9})  # an older run

@@ -39,6 +39,7 @@ def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] =
         if known:
             lines += ["| " + " | ".join(_SUMMARY_HEADERS.get(k, k) for k, _ in known) + " |", "|" + "---|" * len(known)]
             lines += ["| " + " | ".join(_cell(v, percent=k == "test_acc") for k, v in known) + " |", ""]
+        lines += _selection_lines(summary)
     lines += [
         f"## Firing rates (spike pass on the test data, T = {firing.T})",
         "",
@@ -67,6 +68,22 @@ def render_report(firing: FiringReport, *, title: str, summary: Optional[dict] =
     if curves:
         lines += ["## Training curves", "", "![training curves](" + CURVES_PNG + ")", ""]
     return "\n".join(lines)
+
+
+def _selection_lines(summary: dict) -> list[str]:
+    """How the best epoch was chosen, in plain words (``selected_on`` in summary.json)."""
+    on, epoch, best = summary.get("selected_on"), summary.get("best_epoch"), summary.get("best_test_acc")
+    if on is None or epoch is None:
+        return []
+    test = f"; its test accuracy is {best * 100:.2f} %" if isinstance(best, (int, float)) else ""
+    if on == "val":
+        val = summary.get("best_val_acc")
+        val_text = f" ({val * 100:.2f} % validation accuracy)" if isinstance(val, (int, float)) else ""
+        return [f"selected_on: val — the best epoch, {epoch}, was selected on the validation split{val_text}{test}. "
+                f"The test set was measured only after the last epoch, for the final and the best weights.", ""]
+    return [f"selected_on: test — the best epoch, {epoch}, was selected on the test set itself, as the paper's "
+            f"recipes do{test}; that figure is not an unbiased estimate. The test accuracy in the table is "
+            f"the final epoch's.", ""]
 
 
 def _flag_section(firing: FiringReport) -> list[str]:

@@ -93,8 +93,9 @@ class RunConfig:
                                resumable=True)
     amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision: none, bf16 or fp16 (fp16 with a gradient scaler)")
     spike_dtype: Literal["auto", "float32", "bf16"] = option(
-        "auto", "number type of the convolutions on spikes in the no-grad passes (RateBP's spike stage, "
-                "evaluation): auto = bf16 where the device runs it natively, else float32", resumable=True)
+        "float32", "number type of the convolutions on spikes in the no-grad passes (RateBP's spike stage, "
+                   "evaluation): float32 (exact, the default), bf16 (faster where the device runs it natively; "
+                   "changes the spikes), auto = bf16 where native, else float32", resumable=True)
     channels_last: bool = option(False, "channels-last memory format for the model and image batches")
     compile: bool = option(False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)",
                        resumable=True)

@@ -10,10 +10,9 @@ membranes, eligibilities, rates and BatchNorm statistics stay float32, and the r
 BPTT run as configured.
 
 ``use_spike_dtype(torch.bfloat16)`` (or ``"bf16"``, ``"float32"``) sets it for the passes
-started inside. The default, ``"auto"``, is bfloat16 exactly where :func:`native_bf16` says the
-device runs it natively, float32 elsewhere: measured over 3 seeds on digits and on a second small
-data set, the bf16 spike stage's test accuracy was within noise of float32's (README,
-performance section).
+started inside. The default is float32 on every device (exact: RateBP at T = 1 equals BPTT, the
+same seed gives the same spikes everywhere); bfloat16 is an explicit choice for speed, and
+``"auto"`` is bfloat16 exactly where :func:`native_bf16` says the device runs it natively.
 """
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ import torch
 
 SpikeDtype = Union[torch.dtype, Literal["float32", "bf16", "auto"], None]
 _NAMES = {"float32": None, "fp32": None, "none": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-DEFAULT_SPIKE_DTYPE: SpikeDtype = "auto"
-_current: ContextVar[SpikeDtype] = ContextVar("esdsnn_spike_dtype", default=DEFAULT_SPIKE_DTYPE)
+_current: ContextVar[SpikeDtype] = ContextVar("esdsnn_spike_dtype", default=None)  # None: float32
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -117,6 +117,7 @@ class Session:
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.close()
+            self.step_module = self.method  # DDP holds the process group: let it go before the group ends
 
     def _checkpoint_to_resume(self) -> dict[str, Any]:
         if not self.config.run.out:

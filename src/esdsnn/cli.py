@@ -195,6 +195,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the data set's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="cap on one configuration's worker; a configuration over it is a failed row (default: none)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="where bench.json, bench.md and bench.png go (default: a new bench/<UTC time> folder)")
@@ -224,7 +226,7 @@ def run_bench(args: argparse.Namespace) -> int:
             arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
             threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
             baseline=args.baseline, neurons=args.neurons, precisions=precisions, repeats=args.repeats,
-            warmup=args.warmup, device=args.device, out_dir=out, progress=args.progress,
+            warmup=args.warmup, device=args.device, out_dir=out, progress=args.progress, timeout_s=args.timeout,
         )
         _out(bench.bench_markdown(records))
     if args.loaders:

@@ -59,7 +59,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning():
     assert fn(2) == 3 and calls == [1, 2]  # no second attempt, no second warning
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_lif_on_cuda_runs_compiled_loops_equal_to_cpu():
     layer = LIF(decay=0.3)
     x = torch.randn(4 * 8, 16) * 1.5 + 0.4

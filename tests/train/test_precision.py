@@ -90,3 +90,15 @@ def test_bf16_where_it_is_emulated_says_so(tmp_path, monkeypatch):
     warnings = []
     loop.train(_config(tmp_path, precision="bf16-mixed"), stop=_StopAfter(0), warn=warnings.append)
     assert any("emulated" in w and "--precision bf16-mixed" in w for w in warnings)
+
+
+def test_precision_32_switches_tensorfloat32_off_inside_and_restores_it():
+    backends = torch.backends
+    before = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+    backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = True
+    try:
+        with use_precision("32"):
+            assert not backends.cudnn.allow_tf32 and not backends.cuda.matmul.allow_tf32
+        assert backends.cudnn.allow_tf32 and backends.cuda.matmul.allow_tf32
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before

@@ -19,7 +19,7 @@ from esdsnn.train import logging as trainlog
 from esdsnn.train import loop
 from esdsnn.train.state import all_finite
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.cuda
 
 
 class _StopAfter:

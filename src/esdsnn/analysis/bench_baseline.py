@@ -129,7 +129,7 @@ def spikingjelly_training_step(model: nn.Module, x: Tensor, y: Tensor, T: int,
     backward, SGD with momentum; the neurons' state reset after each step (SpikingJelly keeps it
     on the modules). Under ``precision`` the forward runs in the same autocast as esdsnn's (and
     a gradient scaler for 16-mixed). Returns the step and what the record says about the baseline."""
-    from ..runtime.precision import autocast_for, precision_spec
+    from ..runtime.precision import autocast_for, precision_spec, use_precision
 
     _, _, _, functional = spikingjelly_modules()
     net = to_spikingjelly(model).train()
@@ -138,13 +138,14 @@ def spikingjelly_training_step(model: nn.Module, x: Tensor, y: Tensor, T: int,
     scaler = torch.amp.GradScaler(x.device.type, enabled=precision_spec(precision).grad_scaler)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast_for(precision, x.device):
-            logits = net(x_seq).mean(0)
-            loss = nn.functional.cross_entropy(logits.float(), y)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        with use_precision(precision):  # float32 without TF32 under "32", as esdsnn's own step
+            opt.zero_grad(set_to_none=True)
+            with autocast_for(precision, x.device):
+                logits = net(x_seq).mean(0)
+                loss = nn.functional.cross_entropy(logits.float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         functional.reset_net(net)
 
     return step, {"baseline": f"spikingjelly {spikingjelly_version()}"}

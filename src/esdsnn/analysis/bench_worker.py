@@ -112,12 +112,13 @@ def _train_step(method: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, preci
     scaler = torch.amp.GradScaler(x.device.type, enabled=precision_spec(precision).grad_scaler)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with use_precision(precision), autocast_for(precision, x.device):
-            loss = method(x, y).loss
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        with use_precision(precision):
+            opt.zero_grad(set_to_none=True)
+            with autocast_for(precision, x.device):
+                loss = method(x, y).loss
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
     return step
 

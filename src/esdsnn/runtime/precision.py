@@ -109,10 +109,20 @@ def autocast_for(precision: str, device: torch.device | str) -> Iterator[None]:
 
 @contextmanager
 def use_precision(precision: str) -> Iterator[None]:
-    """The spike stage's type of ``precision`` for the passes started inside (the autocast of
-    the training passes is :func:`autocast_for`, around the step)."""
-    with use_spike_dtype(precision_spec(precision).spike_dtype):
-        yield
+    """The number types of ``precision`` for the passes started inside: the spike stage's type,
+    and under ``"32"`` no TensorFloat-32 on CUDA (cuDNN allows it by default, which rounds
+    float32 convolution inputs to 10 mantissa bits on Ampere and later GPUs). The autocast of the
+    training passes is :func:`autocast_for`, around the step."""
+    spec = precision_spec(precision)
+    backends = torch.backends
+    saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+    if spec.autocast is None:
+        backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
+    try:
+        with use_spike_dtype(spec.spike_dtype):
+            yield
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = saved
 
 
 def _check(dtype: SpikeDtype) -> SpikeDtype:

@@ -9,6 +9,7 @@ from esdsnn.neurons.lif import EAGER_KERNELS, _with_fallback, compiled_kernels, 
 from esdsnn.passes import PassState, use_pass
 
 
+@pytest.mark.slow
 def test_compiled_fused_bptt_equals_eager_values_and_gradients(recwarn):
     from torch._dynamo.utils import counters
 

@@ -38,6 +38,9 @@ from ..neurons.lif import LIF
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 _LEAVES = (LIF, Conv2d, RateBatchNorm1d, RateBatchNorm2d, Affine, Dropout)
 _SKIPPED = (nn.Dropout, Dropout, nn.Identity)
+#: The graph's time step in seconds: the default of the NIR clients (SpikingJelly, snnTorch), so
+#: that their importers run the file as it comes, one graph step per esdsnn step.
+DT = 1e-4
 
 
 def _nir():
@@ -69,18 +72,25 @@ def _fold(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.Module) -> 
     return w.numpy(), b.numpy()
 
 
-def _neuron(nir: Any, lif: LIF, shape: tuple[int, ...], where: str) -> Any:
+def _neuron(nir: Any, lif: LIF, shape: tuple[int, ...], where: str) -> tuple[Any, Optional[str]]:
+    """The NIR neuron of ``lif`` at ``DT`` (one graph step = one esdsnn step), and a note when its
+    membrane is shifted (``v_reset ≠ 0``: the graph's ``v`` is esdsnn's ``u − v_reset``)."""
     p = lif.config
     if p.reset != "hard":
         raise ConfigError(f"{where}: NIR neurons reset to v_reset, this model resets by subtraction (soft reset); "
-                          f"train it with --reset hard to export it")
+                          f"train it with --reset hard (LIF(reset='hard')) to export it")
     ones = np.ones(shape)
+    # esdsnn starts the membrane at v_reset, NIR at 0: in v = u − v_reset it starts at 0, resets to 0,
+    # fires at θ − v_reset and leaks towards −v_reset (what u's leak towards 0 becomes)
+    shift = float(p.v_reset)
+    note = f"v = esdsnn's membrane - {shift:g} (v_reset), so that it starts at 0" if shift else None
     decay = float(lif.decay)
+    threshold = (p.threshold - shift) * ones
     if decay >= 1.0:
-        return nir.IF(r=ones, v_threshold=p.threshold * ones, v_reset=p.v_reset * ones)
-    tau = 1.0 / (1.0 - decay)
-    return nir.LIF(tau=tau * ones, r=tau * ones, v_leak=0 * ones, v_threshold=p.threshold * ones,
-                   v_reset=p.v_reset * ones)
+        return nir.IF(r=ones / DT, v_threshold=threshold, v_reset=0 * ones), note
+    steps = 1.0 / (1.0 - decay)  # τ in steps; r = τ/dt makes the input gain dt/τ·r = 1
+    return nir.LIF(tau=steps * DT * ones, r=steps * ones, v_leak=-shift * ones, v_threshold=threshold,
+                   v_reset=0 * ones), note
 
 
 def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
@@ -99,6 +109,7 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
     inputs: dict[str, list[str]] = {}  # node name -> names of the graph nodes feeding it
     source: dict[str, list[str]] = {}  # fx node -> the NIR nodes that produce its value
     folded: set[str] = set()
+    shifted: dict[str, str] = {}  # neuron node -> how its membrane relates to esdsnn's
 
     def producers(arg: Any) -> list[str]:
         return [name for a in (arg if isinstance(arg, (list, tuple)) else [arg])
@@ -149,7 +160,9 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             nodes[name] = nir.Affine(weight=_np(module.weight), bias=bias)
             folded.add(target)
         elif isinstance(module, LIF):
-            nodes[name] = _neuron(nir, module, out_shape(target), target)
+            nodes[name], note = _neuron(nir, module, out_shape(target), target)
+            if note:
+                shifted[name] = note
         elif isinstance(module, nn.AvgPool2d):
             nodes[name] = nir.AvgPool2d(kernel_size=np.array(_pair(module.kernel_size)),
                                         stride=np.array(_pair(module.stride or module.kernel_size)),
@@ -175,11 +188,16 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
         inputs[name] = producers(node.args[0])
         source[node.name] = [name]
     edges = [(src, dst) for dst, srcs in inputs.items() for src in srcs]
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={
-        "producer": "esdsnn", "readout": "mean over the T time steps of the output",
-        "discretisation": "forward Euler, dt = 1: tau = 1/(1 - decay), r = tau, v_leak = 0",
-        "threshold": "esdsnn fires at h >= v_threshold",
-    })
+    metadata = {
+        "producer": "esdsnn", "dt": DT, "time_unit": "s",
+        "readout": "mean over the T time steps of the output",
+        "discretisation": f"forward Euler at dt = {DT:g} s, one graph step per esdsnn step: LIF tau = dt/(1 - decay), "
+                          f"r = tau/dt, v_leak = 0; IF r = 1/dt",
+        "threshold": "esdsnn fires at h >= v_threshold (NIR: v > v_threshold; equal except on the threshold)",
+    }
+    if shifted:
+        metadata["shifted_membranes"] = shifted
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
 def anatomy_output_shape(anatomy: Any) -> tuple[int, ...]:

@@ -9,11 +9,20 @@ mapped node by node:
   into it with its running statistics (``w·γ/√(var+ε)``, ``(b − mean)·γ/√(var+ε) + β``);
 - ``LIF`` → ``nir.LIF`` (``nir.IF`` for decay 1). NIR's neurons are continuous,
   ``τ·dv/dt = (v_leak − v) + R·I``; esdsnn's step ``h_t = λ·u_{t−1} + x_t`` is its forward-Euler
-  discretisation with ``dt = 1``, ``τ = 1/(1 − λ)``, ``R = τ``, ``v_leak = 0`` (IF: ``dv/dt = R·I``
-  with ``R = 1``). NIR resets to ``v_reset``: only hard-reset models export; a soft-reset model is
-  refused. esdsnn fires at ``h ≥ θ``, NIR at ``v > v_threshold``: equal except on the threshold;
-- average pooling → ``nir.AvgPool2d`` (adaptive pooling with its kernel from the traced shapes),
-  ``Flatten`` → ``nir.Flatten``, dropout → nothing, an ``Affine`` scale → ``nir.Scale``.
+  discretisation at the time step the NIR clients default to, ``dt = 1e-4 s`` (SpikingJelly's and
+  snnTorch's importers; the graph's metadata says so): ``τ = dt/(1 − λ)``, ``R = τ/dt`` (the input
+  gain ``dt/τ·R`` is 1), ``v_leak = 0``; IF: ``dv/dt = R·I`` with ``R = 1/dt``. One graph step is
+  one esdsnn step. NIR resets to ``v_reset``: only hard-reset models export (a soft reset is
+  refused). esdsnn starts the membrane at ``v_reset``, a NIR client at 0: a ``v_reset ≠ 0`` model
+  is written in the shifted membrane ``v = u − v_reset``, which starts at 0, resets to 0, fires at
+  ``θ − v_reset`` and leaks towards ``−v_reset`` (an IF does not leak) — exact by NIR's
+  definitions, and named per node in the metadata. esdsnn fires at ``h ≥ θ``, NIR at
+  ``v > v_threshold``: equal except on the threshold itself;
+- average pooling → ``nir.AvgPool2d`` (adaptive pooling with its kernel from the traced shapes;
+  a ``SumPool2d`` and a ``Scale`` would serve clients without ``AvgPool2d``, but SpikingJelly's
+  and snnTorch's importers have neither), ``Flatten`` → ``nir.Flatten`` (NIR's shapes are one
+  sample's, so ``nn.Flatten()`` is ``start_dim=0``), dropout → nothing, an ``Affine`` scale →
+  ``nir.Scale``, a SEW ``ADD`` connection → the sum of its inputs (``AND``/``IAND`` are refused).
 
 The graph's output is the last layer's output at every step; esdsnn's readout is its mean over
 the T steps (the graph's metadata says so). Anything else is refused by name.
@@ -32,11 +41,12 @@ from ..layers.affine import Affine
 from ..layers.conv import Conv2d
 from ..layers.dropout import Dropout
 from ..layers.rate_norm import RateBatchNorm1d, RateBatchNorm2d
+from ..layers.sew import SpikeElementWise
 from ..models.anatomy import probe
 from ..neurons.lif import LIF
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-_LEAVES = (LIF, Conv2d, RateBatchNorm1d, RateBatchNorm2d, Affine, Dropout)
+_LEAVES = (LIF, Conv2d, RateBatchNorm1d, RateBatchNorm2d, Affine, Dropout, SpikeElementWise)
 _SKIPPED = (nn.Dropout, Dropout, nn.Identity)
 #: The graph's time step in seconds: the default of the NIR clients (SpikingJelly, snnTorch), so
 #: that their importers run the file as it comes, one graph step per esdsnn step.
@@ -134,6 +144,12 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             raise ConfigError(f"{node.target} in the model's forward has no NIR counterpart (only submodules and "
                               f"residual adds export)")
         target, module = node.target, modules[node.target]
+        if isinstance(module, SpikeElementWise):
+            if module.connect != "ADD":
+                raise ConfigError(f"{target}: a SEW {module.connect} connection has no NIR counterpart (a NIR node "
+                                  f"sums its inputs: of the SEW connections only ADD exports)")
+            source[node.name] = producers(node.args[0]) + producers(node.args[1])
+            continue
         if isinstance(module, _SKIPPED):
             source[node.name] = producers(node.args[0])
             continue

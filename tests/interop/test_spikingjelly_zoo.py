@@ -17,6 +17,8 @@ RESNETS = {
     **{f"sew_resnet{depth}-{cnf}": ("sew_resnet", f"sew_resnet{depth}", {"cnf": cnf})
        for depth in (18, 34) for cnf in ("ADD", "IAND", "AND")},
 }
+BOTTLENECKS = {"spiking_resnet50": ("spiking_resnet", "spiking_resnet50", {}),
+               "sew_resnet50-IAND": ("sew_resnet", "sew_resnet50", {"cnf": "IAND"})}
 VGGS = {name: ("spiking_vgg", name, {}) for name in ("spiking_vgg11", "spiking_vgg11_bn", "spiking_vgg16",
                                                     "spiking_vgg16_bn")}
 
@@ -24,7 +26,7 @@ VGGS = {name: ("spiking_vgg", name, {}) for name in ("spiking_vgg11", "spiking_v
 def build(sj, name, node, dtype=torch.float32, excite=True):
     """The zoo model ``name`` with ``node`` neurons, multi-step, in eval mode; ``excite``: weighted
     so that every layer fires (its initial weights leave the deeper layers silent at these sizes)."""
-    module, factory, options = {**RESNETS, **VGGS}[name]
+    module, factory, options = {**RESNETS, **BOTTLENECKS, **VGGS}[name]
     torch.manual_seed(0)
     model = getattr(getattr(sj, module), factory)(spiking_neuron=getattr(sj.neuron, node), num_classes=10, **options)
     sj.functional.set_step_mode(model, "m")
@@ -69,6 +71,7 @@ def neuron_outputs(model, x, kinds):
 
 
 CASES = [(name, node) for name in RESNETS for node in ("LIFNode", "IFNode")] + [
+    ("spiking_resnet50", "LIFNode"), ("sew_resnet50-IAND", "IFNode"),  # Bottleneck blocks (IAND's other order)
     ("spiking_vgg11", "IFNode"), ("spiking_vgg11_bn", "LIFNode"), ("spiking_vgg16", "LIFNode"),
     ("spiking_vgg16_bn", "IFNode")]  # (the VGGs are large: one neuron kind each)
 

@@ -1,10 +1,19 @@
-"""Shared test set-up: one torch thread (two busy cores make two threads far slower)."""
+"""Shared test set-up: one torch thread (two busy cores make two threads far slower); a separate
+SpikingJelly install first on the path where ``ESDSNN_SPIKINGJELLY_PATH`` names one."""
+import os
 import signal
+import sys
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# SpikingJelly 0.0.0.0.14 (site-packages) and 2.0.0 cannot share one site-packages: CI runs the
+# interop tests a second time with 2.0.0 installed apart (pip install --target .venv/sj2) and named
+# here, before any test imports spikingjelly (as `esdsnn bench --baseline` does for its workers).
+if os.environ.get("ESDSNN_SPIKINGJELLY_PATH"):
+    sys.path.insert(0, os.environ["ESDSNN_SPIKINGJELLY_PATH"])
 
 # A shell that starts the suite in the background makes SIGINT ignored, and the training
 # subprocesses the tests interrupt would inherit that; restore the default so they behave as

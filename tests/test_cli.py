@@ -68,6 +68,7 @@ def test_bad_input_is_one_line_and_exit_2(files, args, fragments):
     (["train", "--reset", "medium"], ["reset must be one of soft, hard"]),
     (["train", "--teacher", "best"], ["teacher must be one of"]),
     (["train", "--epochs", "0"], ["epochs must be >= 1"]),
+    (["train", "--learnable-decay"], ["--learnable-decay needs a BPTT-based method", "--no-learnable-decay or --method esd-bptt"]),
     (["train", "--dataset", "npz"], ["needs --data-path"]),
     (["train", "--dataset", "npz", "--data-path", "nokeys.npz"], ["nokeys.npz lacks the key(s) x_test, y_test"]),
     (["train", "--dataset", "mnist"], ["unknown dataset 'mnist'"]),

@@ -129,6 +129,8 @@ def test_what_cannot_be_converted_is_named():
         esdsnn.from_spikingjelly(nn.Sequential(neuron.ParametricLIFNode(decay_input=True)))
     with pytest.raises(ConfigError, match="1: SpikingJelly module SynapseFilter is not supported"):
         esdsnn.from_spikingjelly(nn.Sequential(neuron.LIFNode(), layer.SynapseFilter()))
+    with pytest.raises(ConfigError, match=r"^the model \(SynapseFilter\): SpikingJelly module SynapseFilter is not"):
+        esdsnn.from_spikingjelly(layer.SynapseFilter())
     with pytest.raises(ConfigError, match="no SpikingJelly neuron"):
         esdsnn.from_spikingjelly(nn.Sequential(layer.Linear(2, 2)))
 
@@ -142,3 +144,39 @@ def test_a_converted_model_trains_with_ratebp_and_esd():
     out = method(x, y)
     out.loss.backward()
     assert torch.isfinite(out.loss) and all(p.grad is not None for p in method.parameters())
+
+
+def plif_net():
+    return csnn(NODES["plif"])
+
+
+def test_a_parametric_lif_model_under_ratebp_is_told_the_python_fix():
+    ours = esdsnn.from_spikingjelly(plif_net())
+    with pytest.raises(ConfigError) as refused:
+        esdsnn.create_method("ratebp", ours, T=2)
+    message = str(refused.value)
+    assert "from_spikingjelly(model, learnable_decay=False)" in message and "create_method('esd-bptt'" in message
+    assert "--" not in message  # no command-line flag for a Python caller
+    esdsnn.create_method("esd-bptt", ours, T=2, stages=["2"], input_shape=(1, 16, 16))  # the BPTT-based way
+
+
+def test_learnable_decay_false_converts_a_parametric_lif_with_its_decay_fixed():
+    reference = plif_net()
+    with torch.no_grad():
+        for m in reference.modules():
+            if isinstance(m, neuron.ParametricLIFNode):
+                m.w.fill_(0.3)  # decay 1 - sigmoid(0.3)
+    functional.set_step_mode(reference, "m")
+    ours = esdsnn.from_spikingjelly(reference, learnable_decay=False)
+    lifs = [m for m in ours.modules() if isinstance(m, esdsnn.layers.LIF)]
+    assert lifs and not any(m.learnable_decay for m in lifs)
+    assert all(float(m.decay) == pytest.approx(1 - float(torch.sigmoid(torch.tensor(0.3)))) for m in lifs)
+    x = torch.rand(3, 1, 16, 16) * 4
+    reference.eval()
+    with torch.no_grad():
+        want = sj_output(reference, x)
+    torch.testing.assert_close(esdsnn.predict(ours.eval(), x, T), want, rtol=1e-6, atol=1e-6)
+    method = esdsnn.create_method("esd", ours.train(), T=2, stages=["2"], input_shape=(1, 16, 16))
+    out = method(x, torch.randint(0, 10, (3,)))
+    out.loss.backward()
+    assert torch.isfinite(out.loss)

@@ -125,7 +125,8 @@ def plan_named_branches(anatomy: Anatomy, names: Sequence[str]) -> list[list[int
                               f"a branch needs a feature map before it")
         if not out.spiking:
             raise ConfigError(f"stage {name!r} does not output spikes (its output is real-valued); name a module "
-                              f"whose output is a LIF layer's spikes, e.g. a block ending in esdsnn.layers.LIF")
+                              f"whose output is a LIF layer's spikes (e.g. a block ending in esdsnn.layers.LIF) or "
+                              f"a SEW connection's (esdsnn.layers.SpikeElementWise)")
         c, h = out.shape[0], out.shape[1]
         blocks = max(1, int(round(math.log2(max(h, 1) / max(last.shape[1], 1)))))
         plans.append(channel_plan(c, last.shape[0], blocks))

@@ -9,11 +9,20 @@ mapped node by node:
   into it with its running statistics (``w·γ/√(var+ε)``, ``(b − mean)·γ/√(var+ε) + β``);
 - ``LIF`` → ``nir.LIF`` (``nir.IF`` for decay 1). NIR's neurons are continuous,
   ``τ·dv/dt = (v_leak − v) + R·I``; esdsnn's step ``h_t = λ·u_{t−1} + x_t`` is its forward-Euler
-  discretisation with ``dt = 1``, ``τ = 1/(1 − λ)``, ``R = τ``, ``v_leak = 0`` (IF: ``dv/dt = R·I``
-  with ``R = 1``). NIR resets to ``v_reset``: only hard-reset models export; a soft-reset model is
-  refused. esdsnn fires at ``h ≥ θ``, NIR at ``v > v_threshold``: equal except on the threshold;
-- average pooling → ``nir.AvgPool2d`` (adaptive pooling with its kernel from the traced shapes),
-  ``Flatten`` → ``nir.Flatten``, dropout → nothing, an ``Affine`` scale → ``nir.Scale``.
+  discretisation at the time step the NIR clients default to, ``dt = 1e-4 s`` (SpikingJelly's and
+  snnTorch's importers; the graph's metadata says so): ``τ = dt/(1 − λ)``, ``R = τ/dt`` (the input
+  gain ``dt/τ·R`` is 1), ``v_leak = 0``; IF: ``dv/dt = R·I`` with ``R = 1/dt``. One graph step is
+  one esdsnn step. NIR resets to ``v_reset``: only hard-reset models export (a soft reset is
+  refused). esdsnn starts the membrane at ``v_reset``, a NIR client at 0: a ``v_reset ≠ 0`` model
+  is written in the shifted membrane ``v = u − v_reset``, which starts at 0, resets to 0, fires at
+  ``θ − v_reset`` and leaks towards ``−v_reset`` (an IF does not leak) — exact by NIR's
+  definitions, and named per node in the metadata. esdsnn fires at ``h ≥ θ``, NIR at
+  ``v > v_threshold``: equal except on the threshold itself;
+- average pooling → ``nir.AvgPool2d`` (adaptive pooling with its kernel from the traced shapes;
+  a ``SumPool2d`` and a ``Scale`` would serve clients without ``AvgPool2d``, but SpikingJelly's
+  and snnTorch's importers have neither), ``Flatten`` → ``nir.Flatten`` (NIR's shapes are one
+  sample's, so ``nn.Flatten()`` is ``start_dim=0``), dropout → nothing, an ``Affine`` scale →
+  ``nir.Scale``, a SEW ``ADD`` connection → the sum of its inputs (``AND``/``IAND`` are refused).
 
 The graph's output is the last layer's output at every step; esdsnn's readout is its mean over
 the T steps (the graph's metadata says so). Anything else is refused by name.
@@ -32,12 +41,16 @@ from ..layers.affine import Affine
 from ..layers.conv import Conv2d
 from ..layers.dropout import Dropout
 from ..layers.rate_norm import RateBatchNorm1d, RateBatchNorm2d
+from ..layers.sew import SpikeElementWise
 from ..models.anatomy import probe
 from ..neurons.lif import LIF
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-_LEAVES = (LIF, Conv2d, RateBatchNorm1d, RateBatchNorm2d, Affine, Dropout)
+_LEAVES = (LIF, Conv2d, RateBatchNorm1d, RateBatchNorm2d, Affine, Dropout, SpikeElementWise)
 _SKIPPED = (nn.Dropout, Dropout, nn.Identity)
+#: The graph's time step in seconds: the default of the NIR clients (SpikingJelly, snnTorch), so
+#: that their importers run the file as it comes, one graph step per esdsnn step.
+DT = 1e-4
 
 
 def _nir():
@@ -69,18 +82,25 @@ def _fold(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.Module) -> 
     return w.numpy(), b.numpy()
 
 
-def _neuron(nir: Any, lif: LIF, shape: tuple[int, ...], where: str) -> Any:
+def _neuron(nir: Any, lif: LIF, shape: tuple[int, ...], where: str) -> tuple[Any, Optional[str]]:
+    """The NIR neuron of ``lif`` at ``DT`` (one graph step = one esdsnn step), and a note when its
+    membrane is shifted (``v_reset ≠ 0``: the graph's ``v`` is esdsnn's ``u − v_reset``)."""
     p = lif.config
     if p.reset != "hard":
         raise ConfigError(f"{where}: NIR neurons reset to v_reset, this model resets by subtraction (soft reset); "
-                          f"train it with --reset hard to export it")
+                          f"train it with --reset hard (LIF(reset='hard')) to export it")
     ones = np.ones(shape)
+    # esdsnn starts the membrane at v_reset, NIR at 0: in v = u − v_reset it starts at 0, resets to 0,
+    # fires at θ − v_reset and leaks towards −v_reset (what u's leak towards 0 becomes)
+    shift = float(p.v_reset)
+    note = f"v = esdsnn's membrane - {shift:g} (v_reset), so that it starts at 0" if shift else None
     decay = float(lif.decay)
+    threshold = (p.threshold - shift) * ones
     if decay >= 1.0:
-        return nir.IF(r=ones, v_threshold=p.threshold * ones, v_reset=p.v_reset * ones)
-    tau = 1.0 / (1.0 - decay)
-    return nir.LIF(tau=tau * ones, r=tau * ones, v_leak=0 * ones, v_threshold=p.threshold * ones,
-                   v_reset=p.v_reset * ones)
+        return nir.IF(r=ones / DT, v_threshold=threshold, v_reset=0 * ones), note
+    steps = 1.0 / (1.0 - decay)  # τ in steps; r = τ/dt makes the input gain dt/τ·r = 1
+    return nir.LIF(tau=steps * DT * ones, r=steps * ones, v_leak=-shift * ones, v_threshold=threshold,
+                   v_reset=0 * ones), note
 
 
 def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
@@ -99,6 +119,7 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
     inputs: dict[str, list[str]] = {}  # node name -> names of the graph nodes feeding it
     source: dict[str, list[str]] = {}  # fx node -> the NIR nodes that produce its value
     folded: set[str] = set()
+    shifted: dict[str, str] = {}  # neuron node -> how its membrane relates to esdsnn's
 
     def producers(arg: Any) -> list[str]:
         return [name for a in (arg if isinstance(arg, (list, tuple)) else [arg])
@@ -123,6 +144,12 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             raise ConfigError(f"{node.target} in the model's forward has no NIR counterpart (only submodules and "
                               f"residual adds export)")
         target, module = node.target, modules[node.target]
+        if isinstance(module, SpikeElementWise):
+            if module.connect != "ADD":
+                raise ConfigError(f"{target}: a SEW {module.connect} connection has no NIR counterpart (a NIR node "
+                                  f"sums its inputs: of the SEW connections only ADD exports)")
+            source[node.name] = producers(node.args[0]) + producers(node.args[1])
+            continue
         if isinstance(module, _SKIPPED):
             source[node.name] = producers(node.args[0])
             continue
@@ -149,7 +176,9 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             nodes[name] = nir.Affine(weight=_np(module.weight), bias=bias)
             folded.add(target)
         elif isinstance(module, LIF):
-            nodes[name] = _neuron(nir, module, out_shape(target), target)
+            nodes[name], note = _neuron(nir, module, out_shape(target), target)
+            if note:
+                shifted[name] = note
         elif isinstance(module, nn.AvgPool2d):
             nodes[name] = nir.AvgPool2d(kernel_size=np.array(_pair(module.kernel_size)),
                                         stride=np.array(_pair(module.stride or module.kernel_size)),
@@ -175,11 +204,16 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
         inputs[name] = producers(node.args[0])
         source[node.name] = [name]
     edges = [(src, dst) for dst, srcs in inputs.items() for src in srcs]
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={
-        "producer": "esdsnn", "readout": "mean over the T time steps of the output",
-        "discretisation": "forward Euler, dt = 1: tau = 1/(1 - decay), r = tau, v_leak = 0",
-        "threshold": "esdsnn fires at h >= v_threshold",
-    })
+    metadata = {
+        "producer": "esdsnn", "dt": DT, "time_unit": "s",
+        "readout": "mean over the T time steps of the output",
+        "discretisation": f"forward Euler at dt = {DT:g} s, one graph step per esdsnn step: LIF tau = dt/(1 - decay), "
+                          f"r = tau/dt, v_leak = 0; IF r = 1/dt",
+        "threshold": "esdsnn fires at h >= v_threshold (NIR: v > v_threshold; equal except on the threshold)",
+    }
+    if shifted:
+        metadata["shifted_membranes"] = shifted
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
 
 
 def anatomy_output_shape(anatomy: Any) -> tuple[int, ...]:

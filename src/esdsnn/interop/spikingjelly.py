@@ -3,7 +3,9 @@
 :func:`from_spikingjelly` converts a model built from SpikingJelly's ``activation_based`` neurons
 (``LIFNode``, ``IFNode``, ``ParametricLIFNode``) and layers (``Conv2d``, ``BatchNorm1d/2d``,
 ``Linear``, pooling, ``Flatten``, ``Dropout``, ``SeqToANNContainer``), inside ``nn.Sequential``
-or modules whose ``forward`` only chains submodules and adds residuals. SpikingJelly's
+or modules whose ``forward`` only chains submodules and adds residuals, and the networks of
+SpikingJelly's model zoo (``spiking_resnet*``, ``sew_resnet*`` with ADD / AND / IAND,
+``spiking_vgg*``: :mod:`esdsnn.interop.spikingjelly_zoo`). SpikingJelly's
 multi-step layers act on ``[T, B, ...]``; esdsnn's on the folded ``[T·B, ...]``, which is what
 their multi-step versions compute, so a converted model's spike pass equals SpikingJelly's
 multi-step output (tested against SpikingJelly itself).
@@ -13,7 +15,9 @@ the hard reset to it; ``detach_reset``; the sigmoid or atan surrogate with its �
 LIF with decay 1; a parametric LIF has a learnable decay ``1 − sigmoid(w)``. SpikingJelly's
 ``decay_input=True`` charges with ``(x + v_reset)/τ`` (and its hard-reset ``decay_input=False``
 adds ``v_reset/τ``): an :class:`~esdsnn.layers.Affine` in front of the LIF does exactly that.
-Anything else is refused in one line that names it.
+RateBP gives no gradient to a learnable decay: ``learnable_decay=False`` converts a parametric
+LIF with its decay fixed at its current value, for the RateBP-based methods. Anything else is
+refused in one line that names it.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from ..layers.conv import Conv2d
 from ..layers.dropout import Dropout
 from ..layers.rate_norm import RateBatchNorm1d, RateBatchNorm2d
 from ..neurons.lif import IF_LOGIT, LIF, LIFConfig
+from .spikingjelly_zoo import zoo_builder
 
 SURROGATE_NAMES = {"Sigmoid": "sigmoid", "ATan": "atan"}
 # each pooling class and the constructor arguments that define it
@@ -44,6 +49,15 @@ _POOLS: dict[type, tuple[str, ...]] = {
 
 def _is_spikingjelly(module: nn.Module) -> bool:
     return type(module).__module__.startswith("spikingjelly")
+
+
+def _at(where: str, module: nn.Module) -> str:
+    """How a message names the module at ``where`` (the model itself at the top)."""
+    return where or f"the model ({type(module).__name__})"
+
+
+def _child(where: str, name: object) -> str:
+    return f"{where}.{name}" if where else str(name)
 
 
 def _surrogate(node: nn.Module, where: str) -> tuple[str, float]:
@@ -67,9 +81,10 @@ def _lif(config: LIFConfig, like: Optional[Tensor]) -> LIF:
     return lif
 
 
-def _neuron(node: nn.Module, where: str, like: Optional[Tensor]) -> nn.Module:
+def _neuron(node: nn.Module, where: str, like: Optional[Tensor], learnable_decay: bool) -> nn.Module:
     """A LIF (behind an Affine where SpikingJelly scales or shifts the input) for an SJ node."""
     kind = type(node).__name__
+    where = _at(where, node)
     surrogate, alpha = _surrogate(node, where)
     v_reset = node.v_reset
     reset = dict(reset="soft") if v_reset is None else dict(reset="hard", v_reset=float(v_reset))
@@ -94,7 +109,7 @@ def _neuron(node: nn.Module, where: str, like: Optional[Tensor]) -> nn.Module:
             raise ConfigError(f"{where}: ParametricLIFNode leaks towards v_reset={shift} with a learnable rate; "
                               f"esdsnn's leaks towards 0 (use v_reset=0.0 or None)")
         k = float(torch.sigmoid(node.w.detach()))
-        lif = LIF(LIFConfig(decay=1.0 - k, learnable_decay=True, **common)).to(node.w.device, node.w.dtype)
+        lif = LIF(LIFConfig(decay=1.0 - k, learnable_decay=learnable_decay, **common)).to(node.w.device, node.w.dtype)
         with torch.no_grad():
             lif.decay_logit.copy_(-node.w.detach())  # 1 - sigmoid(w) = sigmoid(-w)
         return lif
@@ -132,12 +147,12 @@ def _pool(pool: nn.Module) -> nn.Module:
     return base(**{arg: getattr(pool, arg) for arg in _POOLS[base]})
 
 
-def _convert(module: nn.Module, where: str, like: Optional[Tensor]) -> nn.Module:
+def _convert(module: nn.Module, where: str, like: Optional[Tensor], learnable_decay: bool) -> nn.Module:
     """The esdsnn counterpart of one module (its children converted too); ``like``: a tensor of
     the model's float type and device."""
     name = type(module).__name__
     if hasattr(module, "surrogate_function") or name in ("IFNode", "LIFNode", "ParametricLIFNode"):
-        return _neuron(module, where, like)
+        return _neuron(module, where, like, learnable_decay)
     if isinstance(module, nn.Conv2d):
         return _copy_conv(module)
     if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -150,21 +165,32 @@ def _convert(module: nn.Module, where: str, like: Optional[Tensor]) -> nn.Module
         return nn.Flatten(module.start_dim, module.end_dim)
     if _is_spikingjelly(module) and name == "Dropout":
         return Dropout(float(module.p))
-    if _is_spikingjelly(module) and name == "SeqToANNContainer":
-        return nn.Sequential(*(_convert(c, f"{where}.{i}", like) for i, c in enumerate(module.children())))
-    if _is_spikingjelly(module):
-        raise ConfigError(f"{where}: SpikingJelly module {name} is not supported; esdsnn converts neuron.LIFNode, "
-                          f"IFNode, ParametricLIFNode and layer.Conv2d, BatchNorm1d/2d, Linear, pooling, Flatten, "
-                          f"Dropout, SeqToANNContainer")
-    for child_name, child in module.named_children():  # a container or the user's own module
-        setattr(module, child_name, _convert(child, f"{where}.{child_name}" if where else child_name, like))
+    twin = zoo_builder(module)  # a network or block of SpikingJelly's model zoo
+    container = _is_spikingjelly(module) and name == "SeqToANNContainer"
+    if _is_spikingjelly(module) and twin is None and not container:
+        raise ConfigError(f"{_at(where, module)}: SpikingJelly module {name} is not supported; esdsnn converts "
+                          f"neuron.LIFNode, IFNode, ParametricLIFNode, layer.Conv2d, BatchNorm1d/2d, Linear, pooling, "
+                          f"Flatten, Dropout, SeqToANNContainer and the networks of activation_based.model's "
+                          f"spiking_resnet, sew_resnet and spiking_vgg")
+    children = {child_name: _convert(child, _child(where, child_name), like, learnable_decay)
+                for child_name, child in module.named_children()}
+    if container:
+        return nn.Sequential(*children.values())
+    if twin is not None:
+        return twin(module, children).train(module.training)
+    for child_name, child in children.items():  # a container or the user's own module
+        setattr(module, child_name, child)
     return module
 
 
-def from_spikingjelly(model: nn.Module) -> nn.Module:
-    """The esdsnn version of a SpikingJelly model (a new module; ``model`` is left as it is)."""
+def from_spikingjelly(model: nn.Module, *, learnable_decay: bool = True) -> nn.Module:
+    """The esdsnn version of a SpikingJelly model (a new module; ``model`` is left as it is).
+
+    ``learnable_decay=False``: a ``ParametricLIFNode`` becomes a LIF whose decay is fixed at its
+    current value (what the RateBP-based methods can train); by default it stays learnable
+    (trained by the BPTT-based methods)."""
     like = next((t for t in model.state_dict().values() if t.is_floating_point()), None)
-    converted = _convert(copy.deepcopy(model), "", like)
+    converted = _convert(copy.deepcopy(model), "", like, learnable_decay)
     if not any(isinstance(m, LIF) for m in converted.modules()):
         raise ConfigError("the model has no SpikingJelly neuron (LIFNode, IFNode or ParametricLIFNode) to convert")
     return converted

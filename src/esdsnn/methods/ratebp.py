@@ -11,17 +11,24 @@ from .base import TrainingMethod, make_rate_safe, require_neurons, trace_firing_
 from .registry import register_method
 
 
+class LearnableDecayUnderRateBP(ConfigError):
+    """A model with a learnable decay given to a RateBP-based method (the CLI names its flags instead)."""
+
+
 class RateBP(TrainingMethod):
     """RateBP; with a ``DistillConfig`` it is ESD (branches on the rate-stage stage outputs)."""
 
     scales_loss_by_T = True
 
     def __init__(self, model: nn.Module, T: int, **kwargs) -> None:
-        learnable = [n for n, p in model.named_parameters() if n.endswith("decay_logit")]
+        learnable = [n.removesuffix(".decay_logit") for n, p in model.named_parameters() if n.endswith("decay_logit")]
         if learnable:
-            raise ConfigError(
-                "learnable_decay needs a BPTT-based method (bptt, esd-bptt): RateBP's eligibilities "
-                "give no gradient to the decay; use --no-learnable-decay or --method esd-bptt"
+            more = f" and {len(learnable) - 3} more" if len(learnable) > 3 else ""
+            raise LearnableDecayUnderRateBP(
+                f"learnable_decay needs a BPTT-based method: RateBP's eligibilities give no gradient to the decay "
+                f"of LIF layer(s) {', '.join(learnable[:3])}{more}; use create_method('esd-bptt', ...) (or 'bptt'), or "
+                f"fix the decay: build the LIFs with learnable_decay=False (a converted SpikingJelly model: "
+                f"esdsnn.from_spikingjelly(model, learnable_decay=False))"
             )
         require_neurons(model, "RateBP")
         make_rate_safe(model)

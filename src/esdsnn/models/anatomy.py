@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..layers.sew import SpikeElementWise
 from ..neurons.lif import LIF
 from ..neurons.spikes import PackedSpikes
 from ..passes.spike import run_spike
@@ -25,7 +26,8 @@ DEFAULT_SIZE = 32  # the side of the probing image when no input shape is given
 
 @dataclass(frozen=True)
 class Output:
-    """One submodule's output in the dry run: its shape per sample, and whether it is spikes."""
+    """One submodule's output in the dry run: its shape per sample, and whether it is spikes (or a
+    SEW connection's function of spikes, whose time mean RateBP's rate stage also gives exactly)."""
 
     name: str
     shape: tuple[int, ...]
@@ -65,11 +67,15 @@ def probe(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> Anat
         input_shape = (channels, DEFAULT_SIZE, DEFAULT_SIZE)
     input_shape = tuple(int(s) for s in input_shape)
     outputs: dict[str, Output] = {}
+    sew: list[Tensor] = []  # SEW connections' outputs (held, so that no other tensor takes their identity)
 
     def record(name: str, leaf: bool):
         def hook(module: nn.Module, inputs, out) -> None:
+            if isinstance(module, SpikeElementWise):
+                sew.append(out)
             if isinstance(out, Tensor) and name not in outputs:
-                outputs[name] = Output(name, tuple(out.shape[1:]), isinstance(out, PackedSpikes), leaf, len(outputs))
+                spiking = isinstance(out, PackedSpikes) or any(out is s for s in sew)
+                outputs[name] = Output(name, tuple(out.shape[1:]), spiking, leaf, len(outputs))
 
         return hook
 

@@ -19,6 +19,7 @@ from esdsnn.data.validation import hold_out_validation, validation_size
 from esdsnn.defaults import Choice, DataFacts
 from esdsnn.errors import CheckpointError, ConfigError, brief
 from esdsnn.methods import TrainingMethod, method_spec
+from esdsnn.methods.ratebp import LearnableDecayUnderRateBP
 from esdsnn.runs.checkpoint import LAST, load_checkpoint
 from esdsnn.runs.files import existing_run_dir
 
@@ -110,8 +111,12 @@ def build_method(config: TrainConfig, model: nn.Module, teacher: Optional[nn.Mod
     options = {section: getattr(config, section) for section in spec.sections}
     if spec.teacher_method is not None:
         options["teacher"] = teacher
-    return esdsnn.create_method(config.method, model, T=config.T, loss_scale=config.loss_scale,
-                                input_shape=input_shape, **options)
+    try:
+        return esdsnn.create_method(config.method, model, T=config.T, loss_scale=config.loss_scale,
+                                    input_shape=input_shape, **options)
+    except LearnableDecayUnderRateBP:
+        raise ConfigError(f"--learnable-decay needs a BPTT-based method: --method {config.method} (RateBP) gives no "
+                          f"gradient to the decay; use --no-learnable-decay or --method esd-bptt") from None
 
 
 def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) -> nn.Module:

@@ -2,9 +2,9 @@
 
 Each pass kind is named after the runner that sets it (``run_spike``, ``run_bptt``,
 ``run_spike_stage``, ``run_rate_stage``). Only the pass-aware layers (the LIF neuron, the
-rate-aware BatchNorm, the step-wise convolution, the residual add) read the current
-:class:`PassState`; runners set it with :func:`use_pass`, which restores the previous state in
-``finally``. There are no mode flags on modules and nothing sniffs grad mode.
+rate-aware BatchNorm, the step-wise convolution, the residual add, the SEW connection) read the
+current :class:`PassState`; runners set it with :func:`use_pass`, which restores the previous
+state in ``finally``. There are no mode flags on modules and nothing sniffs grad mode.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the RateBP spike stage records, keyed by layer: neuron rates/eligibilities, BN statistics."""
+"""What the RateBP spike stage records, keyed by layer: neuron rates/eligibilities, BN statistics,
+dropout masks, the output rates of spike-element-wise gates."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class Trace:
     neurons: Dict[nn.Module, NeuronRecord] = field(default_factory=dict)
     norms: Dict[nn.Module, NormRecord] = field(default_factory=dict)
     masks: Dict[nn.Module, Tensor] = field(default_factory=dict)  # dropout masks, one per sample
+    gates: Dict[nn.Module, Tensor] = field(default_factory=dict)  # output rates of SEW AND / IAND gates
 
     def record_neuron(self, layer: nn.Module, rate: Tensor, eligibility: Tensor) -> None:
         _record(self.neurons, layer, NeuronRecord(rate, eligibility), "neuron")
@@ -37,6 +39,9 @@ class Trace:
     def record_mask(self, layer: nn.Module, mask: Tensor) -> None:
         _record(self.masks, layer, mask, "dropout")
 
+    def record_gate(self, layer: nn.Module, rate: Tensor) -> None:
+        _record(self.gates, layer, rate, "gate")
+
     def neuron(self, layer: nn.Module) -> NeuronRecord:
         return _read(self.neurons, layer)
 
@@ -45,6 +50,9 @@ class Trace:
 
     def mask(self, layer: nn.Module) -> Tensor:
         return _read(self.masks, layer)
+
+    def gate(self, layer: nn.Module) -> Tensor:
+        return _read(self.gates, layer)
 
 
 def _record(table: dict, layer: nn.Module, value: Any, kind: str) -> None:

@@ -1,4 +1,6 @@
 """Batched augmentation: shapes, value ranges, per-image randomness, reproducibility."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,36 @@ def test_cutout_zeroes_one_clipped_square_per_sample():
         h = rows.max() - rows.min() + 1
         w = cols.max() - cols.min() + 1
         assert h * w == counts[b] and h <= 16 and w <= 16
+
+
+def official_cutout_rows(centre, size, length=16):
+    """The rows (or columns) the official ``Cutout(n_holes=1, length=16)`` zeroes for a hole
+    centred at ``centre``: ``[clip(c − length//2, 0, size), clip(c + length//2, 0, size))``."""
+    return max(centre - length // 2, 0), min(centre + length // 2, size)
+
+
+def test_the_recipes_cutout_is_the_official_16_pixel_square():
+    """The CIFAR recipe as a run gets it (the resolved config's augmentation, crop, flip and
+    AutoAugment off to see the hole alone): every hole is a square the official Cutout of side 16
+    cuts for some centre, and holes inside the image are 16×16 (a side-8 Cutout fails both)."""
+    from esdsnn.config import TrainConfig
+
+    recipe = TrainConfig(dataset="cifar10").resolved().augment
+    assert recipe.cutout is True
+    aug = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, dataclasses.replace(recipe, crop=False, flip=False,
+                                                                       autoaugment=False))
+    out = aug(torch.full((300, 3, 32, 32), 200, dtype=torch.uint8), gen(4))
+    black = Normalize(CIFAR10_MEAN, CIFAR10_STD)(torch.zeros(1, 3, 1, 1, dtype=torch.uint8))
+    hole = torch.isclose(out, black.expand_as(out)).all(dim=1)  # [N, H, W]
+    spans = {official_cutout_rows(c, 32) for c in range(32)}
+    inside = 0
+    for b in range(len(out)):
+        rows, cols = hole[b].nonzero(as_tuple=True)
+        top, bottom, left, right = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        assert int(hole[b].sum()) == (bottom - top) * (right - left), b  # one rectangle
+        assert (top, bottom) in spans and (left, right) in spans, (b, top, bottom, left, right)
+        inside += (bottom - top, right - left) == (16, 16)
+    assert inside > 50  # centres 8..24 on both axes: about a quarter of the samples
 
 
 def test_augmented_images_of_one_batch_differ():

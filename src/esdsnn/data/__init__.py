@@ -85,7 +85,7 @@ def dataset_loader(name: str) -> Loader:
 def load_dataset(name: str = DEFAULT_DATASET, **request: Any) -> DataBundle:
     """Load data set ``name``; ``request`` holds the fields of :class:`DataRequest`
     (``data_path``, ``batch_size``, ``seed``, ``device``, ``T``, ``eval_batch_size``, ``workers``,
-    ``augment``). ``seed`` fixes the order (and augmentation) of the training batches; the
+    ``augment``, ``options``). ``seed`` fixes the order (and augmentation) of the training batches; the
     train/test split of each data set is fixed by the data set itself."""
     known = [f.name for f in dataclasses.fields(DataRequest)]
     unknown = sorted(k for k in request if k not in known)

@@ -1,7 +1,8 @@
 """AutoAugment with the CIFAR-10 policy as the official ESD code runs it, batched on the device.
 
-The official code augments CIFAR with ``CIFAR10Policy``, the widely used implementation of the
-AutoAugment paper's CIFAR-10 policy (DeepVoltaire/AutoAugment), on PIL images. This module runs
+The official code augments CIFAR with ``CIFAR10Policy``, its copy of the widely used
+implementation of the AutoAugment paper's CIFAR-10 policy (DeepVoltaire/AutoAugment; copies differ
+on sub-policy 16, where the official one has p = 0.8), on PIL images. This module runs
 the same policy on uint8 batches ``[N, 3, H, W]`` with the same semantics (SPEC §7):
 
 - per image, one of the 25 sub-policies uniformly; each of its two operations runs with its own

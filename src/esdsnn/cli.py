@@ -183,6 +183,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                              "ESDSNN_SPIKINGJELLY_PATH=DIR puts a separate install first)")
     parser.add_argument("--neurons", choices=list(NEURON_LOOPS), default="eager",
                         help="esdsnn's neuron loops: eager, compiled (torch.compile, as train --compile) or both")
+    parser.add_argument("--precision", default="32", metavar="P1,P2,...",
+                        help="precision(s) to measure each configuration under, as train --precision: 32, bf16-mixed, "
+                             "16-mixed (CUDA); the baseline runs under the same autocast (default: 32)")
+    for old in ("amp", "spike_dtype"):  # the old flags, read with a notice (as train reads them)
+        parser.add_argument("--" + old.replace("_", "-"), dest=old, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--T", dest="Ts", type=_int_list, default=list(DEFAULT_TS), metavar="T1,T2,...",
                         help="time steps to measure (default: 1,2,4,6,8)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CPU, 128 on CUDA)")
@@ -194,6 +199,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the data set's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="cap on one configuration's worker; a configuration over it is a failed row (default: none)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="where bench.json, bench.md and bench.png go (default: a new bench/<UTC time> folder)")
@@ -216,14 +223,14 @@ def run_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--input-shape must be C,H,W, got {args.input_shape}")
     if not (args.steps or args.loaders):
         raise ConfigError("nothing to measure: --no-steps needs --loaders")
+    precisions = _bench_precisions(args)
     out = bench.prepare_out_dir(args.out, args.overwrite)
     if args.steps:
         records = bench.run_bench(
             arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
             threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-            baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device,
-            out_dir=out,
-            progress=args.progress,
+            baseline=args.baseline, neurons=args.neurons, precisions=precisions, repeats=args.repeats,
+            warmup=args.warmup, device=args.device, out_dir=out, progress=args.progress, timeout_s=args.timeout,
         )
         _out(bench.bench_markdown(records))
     if args.loaders:
@@ -233,6 +240,18 @@ def run_bench(args: argparse.Namespace) -> int:
         _out(pipeline_bench.loaders_markdown(loaders))
     _out(f"results in {out}")
     return 0
+
+
+def _bench_precisions(args: argparse.Namespace) -> list[str]:
+    """``--precision`` as a list; an old ``--amp``/``--spike-dtype`` is read as train reads it."""
+    from esdsnn.config import TrainConfig
+
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    old = {k: getattr(args, k) for k in ("amp", "spike_dtype") if getattr(args, k) is not None}
+    if old:
+        read = TrainConfig.coerce_values(old, source="the command line").get("precision", "32")
+        precisions = [read] if args.precision == "32" else precisions
+    return precisions
 
 
 def _cuda() -> bool:

@@ -47,9 +47,18 @@ from esdsnn.methods import list_methods, method_spec
 from esdsnn.models import list_models
 from esdsnn.models.registry import model_factory
 from esdsnn.neurons.lif import LIFConfig
+from esdsnn.runtime.precision import Precision
 
 #: Old flat names still read (YAML keys and flags), with a notice: old name -> new name.
-RENAMED: dict[str, str] = {"tau": "kd_tau"}
+RENAMED: dict[str, str] = {"tau": "kd_tau", "amp": "precision", "spike_dtype": "precision"}
+#: Old values of renamed settings, as the new setting's values (``None``: the old setting's
+#: default, which the new one's default covers: nothing to set).
+RENAMED_VALUES: dict[str, dict[str, Optional[str]]] = {
+    "amp": {"none": None, "bf16": "bf16-mixed", "fp16": "16-mixed"},
+    # bf16 convolutions on spikes are part of bf16-mixed now (with its autocast); "auto" was the
+    # default of an earlier version (float32 except on native-bf16 hardware): read as the default
+    "spike_dtype": {"float32": None, "auto": None, "bf16": "bf16-mixed"},
+}
 #: Settings added since runs were saved, per data set, with the value the runs saved before used.
 SAVED_BEFORE: dict[str, dict[str, Any]] = {"cifar10-dvs": {"dvs_split": "stratified"}}
 
@@ -97,11 +106,10 @@ class RunConfig:
     report: bool = option(True, "write the firing-rate and energy report at the end of training", resumable=True)
     save_every_steps: int = option(0, "also save last.pt every N training steps (0: at the end of each epoch only)",
                                resumable=True)
-    amp: Literal["none", "bf16", "fp16"] = option("none", "mixed precision: none, bf16 or fp16 (fp16 with a gradient scaler)")
-    spike_dtype: Literal["auto", "float32", "bf16"] = option(
-        "float32", "number type of the convolutions on spikes in the no-grad passes (RateBP's spike stage, "
-                   "evaluation): float32 (exact, the default), bf16 (faster where the device runs it natively; "
-                   "changes the spikes), auto = bf16 where native, else float32", resumable=True)
+    precision: Precision = option(
+        "32", "number types: 32 (float32 everywhere: exact, the default), bf16-mixed (bfloat16 autocast and "
+              "bfloat16 convolutions on spikes; fast only where the device runs bf16 natively, and it changes "
+              "the run) or 16-mixed (float16 autocast with a gradient scaler, CUDA only)")
     channels_last: bool = option(False, "channels-last memory format for the model and image batches")
     compile: bool = option(False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)",
                        resumable=True)
@@ -279,14 +287,28 @@ class TrainConfig:
 
 
 def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """``values`` with old setting names replaced by their new ones, one notice each."""
+    """``values`` with old setting names (and their old values) replaced by the new ones, one
+    notice each; an old and a new name that ask for different things are refused."""
     out = dict(values)
     for old, new in RENAMED.items():
-        if old in out:
-            if new in out:
-                raise ConfigError(f"{source} sets both {old} and its new name {new}; keep {new}")
-            notice(f"'{old}' in {source} is now '{new}' (--{new.replace('_', '-')}); read as {new}")
-            out[new] = out.pop(old)
+        if old not in out:
+            continue
+        value = out.pop(old)
+        table = RENAMED_VALUES.get(old)
+        if table is not None:
+            key = str(value).strip().lower()
+            if key not in table:
+                raise ConfigError(f"{old} (in {source}) must be one of {', '.join(table)}, got {value!r}; "
+                                  f"it is now --{new.replace('_', '-')} {' | '.join(choices(LEAVES[new].hint))}")
+            value = table[key]
+        flag = f"--{new.replace('_', '-')}"
+        if value is None:
+            notice(f"'{old}' in {source} is now '{new}' ({flag}); its value is the default there, nothing to set")
+            continue
+        if new in out and out[new] != value:
+            raise ConfigError(f"{source} sets both {old} and {new} ({out[new]!r} vs {value!r} from {old}); keep {new}")
+        notice(f"'{old}' in {source} is now '{new}' ({flag}); read as {new} {value}")
+        out[new] = value
     return out
 
 

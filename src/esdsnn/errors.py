@@ -25,6 +25,10 @@ class TrainingDiverged(EsdsnnError):
     """The loss became NaN or infinite."""
 
 
+class SpikeWriteError(EsdsnnError):
+    """An in-place write into a neuron's packed spikes of values other than 0 and 1."""
+
+
 def brief(exc: BaseException, limit: int = 200, *, with_type: bool = False) -> str:
     """An exception's message on one line, shortened to ``limit`` characters (for error lines
     that name a cause without a traceback); ``with_type`` puts the exception's class first."""

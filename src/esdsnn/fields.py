@@ -61,6 +61,8 @@ def coerce_value(name: str, value: Any, hint: Any, source: str) -> Any:
         raise ConfigError(f"{where} must not be empty")
     options = choices(hint)
     if options is not None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in options:
+            value = str(value)  # precision: 32 (a YAML number) is the choice "32"
         if value not in options:
             raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
         return value

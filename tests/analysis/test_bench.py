@@ -87,3 +87,41 @@ def test_bad_arguments_are_config_errors(tmp_path):
         run_bench(methods=["nope"], Ts=[1], out_dir=tmp_path, progress=False, **{k: v for k, v in SMALL.items()})
     with pytest.raises(ConfigError):
         run_bench(methods=["bptt"], Ts=[0], out_dir=tmp_path, progress=False, **SMALL)
+
+
+def test_every_configuration_runs_under_each_precision_and_says_so(tmp_path):
+    """--precision 32,bf16-mixed: one row per precision (bf16 is emulated on some CPUs: tiny shapes),
+    each record naming its precision, whether the device runs it natively, and the CPU capability."""
+    from esdsnn.runtime.precision import cpu_capability, native_bf16
+
+    records = run_bench(methods=["esd"], Ts=[1], out_dir=tmp_path, progress=False, precisions=["32", "bf16-mixed"],
+                        **SMALL)
+    assert [r["precision"] for r in records] == ["32", "bf16-mixed"]
+    for r in records:
+        assert "error" not in r, r.get("error")
+        assert r["cpu_capability"] == cpu_capability() and r["step_min_s"] <= r["step_s"]
+    assert records[0]["precision_native"] is True and records[1]["precision_native"] is native_bf16("cpu")
+    md = (tmp_path / "bench.md").read_text()
+    assert "| esd [32] | 1 |" in md and "| esd [bf16-mixed] | 1 |" in md and cpu_capability() in md
+    with pytest.raises(ConfigError, match="16-mixed needs a CUDA device"):
+        run_bench(methods=["esd"], Ts=[1], out_dir=tmp_path / "x", progress=False, precisions=["16-mixed"], **SMALL)
+
+
+def test_a_bf16_mixed_step_runs_its_spike_stage_in_bf16(monkeypatch):
+    """The worker's step sets the spike stage's type of the precision: the convolutions on spikes
+    see bfloat16 under bf16-mixed and float32 under 32."""
+    from esdsnn.layers import conv
+
+    seen = set()
+    real = conv.Conv2d._conv
+
+    def spy(self, x, low=None):
+        seen.add(low)
+        return real(self, x, low)
+
+    monkeypatch.setattr(conv.Conv2d, "_conv", spy)
+    measure_config(method="esd", T=2, precision="32", **dict(SMALL, repeats=1, warmup=0))
+    assert seen == {None}
+    seen.clear()
+    measure_config(method="esd", T=2, precision="bf16-mixed", **dict(SMALL, repeats=1, warmup=0))
+    assert torch.bfloat16 in seen

@@ -284,7 +284,7 @@ def test_cifar_augment_runs_autoaugment_on_uint8_before_normalising():
     assert torch.equal(out, expect)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_policy_on_cuda_equals_cpu():
     x = to_tensor(np.concatenate([scene_images()] * 20))
     plan = AA.draw_plan(len(x), gen(11))

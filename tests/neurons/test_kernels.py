@@ -9,6 +9,7 @@ from esdsnn.neurons.lif import EAGER_KERNELS, _with_fallback, compiled_kernels, 
 from esdsnn.passes import PassState, use_pass
 
 
+@pytest.mark.slow
 def test_compiled_fused_bptt_equals_eager_values_and_gradients(recwarn):
     from torch._dynamo.utils import counters
 
@@ -59,7 +60,7 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_warning():
     assert fn(2) == 3 and calls == [1, 2]  # no second attempt, no second warning
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_lif_on_cuda_runs_compiled_loops_equal_to_cpu():
     layer = LIF(decay=0.3)
     x = torch.randn(4 * 8, 16) * 1.5 + 0.4
@@ -68,3 +69,22 @@ def test_lif_on_cuda_runs_compiled_loops_equal_to_cpu():
         gpu = layer.cuda()(x.cuda())
     assert torch.equal(gpu.cpu(), cpu)
     assert lif_module.kernels_for(x.cuda().device, layer.kernels) is compiled_kernels()
+
+
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+def test_each_compiled_loop_is_one_graph(reset):
+    """torch.compile traces each loop whole (no graph break, which would run the rest of the loop
+    eagerly), with a fresh configuration whose surrogate nothing has used yet."""
+    from esdsnn.neurons.fused import bptt_backward, bptt_forward
+    from esdsnn.neurons.lif import lif_rate_eligibility, lif_spikes
+
+    x = torch.randn(3, 2, 5)
+    for fn, args in [
+        (bptt_forward, lambda p: (x, 0.3, p)),
+        (bptt_backward, lambda p: (torch.randn_like(x), x, torch.tensor(0.3), p, True)),
+        (lif_rate_eligibility, lambda p: (x.clone(), 0.3, p, torch.empty_like(x, dtype=torch.uint8))),
+        (lif_spikes, lambda p: (x.clone(), 0.3, p)),
+    ]:
+        p = LIFConfig(reset=reset, detach_reset=False, v_reset=-0.2 if reset == "hard" else 0.0)
+        explained = torch._dynamo.explain(fn)(*args(p))
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), (fn.__name__, explained.break_reasons)

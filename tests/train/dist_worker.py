@@ -16,7 +16,7 @@ from esdsnn.config import TrainConfig
 from esdsnn.layers.sync_norm import convert_sync_batchnorm
 from esdsnn.passes.ratebp import run_spike_stage
 from esdsnn.train import loop, session
-from esdsnn.train.distributed import DistContext, wrap_ddp
+from esdsnn.train.distributed import DistContext, init_process_group, leave_process_group, wrap_ddp
 
 T = 2
 BATCH = 16
@@ -60,7 +60,7 @@ class StopAfter:
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    init_process_group(backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 
     # 1. the layers: one DDP step on a fixed global batch, sharded
@@ -103,7 +103,7 @@ def main(out: Path) -> None:
         loop.train(loop_config("bptt", {}, None), stop=StopAfter(1))
     finally:
         os.chdir(home)
-    dist.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == "__main__":

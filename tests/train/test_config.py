@@ -2,7 +2,7 @@
 import pytest
 
 from esdsnn.errors import ConfigError
-from esdsnn.config import RENAMED, TrainConfig, load_config, read_yaml, save_config
+from esdsnn.config import RENAMED, RENAMED_VALUES, TrainConfig, load_config, read_yaml, save_config
 
 
 def test_defaults_resolve_for_digits():
@@ -191,7 +191,8 @@ def test_a_config_saved_before_the_config_tree_still_loads(tmp_path):
     assert (config.optim.epochs, config.optim.batch_size, config.neuron.decay, config.distill.beta) == (2, 64, 0.2, 0.3)
     assert config.run.out == "/tmp/old-run" and config.augment.crop_padding == 4  # a new key takes its default
     saved = read_yaml(path)
-    renamed = {RENAMED.get(k, k): v for k, v in saved.items()}  # tau is now kd_tau
+    renamed = {RENAMED.get(k, k): RENAMED_VALUES.get(k, {}).get(v, v) for k, v in saved.items()}  # tau: kd_tau
+    renamed["precision"] = renamed["precision"] or "32"  # amp none: the default precision
     assert set(renamed) <= set(TrainConfig.field_names())
     assert {k: config.get(k) for k in renamed} == renamed  # every old key means what it meant
 

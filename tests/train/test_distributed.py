@@ -248,3 +248,15 @@ def test_global_batch_must_divide_over_processes(tmp_path):
     assert proc.returncode != 0
     assert "batch_size 65 is the global batch and must divide evenly over the 2 processes" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads from /proc")
+def test_leaving_the_session_stops_the_process_groups_threads(tmp_path):
+    """The cause of an intermittent SIGABRT at exit: Gloo's worker threads outliving the
+    interpreter (torch._dynamo, imported by DDP after the group exists, kept the group alive).
+    After a session with DDP and a step, no Gloo thread may be left."""
+    proc = torchrun(HERE / "dist_teardown.py", tmp_path, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if " threads: " in line)
+    assert [line.split(" threads:")[0] for line in lines] == ["rank 0", "rank 1"]
+    assert not any("gloo" in line for line in lines), lines

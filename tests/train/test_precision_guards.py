@@ -19,7 +19,7 @@ from esdsnn.train import logging as trainlog
 from esdsnn.train import loop
 from esdsnn.train.state import all_finite
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_cuda = pytest.mark.cuda
 
 
 class _StopAfter:
@@ -76,7 +76,7 @@ def test_bf16_autocast_keeps_membranes_and_records_in_float32():
 
 def test_bf16_training_steps_on_cpu(tmp_path):
     full = loop.train(_config(tmp_path, "fp32"), stop=_StopAfter(0))
-    amp = loop.train(_config(tmp_path, "bf16", amp="bf16"), stop=_StopAfter(1))
+    amp = loop.train(_config(tmp_path, "bf16", precision="bf16-mixed"), stop=_StopAfter(1))
     assert amp.status == "interrupted" and amp.step == 2
     ckpt = load_checkpoint(amp.run_dir / LAST)
     assert all_finite(ckpt["model"].values()) and all_finite(ckpt["extra"].values())
@@ -84,26 +84,26 @@ def test_bf16_training_steps_on_cpu(tmp_path):
     progress = ckpt["progress"]
     loss16 = progress["part_sums"]["loss"] / progress["seen"]
     assert abs(loss16 - loss32) < 0.1 * loss32  # two bf16 steps stay near the float32 first step
-    assert ckpt["config"]["amp"] == "bf16" and ckpt["scaler"] == {}
+    assert ckpt["config"]["precision"] == "bf16-mixed" and ckpt["scaler"] == {}
 
 
 def test_fp16_needs_cuda(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA present: see test_fp16_with_grad_scaler_on_cuda")
-    with pytest.raises(ConfigError, match="--amp fp16 needs a CUDA device"):
-        loop.train(_config(tmp_path, amp="fp16", device="cpu"))
+    with pytest.raises(ConfigError, match="--precision 16-mixed needs a CUDA device"):
+        loop.train(_config(tmp_path, precision="16-mixed", device="cpu"))
 
 
 @needs_cuda
 def test_fp16_with_grad_scaler_on_cuda(tmp_path):
-    run = loop.train(_config(tmp_path, amp="fp16", device="cuda", channels_last=True), stop=_StopAfter(2))
+    run = loop.train(_config(tmp_path, precision="16-mixed", device="cuda", channels_last=True), stop=_StopAfter(2))
     ckpt = load_checkpoint(run.run_dir / LAST)
     assert ckpt["scaler"]["scale"] > 0 and all_finite(ckpt["model"].values())
 
 
 @needs_cuda
 def test_bf16_compile_on_cuda(tmp_path):
-    run = loop.train(_config(tmp_path, amp="bf16", device="cuda", compile=True), stop=_StopAfter(1))
+    run = loop.train(_config(tmp_path, precision="bf16-mixed", device="cuda", compile=True), stop=_StopAfter(1))
     assert all_finite(load_checkpoint(run.run_dir / LAST)["model"].values())
 
 

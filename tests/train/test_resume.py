@@ -212,3 +212,45 @@ def test_resume_of_a_version_1_checkpoint(tmp_path):
     v1["format_version"], v1["rng"] = 1, data["rng"]["torch"]
     torch.save(v1, cut.run_dir / LAST)
     assert loop.train(loop.resume_config(cut.run_dir), resume=True).status == "completed"
+
+
+# ---- methods and models that draw random numbers in their steps ----------------------------------
+DROPOUT_FACTORY = '''
+import torch.nn as nn
+from esdsnn import layers as snn
+
+def net(num_classes, in_channels, **lif):
+    return nn.Sequential(
+        snn.Conv2d(in_channels, 8, 3, padding=1, bias=False), snn.BatchNorm2d(8), snn.LIF(**lif),
+        snn.Dropout(0.3),
+        snn.Conv2d(8, 16, 3, padding=1, stride=2, bias=False), snn.BatchNorm2d(16), snn.LIF(**lif),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+'''
+
+
+def _interrupted_then_resumed_equals_uninterrupted(tmp_path, **changes):
+    """Stopped mid-epoch 1 at a step checkpoint, then resumed, a run ends with the weights,
+    branches, momentum and metrics of one that never stopped; with the RNG state not restored
+    (the random draws of the steps after the cut then differ), it would not."""
+    full = loop.train(_config(tmp_path, "full", epochs=1, **changes))
+    cut = loop.train(_config(tmp_path, "cut", epochs=1, **changes), stop=_StopAfter(3))
+    assert cut.status == "interrupted" and (cut.epoch, cut.step) == (0, 4)
+    resumed = loop.train(loop.resume_config(cut.run_dir), resume=True)
+    assert resumed.status == "completed"
+    a, b = load_checkpoint(full.run_dir / LAST), load_checkpoint(cut.run_dir / LAST)
+    assert_same_state(a, b)
+    assert_same_optimizer(a, b)
+    assert rows_without_timing(full.run_dir / "metrics.csv") == rows_without_timing(cut.run_dir / "metrics.csv")
+
+
+def test_kd_resumes_bit_exact_with_its_noise(tmp_path):
+    """kd draws NLD's noise from the global RNG at every step."""
+    teacher = loop.train(_config(tmp_path, "teacher", method="ann", epochs=1, save_every_steps=0))
+    _interrupted_then_resumed_equals_uninterrupted(tmp_path, method="kd", teacher_run=str(teacher.run_dir))
+
+
+def test_a_model_with_dropout_resumes_bit_exact(tmp_path, monkeypatch):
+    """Dropout draws one mask per sample and step of training from the global RNG."""
+    (tmp_path / "dropnets.py").write_text(DROPOUT_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _interrupted_then_resumed_equals_uninterrupted(tmp_path, method="ratebp", arch="dropnets:net")

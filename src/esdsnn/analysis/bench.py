@@ -54,8 +54,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from esdsnn.atomic import write_json_atomic, write_text_atomic
+from esdsnn.atomic import write_json_atomic
 
+from .bench_report import BENCH_JSON, BENCH_MD, BENCH_PNG, bench_markdown, write_bench_files
 from .bench_worker import BASELINE_METHODS, is_out_of_memory, measure_config, out_of_memory_message
 
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt")
@@ -73,10 +74,9 @@ BASELINES = {"spikingjelly": "spikingjelly-bptt"}
 SPIKINGJELLY_PATH_ENV = "ESDSNN_SPIKINGJELLY_PATH"
 NEURON_LOOPS = {"eager": ("eager",), "compiled": ("compiled",), "both": ("eager", "compiled")}
 BENCH_FILES = ("bench.json", "bench.md", "bench.png", "loaders.json")
-BENCH_JSON = "bench.json"
-BENCH_MD = "bench.md"
-BENCH_PNG = "bench.png"
-RECORD_KEYS = ("method", "T", "step_s", "peak_mem_bytes", "limit_s", "device", "threads", "batch", "arch", "torch")
+RECORD_KEYS = ("method", "T", "precision", "step_s", "peak_mem_bytes", "limit_s", "device", "threads", "batch", "arch",
+               "torch")
+DEFAULT_PRECISIONS = ("32",)
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -94,6 +94,11 @@ def bench_inputs(arch: str, dataset: Optional[str] = None, input_shape: Optional
                           "(or give --input-shape and --num-classes)")
     shape, classes, event = DATASET_INPUTS[name]
     return [int(v) for v in (input_shape or shape)], int(num_classes or classes), event
+
+
+def precision_spec_needs_cuda(precision: str) -> bool:
+    """Whether ``precision`` runs only on CUDA (float16 with a gradient scaler)."""
+    return precision == "16-mixed"
 
 
 def timestamped_dir(root: str | Path = DEFAULT_OUT_ROOT) -> Path:
@@ -134,7 +139,8 @@ def _worker_command(cfg: dict) -> list[str]:
         "--arch", cfg["arch"], "--method", cfg["method"], "--T", str(cfg["T"]), "--batch", str(cfg["batch"]),
         "--threads", str(cfg["threads"]), "--input-shape", ",".join(map(str, cfg["input_shape"])),
         "--num-classes", str(cfg["num_classes"]), "--repeats", str(cfg["repeats"]), "--warmup", str(cfg["warmup"]),
-        "--device", cfg["device"], "--neurons", cfg.get("neurons", "eager"), *(["--event"] if cfg.get("event") else []),
+        "--device", cfg["device"], "--neurons", cfg.get("neurons", "eager"), "--precision", cfg.get("precision", "32"),
+        *(["--event"] if cfg.get("event") else []),
     ]
 
 
@@ -186,64 +192,6 @@ def _run_worker(cfg: dict, timeout_s: Optional[float]) -> dict:
     return {**failed, "error": failure_reason(proc.returncode, proc.stderr)}
 
 
-def _mib(b: Optional[float]) -> str:
-    return "—" if b is None else f"{b / 2**20:.1f}"
-
-
-def _secs(s: Optional[float]) -> str:
-    return "—" if s is None else f"{s:.4f}" if s < 1 else f"{s:.3f}"
-
-
-def _ratio(a: Optional[float], b: Optional[float]) -> str:
-    return "—" if not a or not b else f"{a / b:.2f}"
-
-
-def _label(record: dict) -> str:
-    """A record's method, marked when its neuron loops were compiled."""
-    return record["method"] + (" (compiled)" if record.get("neurons") == "compiled" else "")
-
-
-def bench_markdown(records: Sequence[dict]) -> str:
-    """The Markdown table of ``bench.md``, from saved records only; with baseline records, each
-    row's time and memory as a multiple of the baseline's at the same T."""
-    if not records:
-        return "# Training-step benchmark\n\nno records\n"
-    r0 = next((r for r in records if "error" not in r), records[0])
-    shape = "×".join(str(s) for s in r0.get("input_shape") or [])
-    baseline = {r["T"]: r for r in records if r["method"] in BASELINE_METHODS and "error" not in r}
-    versions = sorted({r["baseline"] for r in baseline.values() if r.get("baseline")})
-    lines = [
-        "# Training-step benchmark",
-        "",
-        f"`{r0['arch']}`, input {shape}{' event frames' if r0.get('event') else ''}, {r0.get('num_classes')} classes, "
-        f"batch {r0['batch']}, device {r0['device']} ({r0.get('device_name')}), "
-        f"{r0['threads']} thread(s), torch {r0['torch']}. One step = forward + backward + SGD step on random data; "
-        f"time = median of {r0.get('repeats')} step(s) after {r0.get('warmup')} warm-up step(s). Peak memory: each "
-        f"configuration in a fresh process, peak of the timed steps above the baseline after warm-up "
-        f"({r0.get('mem_method')}). RateBP limit = T no-grad forwards at T = 1 + one training step at T = 1 "
-        "(RateBP-based methods)." + (f" Baseline: {', '.join(versions)} BPTT on the same network (`spikingjelly-bptt`)."
-                                     if versions else ""),
-        "",
-    ]
-    head = "| method | T | step (s) | RateBP limit (s) | step / limit | peak memory (MiB) |"
-    rule = "|---|---|---|---|---|---|"
-    if baseline:
-        head, rule = head + " time / SJ BPTT | memory / SJ BPTT |", rule + "---|---|"
-    lines += [head, rule]
-    for r in records:
-        name = _label(r)
-        if "error" in r:
-            lines.append(f"| {name} | {r['T']} | failed: {r['error']} | | | |" + (" | |" if baseline else ""))
-            continue
-        row = (f"| {name} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('limit_s'))} | "
-               f"{_ratio(r['step_s'], r.get('limit_s'))} | {_mib(r['peak_mem_bytes'])} |")
-        if baseline:
-            b = baseline.get(r["T"], {})
-            row += f" {_ratio(r['step_s'], b.get('step_s'))} | {_ratio(r['peak_mem_bytes'], b.get('peak_mem_bytes'))} |"
-        lines.append(row)
-    return "\n".join(lines) + "\n"
-
-
 def run_bench(
     *,
     arch: str = DEFAULT_ARCH,
@@ -256,6 +204,7 @@ def run_bench(
     dataset: Optional[str] = None,
     baseline: Optional[str] = None,
     neurons: str = "eager",
+    precisions: Sequence[str] = DEFAULT_PRECISIONS,
     repeats: int = 5,
     warmup: int = 2,
     device: Optional[str] = None,
@@ -271,7 +220,9 @@ def run_bench(
     from the data set ``arch`` is built for (:func:`bench_inputs`); ``out_dir`` a new
     ``bench/<UTC time>`` folder (:func:`prepare_out_dir`). ``baseline="spikingjelly"`` adds
     SpikingJelly's BPTT on the same network (method ``spikingjelly-bptt``) at every T.
-    ``neurons``: esdsnn's neuron loops ``eager``, ``compiled`` (torch.compile) or ``both``. Writes
+    ``neurons``: esdsnn's neuron loops ``eager``, ``compiled`` (torch.compile) or ``both``.
+    ``precisions``: each configuration under each of these (``esdsnn train --precision``; the
+    baseline under the same autocast). Writes
     ``bench.json`` (a list of records with ``method, T, step_s, peak_mem_bytes, limit_s, device,
     threads, batch, arch, torch`` and details), ``bench.md`` and ``bench.png`` into the folder
     (the caller that needs the folder's name prepares it: ``run_bench(out_dir=prepare_out_dir())``);
@@ -296,6 +247,13 @@ def run_bench(
         raise ConfigError(f"unknown baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
     if neurons not in NEURON_LOOPS:
         raise ConfigError(f"neurons must be one of {', '.join(NEURON_LOOPS)}, got {neurons!r}")
+    from esdsnn.runtime.precision import PRECISIONS
+
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ConfigError(f"unknown precision(s) {bad}: choose from {', '.join(PRECISIONS)}")
+    if any(precision_spec_needs_cuda(p) for p in precisions) and not device.startswith("cuda"):
+        raise ConfigError("precision 16-mixed needs a CUDA device; on the CPU use 32 or bf16-mixed")
     if not Ts or any(not isinstance(T, int) or T < 1 for T in Ts):
         raise ConfigError(f"T values must be integers >= 1, got {list(Ts)}")
     input_shape, num_classes, event = bench_inputs(arch, dataset, input_shape, num_classes)
@@ -311,32 +269,18 @@ def run_bench(
     runs += [(BASELINES[baseline], "eager")] if baseline else []
     configs = [
         dict(arch=arch, method=m, T=int(T), batch=batch, threads=threads, input_shape=input_shape,
-             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device, event=event, neurons=loops)
-        for m, loops in runs for T in Ts
+             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device, event=event, neurons=loops,
+             precision=str(p))
+        for p in precisions for m, loops in runs for T in Ts
     ]
     records: list[dict] = []
     bar = tqdm(configs, desc="bench", unit="config", disable=not progress)
     for cfg in bar:
-        bar.set_postfix_str(f"{cfg['method']} T={cfg['T']}")
+        bar.set_postfix_str(f"{cfg['method']} T={cfg['T']} {cfg['precision']}")
         records.append(_run_worker(cfg, timeout_s))
         write_json_atomic(out / BENCH_JSON, records)
     bar.close()
     write_bench_files(records, out)
-    return records
-
-
-def write_bench_files(records: Optional[Sequence[dict]], out_dir: str | Path) -> list[dict]:
-    """Write ``bench.md`` and ``bench.png`` into ``out_dir`` from ``records`` (``None``: read the
-    saved ``bench.json`` there); returns the records. The plot names the baseline's version."""
-    from .plots import plot_bench
-
-    out = Path(out_dir)
-    if records is None:
-        records = json.loads((out / BENCH_JSON).read_text())
-    records = list(records)
-    write_text_atomic(out / BENCH_MD, bench_markdown(records))
-    labelled = [{**r, "method": f"{r['method']} ({r['baseline']})" if r.get("baseline") else _label(r)} for r in records]
-    plot_bench(labelled, out / BENCH_PNG)
     return records
 
 
@@ -366,7 +310,7 @@ def _worker_main(args: argparse.Namespace) -> int:
             arch=args.arch, method=args.method, T=args.T, batch=args.batch or (128 if device.startswith("cuda") else 32),
             threads=args.threads or torch.get_num_threads(), input_shape=args.input_shape or DEFAULT_INPUT_SHAPE,
             num_classes=args.num_classes or 10, repeats=args.repeats, warmup=args.warmup, device=device, event=args.event,
-            neurons=args.neurons,
+            neurons=args.neurons, precision=args.precision,
         )
     except Exception as exc:
         from esdsnn.errors import EsdsnnError
@@ -398,6 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--event", action="store_true", help="(worker) event frames [T, B, C, H, W] as input")
     p.add_argument("--baseline", default=None, choices=sorted(BASELINES))
     p.add_argument("--neurons", default="eager", choices=list(NEURON_LOOPS))
+    p.add_argument("--precision", default="32", help="(worker) the precision; (parent) comma-separated precisions")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default=None)
@@ -411,7 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     records = run_bench(
         arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
         threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-        baseline=args.baseline, neurons=args.neurons, repeats=args.repeats, warmup=args.warmup, device=args.device,
+        baseline=args.baseline, neurons=args.neurons, precisions=args.precision.split(","), repeats=args.repeats,
+        warmup=args.warmup, device=args.device,
         out_dir=out,
     )
     print(bench_markdown(records))

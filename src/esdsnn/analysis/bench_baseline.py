@@ -122,21 +122,30 @@ def to_spikingjelly(model: nn.Module) -> nn.Module:
     return net
 
 
-def spikingjelly_training_step(model: nn.Module, x: Tensor, y: Tensor, T: int) -> tuple[Callable[[], None], dict]:
+def spikingjelly_training_step(model: nn.Module, x: Tensor, y: Tensor, T: int,
+                               precision: str = "32") -> tuple[Callable[[], None], dict]:
     """One BPTT training step of the SpikingJelly twin of ``model``, as esdsnn's BPTT method takes
     it: the image at every step (or the event frames), cross-entropy of the time-averaged logits,
     backward, SGD with momentum; the neurons' state reset after each step (SpikingJelly keeps it
-    on the modules). Returns the step and what the record says about the baseline."""
+    on the modules). Under ``precision`` the forward runs in the same autocast as esdsnn's (and
+    a gradient scaler for 16-mixed). Returns the step and what the record says about the baseline."""
+    from ..runtime.precision import autocast_for, precision_spec, use_precision
+
     _, _, _, functional = spikingjelly_modules()
     net = to_spikingjelly(model).train()
     x_seq = x if x.dim() == 5 else x.unsqueeze(0).repeat(T, *([1] * x.dim()))
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(x.device.type, enabled=precision_spec(precision).grad_scaler)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        logits = net(x_seq).mean(0)
-        nn.functional.cross_entropy(logits, y).backward()
-        opt.step()
+        with use_precision(precision):  # float32 without TF32 under "32", as esdsnn's own step
+            opt.zero_grad(set_to_none=True)
+            with autocast_for(precision, x.device):
+                logits = net(x_seq).mean(0)
+                loss = nn.functional.cross_entropy(logits.float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         functional.reset_net(net)
 
     return step, {"baseline": f"spikingjelly {spikingjelly_version()}"}

@@ -102,13 +102,23 @@ def _timed(fn: Callable[[], None], repeats: int, warmup: int, device: torch.devi
     return times
 
 
-def _train_step(method: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _train_step(method: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "32") -> Callable[[], None]:
+    """One training step as ``esdsnn train`` takes it under ``precision``: the forward (and for
+    RateBP its spike stage) under the precision's autocast and spike-stage type, the backward
+    outside it, a gradient scaler where the precision needs one, an SGD step."""
+    from esdsnn.runtime.precision import autocast_for, precision_spec, use_precision
+
     opt = torch.optim.SGD(method.parameters(), lr=1e-3, momentum=0.9)
+    scaler = torch.amp.GradScaler(x.device.type, enabled=precision_spec(precision).grad_scaler)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        method(x, y).loss.backward()
-        opt.step()
+        with use_precision(precision):
+            opt.zero_grad(set_to_none=True)
+            with autocast_for(precision, x.device):
+                loss = method(x, y).loss
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
 
     return step
 
@@ -123,6 +133,7 @@ def measure_step(step: Callable[[], None], dev: torch.device, repeats: int, warm
     peak = steady.peak_above_baseline()
     return {
         "step_s": statistics.median(times),
+        "step_min_s": min(times),
         "peak_mem_bytes": peak,
         "step_times_s": times,
         "first_steps_peak_mem_bytes": max(first_peak, peak + steady.baseline - setup.baseline),
@@ -130,14 +141,31 @@ def measure_step(step: Callable[[], None], dev: torch.device, repeats: int, warm
     }
 
 
-def environment(dev: torch.device) -> dict:
-    """What every record says about where it ran."""
+def environment(dev: torch.device, precision: str = "32") -> dict:
+    """What every record says about where it ran: the device (and the CPU's capability), the
+    threads, torch, and the precision with whether the device runs it natively."""
+    from esdsnn.runtime.precision import cpu_capability, precision_native
+
     return {
         "device": dev.type,
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "cpu_capability": cpu_capability(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "precision": precision,
+        "precision_native": precision_native(precision, dev),
     }
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def bench_batch(batch: int, input_shape: Sequence[int], num_classes: int, dev: torch.device,
@@ -162,13 +190,15 @@ def measure_config(
     seed: int = 0,
     event: bool = False,
     neurons: str = "eager",
+    precision: str = "32",
 ) -> dict:
     """Measure one configuration in this process (what a worker runs); returns its record.
     ``neurons="compiled"``: esdsnn's neuron loops through ``torch.compile`` (``--compile`` in
-    training; the warm-up steps compile)."""
+    training; the warm-up steps compile). ``precision``: as ``esdsnn train --precision``."""
     from esdsnn import create_method, create_model
     from esdsnn.methods import BPTT, RateBP
     from esdsnn.passes.spike import run_spike
+    from esdsnn.runtime.precision import autocast_for, use_precision
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -178,11 +208,12 @@ def measure_config(
     common = {"method": method, "T": T, "batch": batch, "arch": arch, "input_shape": list(input_shape),
               "num_classes": num_classes, "repeats": repeats, "warmup": warmup, "event": event,
               "neurons": "spikingjelly" if method in BASELINE_METHODS else neurons}
+    env = environment(dev, precision)
     if method in BASELINE_METHODS:
         from .bench_baseline import spikingjelly_training_step
 
-        step, extra = spikingjelly_training_step(model, x, y, T)
-        return {**common, **measure_step(step, dev, repeats, warmup), "limit_s": None, **environment(dev),
+        step, extra = spikingjelly_training_step(model, x, y, T, precision)
+        return {**common, **measure_step(step, dev, repeats, warmup), "limit_s": None, **env,
                 "params": sum(p.numel() for p in model.parameters()), **extra}
 
     if neurons == "compiled":
@@ -190,16 +221,21 @@ def measure_config(
 
         compile_neurons_(model)
     trainer = create_method(method, model, T=T).to(dev).train()
-    measured = measure_step(_train_step(trainer, x, y), dev, repeats, warmup)
+    measured = measure_step(_train_step(trainer, x, y, precision), dev, repeats, warmup)
     limit = forward_s = fwd_bwd_s = None
     if isinstance(trainer, RateBP):
         # measured after the memory reading, so it does not touch peak_mem_bytes
         twin = BPTT(model, 1, loss_scale=trainer.loss_scale, distill=trainer.distill).to(dev).train()
-        twin_step = _train_step(twin, x, y)
-        forward_s = statistics.median(_timed(lambda: run_spike(model, x, 1), repeats, warmup, dev))
+        twin_step = _train_step(twin, x, y, precision)
+
+        def forward() -> None:
+            with use_precision(precision), autocast_for(precision, dev):
+                run_spike(model, x, 1)
+
+        forward_s = statistics.median(_timed(forward, repeats, warmup, dev))
         fwd_bwd_s = statistics.median(_timed(twin_step, repeats, warmup, dev))
         limit = T * forward_s + fwd_bwd_s
-    return {**common, **measured, "limit_s": limit, **environment(dev), "limit_forward_s": forward_s,
+    return {**common, **measured, "limit_s": limit, **env, "limit_forward_s": forward_s,
             "limit_fwd_bwd_s": fwd_bwd_s, "params": sum(p.numel() for p in trainer.parameters())}
 
 

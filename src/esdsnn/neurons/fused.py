@@ -3,8 +3,9 @@
 Unrolling :func:`~esdsnn.neurons.lif.lif_step` under autograd records every elementwise op of
 every step (charge, threshold, reset: about six nodes and their saved tensors a step). Here the
 whole multi-step neuron is one :class:`torch.autograd.Function`. The forward runs the same
-charge/fire/reset and saves only the pre-reset membranes ``h_t`` (spikes ``s_t = H(h_t − θ)``
-and ``u_{t-1}`` are recomputed from them); the backward runs the recursion of SPEC §3 from
+charge/fire/reset (the functions of :mod:`esdsnn.neurons.step`, in their ``out=`` forms) and saves
+only the pre-reset membranes ``h_t`` (spikes ``s_t = H(h_t − θ)`` and ``u_{t-1}`` are recomputed
+from them by the same functions); the backward runs the recursion of SPEC §3 from
 ``t = T − 1`` down to 0 with ``g_u`` the gradient reaching ``u_t`` from later steps:
 
     ∂L/∂h_t = ∂L/∂s_t · σ'(h_t − θ) + g_u · ∂u_t/∂h_t      (the reset/detach row's derivative)
@@ -12,7 +13,7 @@ and ``u_{t-1}`` are recomputed from them); the backward runs the recursion of SP
 
 which is what autograd computes through the loop, to float rounding (tested for the four
 reset/detach rows and a learnable decay). The two loops are plain functions of tensors, so the
-GPU path compiles them (:mod:`esdsnn.neurons.kernels`).
+GPU path compiles them (:func:`~esdsnn.neurons.lif.compiled_kernels`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .step import LIFConfig, membrane_derivative, reset
+from .step import LIFConfig, charge, fire, membrane_derivative, reset
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -32,33 +33,30 @@ def membrane_dtype(x: Tensor) -> torch.dtype:
 
 
 def bptt_forward(x_seq: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Tensor, Tensor]:
-    """``(spikes [T, ...] in x's dtype, pre-reset membranes h [T, ...])`` without autograd."""
+    """``(spikes [T, ...] in x's dtype, pre-reset membranes h [T, ...])`` without autograd: the
+    step's charge, fire and reset, each written into its buffer (``h_seq[t]``, ``spikes[t]``, ``u``)."""
     h_seq = torch.empty_like(x_seq, dtype=membrane_dtype(x_seq))
     spikes = torch.empty_like(x_seq)
     u = p.initial_membrane(x_seq[0])
     for t in range(x_seq.shape[0]):
-        h = h_seq[t]
-        torch.mul(u, decay, out=h)
-        h.add_(x_seq[t])
-        torch.ge(h, p.threshold, out=spikes[t])
-        if p.reset == "soft":  # u = h − θ·s in one pass (θ·s is exact: the same rounding as the loop)
-            torch.sub(h, spikes[t], alpha=p.threshold, out=u)
-        else:
-            reset(u.copy_(h), spikes[t], p, inplace=True)
+        h = charge(u, x_seq[t], decay, out=h_seq[t])
+        reset(h, fire(h, p, out=spikes[t]), p, out=u)
     return spikes, h_seq
 
 
 def bptt_backward(grad_spikes: Tensor, h_seq: Tensor, decay: Tensor | float, p: LIFConfig,
                   want_decay_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
-    """``(∂L/∂x [T, ...], ∂L/∂λ or None)`` from ``∂L/∂s`` and the saved membranes."""
+    """``(∂L/∂x [T, ...], ∂L/∂λ or None)`` from ``∂L/∂s`` and the saved membranes (the spikes
+    recomputed from them by the step's :func:`fire`)."""
     T = h_seq.shape[0]
     grad_x = torch.empty_like(grad_spikes)
     grad_u = torch.zeros_like(h_seq[0])
     grad_decay = torch.zeros((), dtype=h_seq.dtype, device=h_seq.device) if want_decay_grad else None
     scratch = torch.empty_like(grad_u)
+    spikes = torch.empty_like(grad_u) if p.reset == "hard" else None  # only the hard reset's ∂u/∂h reads s_t
     for t in range(T - 1, -1, -1):
         h = h_seq[t]
-        s = torch.ge(h, p.threshold).to(h.dtype) if p.reset == "hard" else None  # only the hard reset reads it
+        s = None if spikes is None else fire(h, p, out=spikes)
         sg = p.surrogate_fn.derivative_(torch.sub(h, p.threshold, out=scratch))
         through_reset = membrane_derivative(s, h, sg, p)
         if not (isinstance(through_reset, float) and through_reset == 1.0):
@@ -66,7 +64,7 @@ def bptt_backward(grad_spikes: Tensor, h_seq: Tensor, decay: Tensor | float, p: 
         grad_h = torch.addcmul(grad_u, grad_spikes[t], sg, out=grad_x[t])  # ∂L/∂x_t = ∂L/∂h_t
         if grad_decay is not None:
             h_prev = h_seq[t - 1] if t > 0 else None
-            u_prev = p.initial_membrane(h) if h_prev is None else reset(h_prev, torch.ge(h_prev, p.threshold).to(h.dtype), p)
+            u_prev = p.initial_membrane(h) if h_prev is None else reset(h_prev, fire(h_prev, p), p)
             grad_decay.add_(torch.sum(grad_h * u_prev))
         torch.mul(grad_h, decay, out=grad_u)
     return grad_x, grad_decay

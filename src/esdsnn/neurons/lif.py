@@ -1,7 +1,8 @@
 """Leaky integrate-and-fire neuron (SPEC §2): the step written once, the loops around it, a thin module.
 
-Per step: charge ``h_t = λ·u_{t-1} + x_t`` (:func:`charge`); fire ``s_t = H(h_t − θ)``; reset
-(:func:`reset`) soft ``u_t = h_t − θ·s_t`` or hard ``u_t = h_t·(1 − s_t) + v_reset·s_t``.
+Per step (:mod:`esdsnn.neurons.step`): charge ``h_t = λ·u_{t-1} + x_t`` (:func:`charge`); fire
+``s_t = H(h_t − θ)``, 1 when ``h_t ≥ θ`` (:func:`fire`); reset (:func:`reset`) soft
+``u_t = h_t − θ·s_t`` or hard ``u_t = h_t·(1 − s_t) + v_reset·s_t``.
 BPTT runs the loop as one autograd node (:func:`~esdsnn.neurons.fused.lif_multistep_fused`, equal
 to unrolling :func:`lif_step` under autograd, :func:`lif_multistep`); the no-grad passes run the
 same charge/fire/reset in place (:func:`lif_spikes`), and RateBP's spike stage also accumulates
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from ..runtime.context import current_pass
 from .fused import lif_multistep_fused
 from .spikes import pack_spikes
-from .step import IF_LOGIT, LIFConfig, charge, lif_step, membrane_derivative, reset
+from .step import IF_LOGIT, LIFConfig, charge, fire, lif_step, membrane_derivative, reset
 
 
 # ---- the loops over time ----------------------------------------------------------------------
@@ -47,12 +48,11 @@ def _run_steps(x_seq: Tensor, decay: Tensor | float, p: LIFConfig, spikes: Tenso
     sees each step's pre-reset membrane and spikes."""
     u = p.initial_membrane(x_seq[0])
     for t in range(x_seq.shape[0]):
-        h = charge(u, x_seq[t], decay, inplace=True)
-        s = spikes[t]  # float, or uint8 (x_seq[t] was read above: spikes may overwrite it)
-        torch.ge(h, p.threshold, out=s)
+        h = charge(u, x_seq[t], decay, out=u)
+        s = fire(h, p, out=spikes[t])  # float, or uint8 (x_seq[t] was read above: spikes may overwrite it)
         if observe is not None:
             observe(t, h, s)
-        u = reset(h, s, p, inplace=True)
+        u = reset(h, s, p, out=h)
     return spikes
 
 

@@ -1,6 +1,8 @@
-"""The LIF step written once (SPEC §2): its configuration, charge, reset, one differentiable step,
-and ``∂u_t/∂h_t`` by reset rule. The loops over time (:mod:`esdsnn.neurons.lif`), the fused BPTT
-node (:mod:`esdsnn.neurons.fused`) and RateBP's eligibility all call these.
+"""The LIF step written once (SPEC §2): its configuration, charge, fire, reset, one differentiable
+step, and ``∂u_t/∂h_t`` by reset rule. The loops over time (:mod:`esdsnn.neurons.lif`: the autograd
+loop, inference and RateBP's spike stage with its eligibility), the fused BPTT node
+(:mod:`esdsnn.neurons.fused`, forward and backward) and their compiled versions all call these; the
+surrogate derivative ``σ'`` is written once in :mod:`esdsnn.neurons.surrogate`.
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ class LIFConfig:
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
         if not self.surrogate_alpha > 0:
             raise ValueError(f"surrogate_alpha must be > 0, got {self.surrogate_alpha}")
+        # Built now, not on first use inside a compiled loop: torch.compile cannot trace
+        # cached_property's lock (Python < 3.12) and would run the rest of that loop eagerly.
+        self.surrogate_fn  # noqa: B018
 
     @functools.cached_property
     def surrogate_fn(self) -> Surrogate:
@@ -61,26 +66,57 @@ class LIFConfig:
 
 
 # ---- the step ---------------------------------------------------------------------------------
-def charge(u: Tensor, x: Tensor, decay: Tensor | float, *, inplace: bool = False) -> Tensor:
-    """``h = λ·u + x`` (``inplace``: into ``u``'s storage, which is dead after the charge)."""
-    return u.mul_(decay).add_(x) if inplace else decay * u + x
+# Each step function has an ``out=`` form for the in-place loops (``out`` may be an input whose
+# value is dead after the call: the membrane ``u`` for the charge, ``h`` for the reset): the loops
+# allocate nothing per step, and every function stays a pure function of tensors for torch.compile.
+def charge(u: Tensor, x: Tensor, decay: Tensor | float, *, out: Tensor | None = None) -> Tensor:
+    """``h = λ·u + x`` (into ``out`` if given)."""
+    return decay * u + x if out is None else torch.mul(u, decay, out=out).add_(x)
 
 
-def reset(h: Tensor, s: Tensor, p: LIFConfig, *, inplace: bool = False) -> Tensor:
-    """The next membrane from ``h`` and the spikes ``s`` (``inplace``: overwrites ``h``)."""
+def fire(h: Tensor, p: LIFConfig, *, out: Tensor | None = None) -> Tensor:
+    """Spikes ``s = H(h − θ)`` with ``H(0) = 1``: 1 where ``h ≥ θ`` (a neuron fires *at* its
+    threshold), else 0; in ``h``'s dtype, or into ``out`` (any dtype: uint8 for packed spikes).
+    The one threshold test of every loop, the fused node and :func:`fire_with_surrogate`."""
+    return torch.ge(h, p.threshold, out=torch.empty_like(h) if out is None else out)
+
+
+def reset(h: Tensor, s: Tensor, p: LIFConfig, *, out: Tensor | None = None) -> Tensor:
+    """The next membrane from ``h`` and the spikes ``s``: soft ``h − θ·s``, hard
+    ``h·(1 − s) + v_reset·s`` (into ``out`` if given; ``θ·s`` and ``v_reset·s`` are exact, so
+    every form rounds alike)."""
+    if out is None:
+        return h - p.threshold * s if p.reset == "soft" else h * (1.0 - s) + p.v_reset * s
     if p.reset == "soft":
-        if not inplace:
-            return h - p.threshold * s
-        return h.sub_(s) if p.threshold == 1.0 else h.sub_(s, alpha=p.threshold)
-    if not inplace:
-        return h * (1.0 - s) + p.v_reset * s
-    return h.mul_(1.0 - s).add_(s, alpha=p.v_reset) if p.v_reset != 0.0 else h.mul_(1.0 - s)
+        return torch.sub(h, s, alpha=p.threshold, out=out)
+    torch.mul(h, 1.0 - s, out=out)
+    return out.add_(s, alpha=p.v_reset) if p.v_reset != 0.0 else out
+
+
+class _FireWithSurrogate(torch.autograd.Function):
+    """:func:`fire` forward; the surrogate derivative ``σ'(h − θ)`` backward."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, p: LIFConfig) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(h)
+        ctx.p = p
+        return fire(h, p)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        (h,) = ctx.saved_tensors
+        return grad_out * ctx.p.surrogate_fn.derivative(h - ctx.p.threshold), None
+
+
+def fire_with_surrogate(h: Tensor, p: LIFConfig) -> Tensor:
+    """Spikes :func:`fire` with the surrogate gradient: what BPTT differentiates."""
+    return _FireWithSurrogate.apply(h, p)
 
 
 def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Tensor, Tensor]:
     """One differentiable LIF step: returns ``(spike, next_membrane)``."""
     h = charge(u, x, decay)
-    s = p.surrogate_fn.spike(h - p.threshold)
+    s = fire_with_surrogate(h, p)
     return s, reset(h, s.detach() if p.detach_reset else s, p)
 
 

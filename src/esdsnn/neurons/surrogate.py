@@ -1,61 +1,41 @@
-"""Surrogate gradients: the Heaviside spike forward, a smooth derivative backward.
+"""Surrogate gradients: the smooth derivative ``σ'`` that stands in for the Heaviside's.
 
-One surrogate object serves both training passes: BPTT differentiates :meth:`spike`, whose
-backward is :meth:`derivative`; RateBP's eligibilities call :meth:`derivative_` (the same
-function, computed in place in the spike stage's scratch buffer). A second surrogate is one more
-class with these three methods, and BPTT and RateBP cannot disagree about it.
+The spikes themselves are the neuron's :func:`~esdsnn.neurons.step.fire` (the one threshold test).
+One surrogate object serves both training passes: BPTT's differentiable spike
+(:func:`~esdsnn.neurons.step.fire_with_surrogate`) has :meth:`derivative` as its backward and the
+fused BPTT node and RateBP's eligibilities call :meth:`derivative_` (the same function, computed in
+place in a scratch buffer). A second surrogate is one more class with these two methods, and BPTT
+and RateBP cannot disagree about it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
-
-import math
 
 import torch
 from torch import Tensor
 
 
 class Surrogate(Protocol):
-    """What a neuron needs of a surrogate: spikes with a gradient, and the derivative itself."""
+    """What a neuron needs of a surrogate: the derivative ``σ'(v)`` of the distance ``v = h − θ``."""
 
     alpha: float
-
-    def spike(self, v: Tensor) -> Tensor: ...
 
     def derivative(self, v: Tensor) -> Tensor: ...
 
     def derivative_(self, v: Tensor) -> Tensor: ...
 
 
-class _HeavisideWithSurrogate(torch.autograd.Function):
-    """``H(v)`` forward with ``H(0) = 1``; ``surrogate.derivative(v)`` backward."""
-
-    @staticmethod
-    def forward(ctx, v: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(v)
-        ctx.surrogate = surrogate
-        return (v >= 0).to(v.dtype)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        (v,) = ctx.saved_tensors
-        return grad_out * ctx.surrogate.derivative(v), None
-
-
 @dataclass(frozen=True)
-class _HeavisideSurrogate:
-    """Spikes ``H(v)`` forward, :meth:`derivative` backward; subclasses define the derivative."""
+class _SurrogateBase:
+    """A steepness ``alpha`` > 0; subclasses define the derivative."""
 
     alpha: float
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:
             raise ValueError(f"surrogate alpha must be > 0, got {self.alpha}")
-
-    def spike(self, v: Tensor) -> Tensor:
-        """Spikes ``H(v)`` of the distance to threshold ``v = h − θ``, differentiable."""
-        return _HeavisideWithSurrogate.apply(v, self)
 
     def derivative(self, v: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -65,7 +45,7 @@ class _HeavisideSurrogate:
 
 
 @dataclass(frozen=True)
-class SigmoidSurrogate(_HeavisideSurrogate):
+class SigmoidSurrogate(_SurrogateBase):
     """Sigmoid surrogate with steepness ``alpha`` (SPEC §2: alpha = 4):
     ``σ'(v) = α·g·(1 − g)``, ``g = sigmoid(α·v)``."""
 
@@ -83,7 +63,7 @@ class SigmoidSurrogate(_HeavisideSurrogate):
 
 
 @dataclass(frozen=True)
-class AtanSurrogate(_HeavisideSurrogate):
+class AtanSurrogate(_SurrogateBase):
     """Arctangent surrogate (SpikingJelly's ``surrogate.ATan``; default alpha = 2):
     ``σ'(v) = (α/2) / (1 + (π/2·α·v)²)``."""
 

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 
+from esdsnn.runtime.precision import cpu_capability
+
 from esdsnn.atomic import write_json_atomic as write_json, write_text_atomic  # noqa: F401  (write_json: the run files API)
 from esdsnn.errors import CheckpointError, ConfigError
 
@@ -206,6 +208,7 @@ def environment(device: torch.device, world_size: int = 1) -> dict[str, Any]:
         "device": str(device),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": cpu_capability(),
     }
     if world_size > 1:
         env["world_size"] = world_size

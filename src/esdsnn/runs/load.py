@@ -20,7 +20,7 @@ from esdsnn.config import TrainConfig
 from esdsnn.data import BatchSource
 from esdsnn.errors import CheckpointError, ConfigError, brief, warning
 from esdsnn.methods import MethodSpec, method_spec
-from esdsnn.passes import use_spike_dtype
+from esdsnn.runtime.precision import use_precision
 from esdsnn.runs.build import build_data, build_model, resolve_device, torch_threads
 from esdsnn.runs.checkpoint import BEST, LAST, load_checkpoint
 from esdsnn.runs.files import ENV_FILE, SUMMARY_FILE, existing_run_dir, read_json
@@ -145,7 +145,7 @@ def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     test accuracy (spike pass, main head) on the run's data set and split with the run's T."""
     with torch_threads(None):  # restores the caller's thread count
         run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
-        with use_spike_dtype(run.config.run.spike_dtype):
+        with use_precision(run.config.run.precision):
             correct, total = test_accuracy(run.model, run.test, run.steps)
     return EvalResult(
         test_acc=correct / max(total, 1), correct=correct, total=total, checkpoint=run.checkpoint,

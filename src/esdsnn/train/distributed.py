@@ -162,13 +162,45 @@ def session(device_name: str, resolve: Callable[[str], torch.device]) -> Iterato
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        init_process_group(backend=backend, rank=rank, world_size=world)
     except (ValueError, RuntimeError) as exc:
         raise ConfigError(f"cannot join the process group ({backend}): {' '.join(str(exc).split())[:300]}") from None
+    finished = False
     try:
         yield DistContext(rank, world, local, device, backend)
+        finished = True
     finally:
-        dist.destroy_process_group()
+        leave_process_group(finished)
+
+
+def init_process_group(**options: Any) -> None:
+    """``torch.distributed.init_process_group(**options)``, with ``torch._dynamo`` imported first.
+
+    ``torch._dynamo`` imported while a process group exists (DistributedDataParallel imports it
+    in its constructor) keeps a reference to that group, so ``destroy_process_group`` can no
+    longer stop Gloo's worker threads: they outlive the interpreter, and one that drops a
+    tensor's last reference while Python shuts down needs the GIL, which kills the process with
+    SIGABRT ("terminate called without an active exception") after a run that succeeded.
+    Imported before, it holds nothing (tested: the threads are gone after :func:`leave_process_group`).
+    """
+    import torch._dynamo  # noqa: F401  (see the docstring)
+    import torch.distributed as dist
+
+    dist.init_process_group(**options)
+
+
+def leave_process_group(finished: bool = True) -> None:
+    """Destroy the process group (stopping its threads); after a normal end, first wait at a
+    barrier so that no process leaves while another still communicates with it. (After an
+    error the others may never reach the barrier: then leave at once.)"""
+    import gc
+
+    import torch.distributed as dist
+
+    if finished:
+        dist.barrier()
+    gc.collect()  # a DistributedDataParallel in a reference cycle holds the group (and its threads)
+    dist.destroy_process_group()
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -192,4 +224,4 @@ def wrap_ddp(method: nn.Module, ctx: DistContext) -> nn.Module:
                                    gradient_as_bucket_view=True)
 
 
-__all__ = ["DistContext", "launched_distributed", "session", "wrap_ddp"]
+__all__ = ["DistContext", "init_process_group", "launched_distributed", "leave_process_group", "session", "wrap_ddp"]

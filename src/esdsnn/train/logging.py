@@ -94,7 +94,7 @@ def run_header(config: Any, bundle: Any, chosen: Mapping[str, Any], model: Any, 
         f"  train   T={c.T}, {c.optim.epochs} epochs, batch {c.optim.batch_size}"
         + (f" ({world_size} processes)" if world_size > 1 else "")
         + f", lr {c.optim.lr:g} (SGD, cosine)" + why("epochs", "batch_size", "lr"),
-        f"  device  {device}, {torch.get_num_threads()} thread(s)" + (f", amp {c.run.amp}" if c.run.amp != "none" else "")
+        f"  device  {device}, {torch.get_num_threads()} thread(s)" + f", precision {c.run.precision}"
         + why("threads"),
         f"  select  {selection}" + why("val_fraction"),
     ]

@@ -9,9 +9,9 @@ Runs can be left running:
   run replays the epoch's order, skips the batches already done and ends with bit-identical
   weights and metrics (CPU, same settings), whether it stopped cleanly or was killed.
 - **Several processes** (torchrun): see :mod:`esdsnn.train.distributed`.
-- **Mixed precision / compilation**: ``amp`` (``bf16``, ``fp16`` with a GradScaler),
-  ``channels_last``, ``compile`` (the neurons' time loops, see
-  :func:`esdsnn.neurons.lif.compile_neurons_`).
+- **Precision / compilation**: ``precision`` (``32`` by default; ``bf16-mixed``, ``16-mixed``
+  with a GradScaler: :mod:`esdsnn.runtime.precision`), ``channels_last``, ``compile`` (the
+  neurons' time loops, see :func:`esdsnn.neurons.lif.compile_neurons_`).
 - **Guards**: a NaN/inf loss (or non-finite weights) stops the run naming the step and the usual
   fixes, and a checkpoint is only ever written from finite weights, so the last good one stays;
   a run directory that cannot be written, or lacks the space for the checkpoints, is refused
@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 
 from esdsnn.config import RESUMABLE_FIELDS, TrainConfig
 from esdsnn.errors import CheckpointError, ConfigError
-from esdsnn.passes import use_spike_dtype
+from esdsnn.runtime.precision import use_precision
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import resolve_device, torch_threads
 from esdsnn.runs.checkpoint import LAST, load_latest
@@ -71,7 +71,7 @@ def train(
             warn=(warn or stderr_warning) if ctx.is_main else quiet,
             after_training=tuple(after_training),
         )
-        with use_spike_dtype(config.run.spike_dtype):
+        with use_precision(config.run.precision):
             return session.run(resume)
 
 

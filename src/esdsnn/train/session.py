@@ -22,7 +22,7 @@ from esdsnn.errors import CheckpointError, ConfigError, TrainingDiverged, brief
 from esdsnn.layers.sync_norm import convert_sync_batchnorm
 from esdsnn.methods import method_spec
 from esdsnn.neurons.lif import compile_neurons_
-from esdsnn.passes import native_bf16
+from esdsnn.runtime.precision import autocast_for, cpu_capability, precision_native, precision_spec
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import build_method, build_model, build_training_data, load_teacher
 from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_checkpoint, load_latest, save_checkpoint
@@ -43,13 +43,12 @@ from esdsnn.train.state import (
 Echo = Callable[[str], None]
 #: Called on rank 0 when a run completes, with its trained model; returns extra summary fields.
 AfterTraining = Callable[[TrainedModel, Echo], Optional[dict]]
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, amp: str = "none") -> TrainingDiverged:
+def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, precision: str = "32") -> TrainingDiverged:
     last = run_dir / LAST
     kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-    precision = "; with --amp fp16 try --amp bf16 or none" if amp == "fp16" else ""
+    precision = "; with --precision 16-mixed try bf16-mixed or 32" if precision == "16-mixed" else ""
     return TrainingDiverged(
         f"training diverged at epoch {epoch}, step {step}: {what} (lr {lr:g}); lower --lr, or check "
         f"the data for NaN/inf or unnormalised values{precision}; {kept}"
@@ -77,9 +76,12 @@ class Session:
     # ---- set-up ----------------------------------------------------------------------------------
     def run(self, resume: bool) -> RunResult:
         config, ctx = self.config, self.ctx
-        if config.run.amp == "fp16" and self.device.type != "cuda":
-            raise ConfigError(f"--amp fp16 needs a CUDA device (half-precision kernels and a gradient scaler); "
-                              f"on {self.device.type} use --amp bf16 or none")
+        if config.run.precision == "16-mixed" and self.device.type != "cuda":
+            raise ConfigError(f"--precision 16-mixed needs a CUDA device (half-precision kernels and a gradient "
+                              f"scaler); on {self.device.type} use --precision bf16-mixed or 32")
+        if not precision_native(config.run.precision, self.device):
+            self.warn(f"--precision {config.run.precision}: this {self.device.type} ({cpu_capability()}) has no native "
+                      f"bfloat16, so it is emulated and many times slower than --precision 32")
         ckpt = self._checkpoint_to_resume() if resume else None
         _seed_everything(config.seed)
         self._build()
@@ -115,6 +117,7 @@ class Session:
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.close()
+            self.step_module = self.method  # DDP holds the process group: let it go before the group ends
 
     def _checkpoint_to_resume(self) -> dict[str, Any]:
         if not self.config.run.out:
@@ -159,8 +162,7 @@ class Session:
             compile_neurons_(model)
         self.model, self.method = model, method
         self.optimizer, self.scheduler = make_optimizer(method, config.optim)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.run.amp == "fp16")
-        self.amp_dtype = AMP_DTYPES.get(config.run.amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision_spec(config.run.precision).grad_scaler)
         self.eval_T = self.spec.inference_steps(config.T)
         self.selection = Selection(model, self.val_batches, self.test_batches, self.eval_T, ctx)
 
@@ -211,8 +213,8 @@ class Session:
 
     def _write_env(self, resumed: bool) -> None:
         run = self.config.run
-        env = runfiles.run_environment(self.device, self.ctx.world_size, git=self.git, amp=run.amp,
-                                       spike_dtype=run.spike_dtype, native_bf16=native_bf16(self.device),
+        env = runfiles.run_environment(self.device, self.ctx.world_size, git=self.git, precision=run.precision,
+                                       precision_native=precision_native(run.precision, self.device),
                                        compile=run.compile, channels_last=run.channels_last,
                                        data_fingerprint=self.fingerprint)
         path = self.run_dir / runfiles.ENV_FILE
@@ -270,7 +272,7 @@ class Session:
         ctx, state = self.ctx, self.state
         if self.config.run.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with autocast_for(self.config.run.precision, self.device):
             out = self.step_module(x, y)
         n = int(y.numel())
         keys = list(out.parts)
@@ -422,7 +424,8 @@ class Session:
             "data_fingerprint": self.fingerprint,
             "esdsnn": esdsnn.__version__,
             "git": self.git,
-            "amp": config.run.amp,
+            "precision": config.run.precision,
+            "precision_native": precision_native(config.run.precision, self.device),
             "checkpoint": LAST,
             **runfiles.environment(self.device, self.ctx.world_size),
         }
@@ -436,7 +439,7 @@ class Session:
                          len(self.train_batches), self.interrupt.signum if interrupted else None, self.ctx.rank)
 
     def _diverged(self, epoch: int, step: int, lr: float, what: str) -> TrainingDiverged:
-        return diverged_error(self.run_dir, epoch, step, lr, what, amp=self.config.run.amp)
+        return diverged_error(self.run_dir, epoch, step, lr, what, precision=self.config.run.precision)
 
 
 def _seed_everything(seed: int) -> None:

@@ -66,6 +66,7 @@ def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional
     """One flag per setting of the config tree (``--data-path`` for ``data_path``); values stay
     strings here and are coerced and checked by TrainConfig, so flags and YAML keys behave the same."""
     from esdsnn.config import RENAMED, choices, config_leaves
+    from esdsnn.defaults import default_help
 
     for old in RENAMED:  # still read, with a notice (esdsnn.config)
         group.add_argument("--" + old.replace("_", "-"), dest=old, type=str, default=argparse.SUPPRESS,
@@ -75,7 +76,10 @@ def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional
             continue
         flag = "--" + leaf.name.replace("_", "-")
         help_text = (helps or {}).get(leaf.name) or leaf.help
-        if "default" not in help_text:
+        per_dataset = default_help(leaf.name, leaf.default)  # the numbers from the tables they live in
+        if per_dataset:
+            help_text += f" ({per_dataset})"
+        elif "default" not in help_text:
             help_text += f" (default: {leaf.default})"
         if leaf.hint is bool or set(typing.get_args(leaf.hint)) == {bool, type(None)}:  # a switch
             group.add_argument(flag, dest=leaf.name, action=argparse.BooleanOptionalAction,

@@ -4,7 +4,8 @@
 component, each declared once where the component lives: ``optim`` (:class:`OptimConfig`),
 ``neuron`` (:class:`~esdsnn.neurons.LIFConfig`), ``distill``
 (:class:`~esdsnn.distill.DistillConfig`), ``kd`` (:class:`~esdsnn.distill.KDConfig`), ``augment``
-(:class:`~esdsnn.data.augment.AugmentConfig`) and ``run`` (:class:`RunConfig`). Every leaf has a
+(:class:`~esdsnn.data.augment.AugmentConfig`), ``data`` (:class:`~esdsnn.data.base.DataOptions`) and
+``run`` (:class:`RunConfig`). Every leaf has a
 flat name that is unique across the tree (``lr``, ``decay``, ``beta``, ...): YAML files, saved
 ``config.yaml`` files and command-line flags (``--lr``) use these flat names, all derived by
 walking the tree, so a new option is one field in its component. Unknown keys are rejected with
@@ -14,29 +15,34 @@ choices); the methods' fixed values (``sd``: ``teacher = all``) are applied and 
 Fields left ``None`` that depend on the data set (``arch``, ``epochs``, ``batch_size``, ``lr``,
 ``threads``, ``val_fraction``, the augmentation switches) are filled in by
 :meth:`TrainConfig.resolved` (:mod:`esdsnn.defaults`): the paper's recipe, the tuned digits run,
-or, for data without a recipe, values sized to the data once it is read. Renamed settings are
-still read under their old names, with a notice (:data:`RENAMED`).
+or, for data without a recipe, values sized to the data once it is read. A config built from
+settings (:meth:`TrainConfig.from_dict`: YAML files, flags) that names a data set with a recipe
+starts from that recipe's other settings (T, β, ... of :data:`esdsnn.recipes.RECIPES`), so
+``--dataset cifar10-dvs`` alone runs the paper's CIFAR10-DVS recipe. Renamed settings are
+still read under their old names, with a notice (:data:`RENAMED`); a run's saved config read back
+(:meth:`TrainConfig.from_saved`) gives settings it predates the values that run used
+(:data:`SAVED_BEFORE`).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, NamedTuple, Optional, Union
+from typing import Any, Iterator, Mapping, NamedTuple, Optional, Union
 
 import yaml
 
 from esdsnn.atomic import write_text_atomic
 from esdsnn.data import dataset_info, list_datasets
 from esdsnn.data.augment import SWITCHES, AugmentConfig
-from esdsnn.defaults import DATA_DEPENDENT, Choice, DataFacts, fixed_defaults, sized_defaults
+from esdsnn.data.base import DataOptions
+from esdsnn.defaults import DATA_DEPENDENT, Choice, DataFacts, fixed_defaults, recipe_base, sized_defaults
 from esdsnn.distill.esd_loss import DistillConfig
 from esdsnn.distill.kd import KDConfig
 from esdsnn.errors import ConfigError, notice
-from esdsnn.fields import check_choices, choices, option
+from esdsnn.fields import check_choices, choices, coerce_value, option
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.models import list_models
 from esdsnn.models.registry import model_factory
@@ -53,6 +59,8 @@ RENAMED_VALUES: dict[str, dict[str, Optional[str]]] = {
     # default of an earlier version (float32 except on native-bf16 hardware): read as the default
     "spike_dtype": {"float32": None, "auto": None, "bf16": "bf16-mixed"},
 }
+#: Settings added since runs were saved, per data set, with the value the runs saved before used.
+SAVED_BEFORE: dict[str, dict[str, Any]] = {"cifar10-dvs": {"dvs_split": "stratified"}}
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -62,13 +70,11 @@ class OptimConfig:
     """SGD with momentum and a cosine schedule to 0 (SPEC §7)."""
 
     epochs: Optional[int] = option(
-        None, "training epochs; default: 10 on digits, 20 on data without a recipe (npz), 300 on the paper's "
-              "recipes; with --resume, a larger N extends the run (the cosine is re-planned over N epochs)",
+        None, "training epochs; with --resume, a larger N extends the run (the cosine is re-planned over N epochs)",
         resumable=True)
-    batch_size: Optional[int] = option(
-        None, "global batch size: under torchrun each of N processes takes batch_size/N; default: 64 on digits "
-              "and on data without a recipe (smaller for fewer than 640 samples), 128 on the paper's recipes")
-    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0); default: 0.1")
+    batch_size: Optional[int] = option(None, "global batch size: under torchrun each of N processes takes "
+                                             "batch_size/N")
+    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0)")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
 
@@ -86,8 +92,8 @@ class RunConfig:
     they do not change what is computed, beyond the floating-point details of another device."""
 
     out: Optional[str] = option(None, "run directory; default runs/<timestamp>-<method>")
-    threads: Optional[int] = option(None, "torch CPU threads; default: 1 on digits, the cores free at the start "
-                                          "on data without a recipe, else torch's setting", resumable=True)
+    threads: Optional[int] = option(None, "torch CPU threads (fewer when steps slow down, if chosen from the free "
+                                          "cores)", resumable=True)
     device: str = option("auto", "auto, cpu, cuda or cuda:N", resumable=True)
     progress: bool = option(True, "show a progress bar per epoch on a terminal; elsewhere (a log file) one line "
                                   "every --log-every seconds", resumable=True)
@@ -124,7 +130,7 @@ class RunConfig:
 #: The sections of TrainConfig and their component types.
 SECTIONS: dict[str, type] = {
     "optim": OptimConfig, "neuron": LIFConfig, "distill": DistillConfig, "kd": KDConfig,
-    "augment": AugmentConfig, "run": RunConfig,
+    "augment": AugmentConfig, "data": DataOptions, "run": RunConfig,
 }
 
 
@@ -134,9 +140,7 @@ class TrainConfig:
     :meth:`from_dict` or :func:`load_config`, then call :func:`esdsnn.train.train`."""
 
     method: str = option("esd", "training method (esdsnn.list_methods(): esd, ratebp, bptt, esd-bptt, sd, ann, kd)")
-    arch: Optional[str] = option(None, "model name, or your own as package.module:factory; default: digits_resnet "
-                                       "on digits and on inputs up to 16 px, compact_resnet up to 64 px, resnet18 "
-                                       "beyond and on the paper's recipes")
+    arch: Optional[str] = option(None, "model name, or your own as package.module:factory")
     dataset: str = option("digits", "data set name (digits, npz, cifar10, ...)")
     data_path: Optional[str] = option(None, "data file or folder (npz: the .npz file)")
     T: int = option(4, "number of time steps")
@@ -145,8 +149,7 @@ class TrainConfig:
     teacher_run: Optional[str] = option(None, "run directory of the trained teacher of a distilling method (kd: an ann run)")
     val_fraction: Optional[float] = option(
         None, "fraction of the training data held out (stratified, seeded) to select the best epoch; the test "
-              "set is then measured at the end; default: 0.1 on data without a recipe, 0 on the paper's recipes "
-              "(selection on the test set, as the paper)")
+              "set is then measured at the end; 0: selection on the test set, as the paper's recipes do")
     init_from: Optional[str] = option(
         None, "start from the weights of a run (RUN_DIR: its best.pt, else last.pt) or a checkpoint FILE; layers "
               "whose shapes differ (a new head) start fresh, and the run says what was loaded")
@@ -155,12 +158,13 @@ class TrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataOptions = field(default_factory=DataOptions)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         hints = _hints(TrainConfig)
         for name in _TOP:
-            object.__setattr__(self, name, _coerce(name, getattr(self, name), hints[name], "config"))
+            object.__setattr__(self, name, coerce_value(name, getattr(self, name), hints[name], "config"))
         _check(self.method in list_methods(), f"unknown method {self.method!r}; choose one of {', '.join(list_methods())}")
         spec = method_spec(self.method)
         for key, value in spec.forced.items():  # what the method fixes is what the run records
@@ -204,12 +208,16 @@ class TrainConfig:
         unknown = [str(k) for k in values if k not in LEAVES]
         if unknown:
             raise ConfigError(f"unknown key(s) in {source}: {', '.join(unknown)}; known keys: {', '.join(LEAVES)}")
-        return {k: _coerce(k, v, LEAVES[k].hint, source) for k, v in values.items()}
+        return {k: coerce_value(k, v, LEAVES[k].hint, source) for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
-        """Build and validate a config from flat settings (missing ones take their defaults)."""
+        """Build and validate a config from flat settings. A missing setting takes the recipe's
+        value when the data set has a recipe that sets it (:func:`esdsnn.defaults.recipe_base`),
+        else its default."""
         values = cls.coerce_values(values, source=source)
+        base = recipe_base(str(values.get("dataset", LEAVES["dataset"].default)))
+        values = {**cls.coerce_values({k: v for k, v in base.items() if k not in values}), **values}
         sections: dict[str, Any] = {}
         for name, component in SECTIONS.items():
             given = {k: v for k, v in values.items() if LEAVES[k].section == name}
@@ -219,12 +227,20 @@ class TrainConfig:
                 raise ConfigError(str(err)) from None
         return cls(**{k: v for k, v in values.items() if LEAVES[k].section is None}, **sections)
 
+    @classmethod
+    def from_saved(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
+        """The config a run saved (its ``config.yaml`` or checkpoint): a setting added since it was
+        saved takes the value that run used (:data:`SAVED_BEFORE`), not today's default."""
+        before = SAVED_BEFORE.get(str(values.get("dataset")), {})
+        return cls.from_dict({**{k: v for k, v in before.items() if k not in values}, **values}, source=source)
+
     def to_dict(self) -> dict[str, Any]:
         """The flat settings, in declaration order (what ``config.yaml`` holds); augmentation
-        settings only where they apply to the data set."""
-        applies = set(dataset_info(self.dataset).augmentations)
+        settings and data options only where they apply to the data set."""
+        info = dataset_info(self.dataset)
+        applies = set(info.augmentations) | set(info.options)
         return {name: list(v) if isinstance(v, tuple) else v for name, v in ((n, self.get(n)) for n in LEAVES)
-                if LEAVES[name].section != "augment" or name in applies}
+                if LEAVES[name].section not in ("augment", "data") or name in applies}
 
     def get(self, name: str) -> Any:
         """The value of the setting with flat name ``name``."""
@@ -255,13 +271,19 @@ class TrainConfig:
         return self.replace(**changes) if changes else self
 
     def check_applicable(self) -> None:
-        """Refuse an augmentation switched on for a data set it does not apply to (a new run;
-        saved configs of older versions may hold every switch and are not checked)."""
+        """Refuse an augmentation switched on, or a data option changed, for a data set it does not
+        apply to (a new run; saved configs of older versions may hold every switch and are not
+        checked)."""
         info = dataset_info(self.dataset)
         for name in SWITCHES:
             if name not in info.augmentations and self.get(name):
                 raise ConfigError(f"--{name} does not apply to {self.dataset} (its augmentations: "
                                   f"{', '.join(info.augmentations) or 'none'}); drop it")
+        for name, leaf in LEAVES.items():
+            if leaf.section == "data" and name not in info.options and self.get(name) != leaf.default:
+                owners = [d for d in list_datasets() if name in dataset_info(d).options]
+                raise ConfigError(f"--{name.replace('_', '-')} applies to {', '.join(owners)} only, not "
+                                  f"{self.dataset}; drop it")
 
 
 def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -337,92 +359,6 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-# ---- value coercion (YAML values and command-line strings) ------------------------------------
-_NONE_WORDS = ("none", "null", "~")
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
-
-
-def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
-    """Turn ``value`` (from YAML or a flag string) into the type of field ``name``."""
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    optional = origin is Union and type(None) in args
-    inner = [a for a in args if a is not type(None)] if origin is Union else [hint]
-    where = f"{name} (in {source})"
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{where} must not be empty")
-    options = choices(hint)
-    if options is not None:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in options:
-            value = str(value)  # precision: 32 (a YAML number) is the choice "32"
-        if value not in options:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
-        return value
-    if optional and str in inner and len(inner) == 1:
-        if isinstance(value, (str, Path)):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    if optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
-        return None
-    if typing.get_origin(inner[0]) is tuple:  # names: "a,b" or a YAML list
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip()) or None
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value) or None
-        raise ConfigError(f"{where} must be comma-separated names or a list of names, got {value!r}")
-    if set(inner) == {str, float}:  # loss_scale: 'auto' or a number
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        return _to_float(value, where, "'auto' or a number")
-    kind = inner[0]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
-            return value.strip().lower() in _TRUE_WORDS
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if kind is float:
-        return _to_float(value, where, "a number")
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    raise TypeError(f"no coercion for field {name} of type {hint}")  # pragma: no cover
-
-
-def _to_float(value: Any, where: str, expected: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where} must be {expected}, got {value!r}")
-    if isinstance(value, (int, float)):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())  # also '1e-3', which YAML 1.1 leaves a string
-        except ValueError:
-            raise ConfigError(f"{where} must be {expected}, got {value!r}") from None
-    else:
-        raise ConfigError(f"{where} must be {expected}, got {value!r}")
-    if not math.isfinite(result):
-        raise ConfigError(f"{where} must be finite, got {value!r}")
-    return result
-
-
 # ---- files ----------------------------------------------------------------------------------
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file; a missing, unreadable or malformed file raises ConfigError."""
@@ -460,6 +396,6 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 
 
 __all__ = [
-    "LEAVES", "Leaf", "OptimConfig", "RENAMED", "RESUMABLE_FIELDS", "RunConfig", "SECTIONS",
+    "LEAVES", "Leaf", "OptimConfig", "RENAMED", "RESUMABLE_FIELDS", "RunConfig", "SAVED_BEFORE", "SECTIONS",
     "TrainConfig", "choices", "config_leaves", "load_config", "read_yaml", "save_config",
 ]

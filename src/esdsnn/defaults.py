@@ -2,9 +2,11 @@
 
 Three kinds of data set (:class:`esdsnn.data.DatasetInfo`):
 
-- **a paper recipe** (CIFAR-10/100, CIFAR10-DVS, ImageNet): the CIFAR recipe of SPEC §7 —
-  ResNet-18, 300 epochs, batch 128, lr 0.1 — and the best epoch selected on the test set, as the
-  paper does (``val_fraction`` 0); the ready configs in ``configs/`` set the rest;
+- **a paper recipe** (CIFAR-10/100, CIFAR10-DVS, ImageNet): that data set's recipe of SPEC §7
+  (:data:`esdsnn.recipes.RECIPES`: e.g. CIFAR ResNet-18, 300 epochs, batch 128, lr 0.1;
+  CIFAR10-DVS batch 32, T = 10, β = 0.1) and the best epoch selected on the test set, as the paper
+  does (``val_fraction`` 0). Its other settings (T, β, ...) are the base of a config that names the
+  data set (:meth:`esdsnn.config.TrainConfig.from_dict`);
 - **the bundled digits**: a short run tuned to finish well within 3 minutes on 2 CPU cores;
 - **anything else** (``npz``, a registered loader): sized to the data once it is read
   (:func:`sized_defaults`): the model from the input size, the batch from the number of
@@ -19,15 +21,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
-from esdsnn.data import dataset_info
+from esdsnn.data import dataset_info, list_datasets
+from esdsnn.recipes import DEFAULT_RECIPE, RECIPES, TITLES, recipe
 
 #: Settings the data set decides when they are left unset.
 DATA_DEPENDENT = ("arch", "epochs", "batch_size", "lr", "threads", "val_fraction")
 SIZED_EPOCHS = 20
+SIZED_LR = 0.1
 SIZED_VAL_FRACTION = 0.1
+SIZED_BATCH = 64  # and about a tenth of the training samples below FEW_SAMPLES of them
+FEW_SAMPLES = 640
+SMALL_SIDE, COMPACT_SIDE = 16, 64  # input sides up to which digits_resnet / compact_resnet are chosen
 
-RECIPE_DEFAULTS: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "threads": None,
-                                   "val_fraction": 0.0}
+#: The CIFAR recipe's data-dependent settings (a registered data set with ``recipe=True`` and no
+#: recipe of its own gets these).
+RECIPE_DEFAULTS: dict[str, Any] = {**{k: DEFAULT_RECIPE[k] for k in DATA_DEPENDENT if k in DEFAULT_RECIPE},
+                                   "threads": None}
 # digits: tuned so that the default ESD run reaches >= 96% test accuracy (spike pass) in well
 # under 3 minutes on 2 CPU cores. One thread: the model is small, and two threads slow down many
 # times over as soon as the other core is busy (measured: 0.3-0.8 s vs 6-7 s per step on a
@@ -99,11 +108,13 @@ def fixed_defaults(dataset: str) -> dict[str, Choice]:
     if dataset == "digits":
         return {k: Choice(v, "the bundled digits' tuned default") for k, v in DIGITS_DEFAULTS.items()}
     if dataset_info(dataset).recipe:
+        title = TITLES.get(dataset, "CIFAR") if dataset in RECIPES else "CIFAR"
         reasons = {"val_fraction": "the paper's recipe selects on the test set"}
-        return {k: Choice(v, reasons.get(k, "the paper's CIFAR recipe (SPEC §7)")) for k, v in RECIPE_DEFAULTS.items()}
+        return {k: Choice(v, reasons.get(k, f"the paper's {title} recipe (SPEC §7)"))
+                for k, v in recipe_defaults(dataset).items()}
     return {
         "epochs": Choice(SIZED_EPOCHS, "a short budget for data without a recipe; raise --epochs for more"),
-        "lr": Choice(0.1, "SGD with BatchNorm"),
+        "lr": Choice(SIZED_LR, "SGD with BatchNorm"),
         "threads": free_cores_choice(),
         "val_fraction": Choice(SIZED_VAL_FRACTION, "data without a recipe: the best epoch is selected on held-out data"),
     }
@@ -116,21 +127,71 @@ def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
         return chosen
     c, h, w = facts.input_shape[-3:]
     side = max(h, w)
-    if side <= 16:
-        arch = Choice("digits_resnet", f"{h}×{w} inputs (≤ 16 px): a small ResNet at full resolution")
-    elif side <= 64:
-        arch = Choice("compact_resnet", f"{h}×{w} inputs (17–64 px): a compact spiking ResNet with a stride-2 stem")
+    if side <= SMALL_SIDE:
+        arch = Choice("digits_resnet", f"{h}×{w} inputs (≤ {SMALL_SIDE} px): a small ResNet at full resolution")
+    elif side <= COMPACT_SIDE:
+        arch = Choice("compact_resnet", f"{h}×{w} inputs ({SMALL_SIDE + 1}–{COMPACT_SIDE} px): a compact spiking "
+                                        "ResNet with a stride-2 stem")
     else:
-        arch = Choice("resnet18", f"{h}×{w} inputs (> 64 px): ResNet-18; expect long epochs on a CPU")
+        arch = Choice("resnet18", f"{h}×{w} inputs (> {COMPACT_SIDE} px): ResNet-18; expect long epochs on a CPU")
     chosen["arch"] = arch
     n = facts.num_train
-    if n is None or n >= 640:
-        chosen["batch_size"] = Choice(64, "suits SGD with BatchNorm on small models")
+    if n is None or n >= FEW_SAMPLES:
+        chosen["batch_size"] = Choice(SIZED_BATCH, "suits SGD with BatchNorm on small models")
     else:
         batch = max(8, 1 << max(int(n // 10).bit_length() - 1, 0))
-        chosen["batch_size"] = Choice(min(batch, 64), f"about a tenth of the {n} training samples")
+        chosen["batch_size"] = Choice(min(batch, SIZED_BATCH), f"about a tenth of the {n} training samples")
     return chosen
 
 
-__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "fixed_defaults",
-           "sized_defaults"]
+def recipe_defaults(dataset: str) -> dict[str, Any]:
+    """The data-dependent settings of ``dataset``'s recipe (``threads``: torch's setting)."""
+    table = recipe(dataset)
+    return {**{k: table[k] for k in DATA_DEPENDENT if k in table}, "threads": None}
+
+
+def recipe_base(dataset: str) -> dict[str, Any]:
+    """The settings of ``dataset``'s recipe that are not data-dependent defaults (T, β, ...): the
+    base of a config that names the data set; empty for a data set without a recipe."""
+    if dataset not in list_datasets() or not dataset_info(dataset).recipe:
+        return {}
+    return {k: v for k, v in recipe(dataset).items() if k not in DATA_DEPENDENT}
+
+
+_SIZED_HELP = {
+    "arch": f"sized to the input: digits_resnet up to {SMALL_SIDE} px, compact_resnet up to {COMPACT_SIDE} px, "
+            "resnet18 beyond",
+    "epochs": str(SIZED_EPOCHS),
+    "batch_size": f"{SIZED_BATCH}, or about a tenth of the samples below {FEW_SAMPLES}",
+    "lr": str(SIZED_LR),
+    "threads": "the cores free at the start",
+    "val_fraction": str(SIZED_VAL_FRACTION),
+}
+
+
+def _by_value(values: dict[str, Any]) -> str:
+    """``"300 on cifar10, cifar100; 100 on imagenet"`` from ``{data set: value}``."""
+    groups: dict[str, list[str]] = {}
+    for name, value in values.items():
+        groups.setdefault("torch's setting" if value is None else f"{value:g}" if isinstance(value, float)
+                          else str(value), []).append(name)
+    return "; ".join(f"{value} on {', '.join(names)}" for value, names in groups.items())
+
+
+def default_help(name: str, general: Any) -> str | None:
+    """What the ``--help`` of setting ``name`` says about its default, read from the tables here
+    and :data:`esdsnn.recipes.RECIPES` (``general``: the field's own default); None when the data
+    set does not change it."""
+    recipes = [d for d in list_datasets() if dataset_info(d).recipe]
+    if name in DATA_DEPENDENT:
+        digits = DIGITS_DEFAULTS[name]
+        return (f"default: {_by_value({'digits': digits})}; {_by_value({d: recipe_defaults(d)[name] for d in recipes})}"
+                f"; else {_SIZED_HELP[name]}")
+    special = {d: recipe_base(d)[name] for d in recipes if recipe_base(d).get(name, general) != general}
+    if not special:
+        return None
+    return f"default: {general}; the recipe's {_by_value(special)}"
+
+
+__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "default_help", "fixed_defaults",
+           "recipe_base", "recipe_defaults", "sized_defaults"]

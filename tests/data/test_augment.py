@@ -1,4 +1,7 @@
 """Batched augmentation: shapes, value ranges, per-image randomness, reproducibility."""
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -103,6 +106,36 @@ def test_cutout_zeroes_one_clipped_square_per_sample():
         assert h * w == counts[b] and h <= 16 and w <= 16
 
 
+def official_cutout_rows(centre, size, length=16):
+    """The rows (or columns) the official ``Cutout(n_holes=1, length=16)`` zeroes for a hole
+    centred at ``centre``: ``[clip(c − length//2, 0, size), clip(c + length//2, 0, size))``."""
+    return max(centre - length // 2, 0), min(centre + length // 2, size)
+
+
+def test_the_recipes_cutout_is_the_official_16_pixel_square():
+    """The CIFAR recipe as a run gets it (the resolved config's augmentation, crop, flip and
+    AutoAugment off to see the hole alone): every hole is a square the official Cutout of side 16
+    cuts for some centre, and holes inside the image are 16×16 (a side-8 Cutout fails both)."""
+    from esdsnn.config import TrainConfig
+
+    recipe = TrainConfig(dataset="cifar10").resolved().augment
+    assert recipe.cutout is True
+    aug = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, dataclasses.replace(recipe, crop=False, flip=False,
+                                                                       autoaugment=False))
+    out = aug(torch.full((300, 3, 32, 32), 200, dtype=torch.uint8), gen(4))
+    black = Normalize(CIFAR10_MEAN, CIFAR10_STD)(torch.zeros(1, 3, 1, 1, dtype=torch.uint8))
+    hole = torch.isclose(out, black.expand_as(out)).all(dim=1)  # [N, H, W]
+    spans = {official_cutout_rows(c, 32) for c in range(32)}
+    inside = 0
+    for b in range(len(out)):
+        rows, cols = hole[b].nonzero(as_tuple=True)
+        top, bottom, left, right = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        assert int(hole[b].sum()) == (bottom - top) * (right - left), b  # one rectangle
+        assert (top, bottom) in spans and (left, right) in spans, (b, top, bottom, left, right)
+        inside += (bottom - top, right - left) == (16, 16)
+    assert inside > 50  # centres 8..24 on both axes: about a quarter of the samples
+
+
 def test_augmented_images_of_one_batch_differ():
     x = images(1).expand(16, -1, -1, -1).contiguous()
     out = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, AugmentConfig())(x, gen(0))
@@ -118,22 +151,38 @@ def test_roll_shifts_each_sample_circularly_within_five_pixels():
         assert any(ok)
 
 
-def test_rotate_is_nearest_with_zero_fill_and_one_angle_for_all_frames():
-    """Each sample's frames all turn by the same angle, nearest neighbour, 0 outside: equal to
-    PIL's ``Image.rotate`` (nearest, fill 0) of every frame with the angle drawn for it."""
-    from PIL import Image
+FIXTURES = Path(__file__).with_name("fixtures")
 
-    frames = torch.randint(0, 5, (6, 3, 2, 20, 20), dtype=torch.uint8, generator=gen())
-    out = A.random_rotate(frames.float(), gen(1), degrees=30.0)
+
+def test_rotation_equals_torchvisions_tensor_rotate_pixel_for_pixel():
+    """Golden outputs of torchvision 0.28.0's ``F.rotate`` (nearest, fill 0: what the official
+    NDA's ``RandomRotation(30)`` runs on float frames ``[T, 2, H, W]``), made by
+    ``fixtures/make_torchvision_rotate.py``: every pixel equal, at even and odd sizes, at ±30°,
+    0°, 90°, 180° and awkward angles; all samples of a batch rotated in one call."""
+    golden = np.load(FIXTURES / "torchvision_rotate.npz")
+    k = 0
+    while f"input_{k}" in golden.files:
+        frames = torch.from_numpy(golden[f"input_{k}"]).float()  # [T, C, H, W]
+        angles = golden[f"angles_{k}"].tolist()
+        batch = frames.reshape(1, -1, *frames.shape[-2:]).expand(len(angles), -1, -1, -1)
+        ours = A.rotate_nearest(batch.contiguous(), angles).reshape(len(angles), *frames.shape)
+        assert np.array_equal(ours.numpy().astype(np.uint8), golden[f"output_{k}"]), k
+        assert torch.equal(ours, ours.round())  # nearest: no blending
+        k += 1
+    assert k == 4
+
+
+def test_random_rotate_turns_all_frames_of_a_sample_by_one_angle_within_30_degrees():
+    frames = torch.randint(1, 5, (6, 3, 2, 20, 20), generator=gen()).float()
+    out = A.random_rotate(frames, gen(1), degrees=30.0)
     angles = ((torch.rand(6, generator=gen(1), dtype=torch.float64) * 2 - 1) * 30.0).tolist()
     assert len({round(a, 3) for a in angles}) == 6 and max(map(abs, angles)) <= 30
-    for b, angle in enumerate(angles):
+    for b, angle in enumerate(angles):  # each frame alone, by the angle drawn for its sample
         for t in range(3):
-            for c in range(2):
-                ref = np.asarray(Image.fromarray(frames[b, t, c].numpy()).rotate(angle))
-                assert np.array_equal(out[b, t, c].numpy(), ref), (b, t, c)
-    assert torch.equal(A.random_rotate(frames.float(), gen(), degrees=0.0), frames.float())
-    assert set(out.unique().tolist()) <= set(frames.float().unique().tolist())  # no blending
+            ref = A.rotate_nearest(frames[b, t][None], [angle])[0]
+            assert torch.equal(out[b, t], ref), (b, t)
+    assert (out == 0).any() and set(out.unique().tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}  # zero fill
+    assert torch.equal(A.random_rotate(frames, gen(), degrees=0.0), frames)
 
 
 def test_event_augment_is_time_major_and_eval_is_resize_only():

@@ -160,6 +160,64 @@ def test_policy_table_and_strengths_are_the_official_ones():
     assert math.isclose(AA.RANGES["brightness"][9], 0.9)  # factor 1 ± 0.9, multiplicative
 
 
+# The CIFAR-10 policy of the official ESD code (arXiv 2510.06254), written out here by hand from
+# its source as (p1, op1, bin1, p2, op2, bin2), the order of its ``SubPolicy(...)`` calls. Source:
+# github.com/Intelli-Chip-Lab/enhanced-self-distillation-framework-for-snn at commit d44e876. Its
+# CIFAR loader (``util/data.py``) imports ``CIFAR10Policy`` from ``util/image_augment.py``, which the
+# searchable index does not hold; the same repository's ``experiment/dvs/process.py`` defines the
+# ``CIFAR10Policy`` read here (the code the paper ran). Row 16's second probability is 0.8 there,
+# 0.6 in other copies of the DeepVoltaire policy.
+OFFICIAL_CIFAR10_POLICY = """
+0.1 invert 7        0.2 contrast 6
+0.7 rotate 2        0.3 translateX 9
+0.8 sharpness 1     0.9 sharpness 3
+0.5 shearY 8        0.7 translateY 9
+0.5 autocontrast 8  0.9 equalize 2
+0.2 shearY 7        0.3 posterize 7
+0.4 color 3         0.6 brightness 7
+0.3 sharpness 9     0.7 brightness 9
+0.6 equalize 5      0.5 equalize 1
+0.6 contrast 7      0.6 sharpness 5
+0.7 color 7         0.5 translateX 8
+0.3 equalize 7      0.4 autocontrast 8
+0.4 translateY 3    0.2 sharpness 6
+0.9 brightness 6    0.2 color 8
+0.5 solarize 2      0.0 invert 3
+0.2 equalize 0      0.6 autocontrast 0
+0.2 equalize 8      0.8 equalize 4
+0.9 color 9         0.6 equalize 6
+0.8 autocontrast 4  0.2 solarize 8
+0.1 brightness 3    0.7 color 0
+0.4 solarize 5      0.9 autocontrast 3
+0.9 translateY 9    0.7 translateY 9
+0.9 autocontrast 2  0.8 solarize 3
+0.8 equalize 8      0.1 invert 3
+0.7 translateY 9    0.9 autocontrast 1
+"""
+
+
+def test_policy_table_equals_the_official_code_entry_by_entry():
+    rows = [line.split() for line in OFFICIAL_CIFAR10_POLICY.strip().splitlines()]
+    official = [((op1, float(p1), int(b1)), (op2, float(p2), int(b2))) for p1, op1, b1, p2, op2, b2 in rows]
+    assert len(official) == 25
+    for k, (ours, theirs) in enumerate(zip(AA.CIFAR10_POLICY, official)):
+        assert ours == theirs, f"sub-policy {k}: {ours} != official {theirs}"
+    assert len(AA.CIFAR10_POLICY) == 25
+    # the strengths per bin, as the official SubPolicy's ``ranges`` define them
+    official_ranges = {
+        "shearX": np.linspace(0, 0.3, 10), "shearY": np.linspace(0, 0.3, 10),
+        "translateX": np.linspace(0, 150 / 331, 10), "translateY": np.linspace(0, 150 / 331, 10),
+        "rotate": np.linspace(0, 30, 10), "color": np.linspace(0.0, 0.9, 10),
+        "posterize": np.round(np.linspace(8, 4, 10), 0).astype(int), "solarize": np.linspace(256, 0, 10),
+        "contrast": np.linspace(0.0, 0.9, 10), "sharpness": np.linspace(0.0, 0.9, 10),
+        "brightness": np.linspace(0.0, 0.9, 10), "autocontrast": [0] * 10, "equalize": [0] * 10,
+        "invert": [0] * 10,
+    }
+    assert set(AA.RANGES) == set(official_ranges)
+    for op, values in official_ranges.items():
+        assert np.array_equal(AA.RANGES[op], np.asarray(values)), op
+
+
 def pil_policy(arr, plan):
     """The official CIFAR10Policy on each image, with the plan's draws."""
     out = []

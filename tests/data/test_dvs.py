@@ -1,10 +1,8 @@
-"""CIFAR10-DVS: AEDAT 2.0 reading, frames, the frame cache, the split and the bundle."""
-import ast
+"""CIFAR10-DVS: AEDAT 2.0 reading, frames, the frame cache and the bundle (the split:
+test_dvs_split.py)."""
 import importlib.util
 import json
 import os
-import types
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,100 +16,22 @@ from esdsnn.data.dvs import (
     events_to_frames,
     load_cifar10_dvs,
     read_aedat2,
-    stratified_split,
 )
-from esdsnn.errors import DataError
-
 torch.set_num_threads(1)
 
-# The header of a CIFAR10-DVS file as jAER writes it (CRLF line ends), then the events.
-HEADER = (b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
-          b"# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event\r\n"
-          b"# Timestamps tick is 1 us\r\n# created Mon Apr 03 10:41:17 CST 2017\r\n")
+
+def _helpers():
+    spec = importlib.util.spec_from_file_location("dvs_files", Path(__file__).with_name("dvs_files.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def dvs128_address(x_raw, y_raw, p_raw):
-    """A DVS128 address word from its fields, as SPEC §7 describes the recordings:
-    polarity in bit 0, x in bits 1-7, y in bits 8-14."""
-    x_raw, y_raw, p_raw = (np.asarray(v, dtype=np.uint32) for v in (x_raw, y_raw, p_raw))
-    return (y_raw << 8) | (x_raw << 1) | p_raw
-
-
-def write_raw(path, addresses, t=None):
-    """An AEDAT 2.0 file of (address, timestamp) big-endian uint32 pairs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    addresses = np.asarray(addresses, dtype=np.uint32)
-    t = np.arange(len(addresses)) * 10 if t is None else t
-    words = np.stack([addresses, np.asarray(t, dtype=np.uint32)], axis=1).astype(">u4")
-    path.write_bytes(HEADER + words.tobytes())
-    return path
-
-
-def write_aedat(path, x, y, p, t=None):
-    """A file whose events decode to image coordinates (x, y) and polarity p: the raw fields
-    are ``x_raw = 127 − y``, ``y_raw = 127 − x``, ``p_raw = 1 − p`` (SPEC §7)."""
-    x, y, p = (np.asarray(v) for v in (x, y, p))
-    return write_raw(path, dvs128_address(127 - y, 127 - x, 1 - p), t)
-
-
-def random_events(rng, n):
-    return rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
-
-
-def write_dataset(root, per_class=3, n_events=40, seed=0):
-    rng = np.random.default_rng(seed)
-    events = {}
-    for cls in CLASSES:
-        for i in range(per_class):
-            rel = f"{cls}/cifar10_{cls}_{i}.aedat"
-            events[rel] = random_events(rng, n_events + i)
-            write_aedat(root / rel, *events[rel])
-    return events
-
-
-def frames_by_loop(x, y, p, T):
-    """The frame definition, one event at a time."""
-    n = len(x)
-    q = n // T
-    out = np.zeros((T, 2, 128, 128), np.int64)
-    for i in range(n):
-        j = min(i // q, T - 1) if q else T - 1
-        out[j, p[i], y[i], x[i]] += 1
-    return out
-
-
-def spikingjelly_functions(module: str, names: set, methods: tuple = ()) -> dict:
-    """Functions of SpikingJelly's ``datasets`` package, run from its source: the package imports
-    torchvision, which does not import here, so the module's constants (the bit masks) and the named functions
-    (and static methods ``(class, name)``) are compiled alone. One shim: NumPy 2 removed the
-    binary ``np.fromstring`` that the reader calls; it is ``np.frombuffer`` (same bytes, dtype)."""
-    spec = importlib.util.find_spec("spikingjelly")
-    if spec is None:
-        pytest.skip("spikingjelly is not installed")
-    source = Path(spec.origin).parent / "datasets" / module
-    with warnings.catch_warnings():  # its docstrings hold LaTeX escapes
-        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
-        tree = ast.parse(source.read_text())
-    body = [n for n in tree.body if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant))
-            or (isinstance(n, ast.FunctionDef) and n.name in names)]
-    for cls_name, name in methods:
-        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
-        method = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
-        method.decorator_list = []
-        body.append(method)
-    numpy_shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
-    numpy_shim.fromstring = np.frombuffer
-    namespace = {"np": numpy_shim, "Dict": dict}
-    exec(compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), str(source),
-                 "exec"), namespace)
-    return namespace
-
-
-def spikingjelly_reader():
-    """SpikingJelly's ``CIFAR10DVS.load_origin_data``, the reader behind the official ESD code."""
-    names = {"read_bits", "skip_header", "load_raw_events", "parse_raw_address", "load_events"}
-    return spikingjelly_functions("cifar10_dvs.py", names,
-                                  (("CIFAR10DVS", "load_origin_data"),))["load_origin_data"]
+_files = _helpers()
+HEADER, dvs128_address, write_raw, write_aedat = _files.HEADER, _files.dvs128_address, _files.write_raw, _files.write_aedat
+random_events, write_dataset, frames_by_loop = _files.random_events, _files.write_dataset, _files.frames_by_loop
+spikingjelly_functions, spikingjelly_reader = _files.spikingjelly_functions, _files.spikingjelly_reader
+check_one_line_error = _files.check_one_line_error
 
 
 def test_hand_written_address_words_decode_to_the_documented_fields(tmp_path):
@@ -120,7 +40,8 @@ def test_hand_written_address_words_decode_to_the_documented_fields(tmp_path):
     words = [(70 << 8) | (5 << 1) | 1, 0x460A, 0x0000, 0x7FFF]
     assert words[0] == 0x460B
     path = write_raw(tmp_path / "a.aedat", words, [100, 250, 7_000_000, 4_294_967_295])
-    x, y, p, t = read_aedat2(path)
+    x, y, p, t, special = read_aedat2(path)
+    assert special == 0
     assert (x[0], y[0], p[0]) == (57, 122, 0)
     assert (x[1], y[1], p[1]) == (57, 122, 1)  # the same pixel, the other polarity
     assert (x[2], y[2], p[2]) == (127, 127, 1)  # every raw field 0
@@ -134,7 +55,7 @@ def test_random_events_decode_exactly_and_cover_the_sensor(tmp_path):
     x_raw, y_raw, p_raw = rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n)
     t = np.sort(rng.integers(0, 2**31, n))
     path = write_raw(tmp_path / "r.aedat", dvs128_address(x_raw, y_raw, p_raw), t)
-    x, y, p, tt = read_aedat2(path)
+    x, y, p, tt, _ = read_aedat2(path)
     assert np.array_equal(x, 127 - y_raw) and np.array_equal(y, 127 - x_raw)
     assert np.array_equal(p, 1 - p_raw) and np.array_equal(tt, t)
     # spread over the sensor, not in one column (where the DAVIS240 masks put them)
@@ -149,7 +70,7 @@ def test_reader_agrees_with_spikingjellys_reader(tmp_path):
     words = dvs128_address(rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n))
     path = write_raw(tmp_path / "sj.aedat", words, np.sort(rng.integers(0, 2**31, n)))
     ref = load_origin_data(str(path))
-    x, y, p, t = read_aedat2(path)
+    x, y, p, t, _ = read_aedat2(path)
     for ours, key in ((x, "x"), (y, "y"), (p, "p"), (t, "t")):
         assert np.array_equal(ours, np.asarray(ref[key]).astype(np.int64)), key
     assert len(np.unique(x)) == 128
@@ -171,11 +92,47 @@ def test_frames_agree_with_spikingjellys_reader_and_frame_integration(tmp_path):
         assert np.array_equal(events_to_frames(*read_aedat2(path)[:3], T), ref), (n, T)
 
 
-def test_addresses_with_bits_above_14_are_refused_with_the_file_named(tmp_path):
+def test_special_events_are_skipped_and_counted_never_a_reason_to_refuse(tmp_path):
+    """Bit 15 of a DVS128 address word marks a special event (jAER's ``DVS128.Extractor`` tests
+    ``addr & 0x8000``, the DVS128 interface's ``SYNC_EVENT_BITMASK``, and makes such a word special,
+    with no pixel). Hand-written words: two pixel events around two special ones."""
+    words = [0x460B, 0x8000, 0x8000 | 0x460A, 0x0000]
+    path = write_raw(tmp_path / "s.aedat", words, [10, 20, 30, 40])
+    events = read_aedat2(path)
+    assert events.special == 2
+    assert events.x.tolist() == [57, 127] and events.y.tolist() == [122, 127] and events.p.tolist() == [0, 1]
+    assert events.t.tolist() == [10, 40]  # the special events' timestamps go with them
+    # the frames count pixel events only: N = 2, T = 2 puts one in each slice
+    frames = events_to_frames(events.x, events.y, events.p, 2)
+    assert frames.sum() == 2 and frames[0, 0, 122, 57] == 1 and frames[1, 1, 127, 127] == 1
+    only_special = write_raw(tmp_path / "o.aedat", [0x8000, 0x8001])
+    check_one_line_error(lambda: read_aedat2(only_special), only_special, "no pixel events", "2 special")
+
+
+def test_a_release_with_special_events_loads_and_the_manifest_counts_them(tmp_path, capsys):
+    events = write_dataset(tmp_path, per_class=1, n_events=8)
+    rel = "ship/cifar10_ship_0.aedat"
+    x, y, p = events[rel]
+    words = list(dvs128_address(127 - y, 127 - x, 1 - p))
+    words[3:3] = [0x8000, 0x8000 | 0x0101, 0x8000]  # three special events among the pixel events
+    write_raw(tmp_path / rel, words)
+    out = build_cache(tmp_path, 2, workers=0, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["special_events"] == 3 and manifest["special_events_per_file"] == {rel: 3}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 special events" in err[0] and "1 file" in err[0]
+    with np.load(out / rel.replace(".aedat", ".npz")) as z:
+        assert np.array_equal(z["frames"], frames_by_loop(x, y, p, 2)) and int(z["special"]) == 3
+    (out / "manifest.json").unlink()  # counts come back from the samples when nothing is converted
+    build_cache(tmp_path, 2, workers=0, progress=False)
+    assert json.loads((out / "manifest.json").read_text())["special_events_per_file"] == {rel: 3}
+
+
+def test_addresses_with_bits_above_15_are_refused_with_the_file_named(tmp_path):
     good = dvs128_address([3, 4], [5, 6], [0, 1])
-    for extra in (1 << 15, 1 << 22, 0x80000000):
+    for extra in (1 << 16, 1 << 22, 0x80000000, 0x80008000):
         path = write_raw(tmp_path / f"davis_{extra:x}.aedat", [good[0], good[1] | extra])
-        msg = check_one_line_error(lambda: read_aedat2(path), path, "bit 14", "1 of 2")
+        msg = check_one_line_error(lambda: read_aedat2(path), path, "bit 15", "1 of 2", "not a DVS128 recording")
         assert f"0x{int(good[1]) | extra:08X}" in msg
 
 
@@ -233,6 +190,23 @@ def test_a_cache_from_the_old_decoder_is_rebuilt_with_a_notice(tmp_path, monkeyp
     # once rebuilt, it is reused silently
     build_cache(tmp_path, 2, workers=0, progress=False)
     assert len(calls) == 10 and capsys.readouterr().err == ""
+
+
+def test_a_cache_from_decoder_version_2_is_rebuilt_with_a_notice(tmp_path, monkeypatch, capsys):
+    """Version 2 refused files with special events and recorded no count of them."""
+    write_dataset(tmp_path, per_class=1)
+    out = build_cache(tmp_path, 2, workers=0, progress=False)
+    capsys.readouterr()
+    for npz in out.rglob("*.npz"):
+        with np.load(npz) as z:
+            arrays = {k: z[k] for k in z.files if k != "special"}
+        np.savez_compressed(npz, **{**arrays, "decoder": np.int64(2)})
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "format": 1, "decoder": 2}))
+    calls = counting(monkeypatch)
+    build_cache(tmp_path, 2, workers=0, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(calls) == 10 and len(err) == 1 and "rebuilding" in err[0] and "version 2" in err[0]
 
 
 def test_old_samples_left_by_an_interrupted_old_conversion_are_not_reused(tmp_path, monkeypatch, capsys):
@@ -341,33 +315,6 @@ def test_parallel_conversion_matches_serial(tmp_path):
             assert np.array_equal(z["frames"], frames_by_loop(*ev, 3)), rel
 
 
-def test_split_is_stratified_and_saved(tmp_path):
-    write_dataset(tmp_path, per_class=3)
-    b = load_cifar10_dvs(tmp_path, T=2, batch_size=8, seed=0, workers=0, progress=False)
-    split = json.loads((tmp_path / ".esdsnn_cache" / "split.json").read_text())
-    assert len(split["train"]) == 20 and len(split["test"]) == 10
-    assert not set(split["train"]) & set(split["test"])
-    assert sorted(r.split("/")[0] for r in split["test"]) == sorted(CLASSES)
-    assert len(b.train.x) == 20 and len(b.test.x) == 10
-    assert torch.bincount(b.test.y, minlength=10).tolist() == [1] * 10
-    # the saved split is reused as is, even if the split function changes
-    split["train"], split["test"] = split["train"][1:] + split["test"][:1], split["test"][1:] + split["train"][:1]
-    (tmp_path / ".esdsnn_cache" / "split.json").write_text(json.dumps(split))
-    b2 = load_cifar10_dvs(tmp_path, T=2, batch_size=8, seed=0, workers=0, progress=False)
-    assert torch.bincount(b2.test.y, minlength=10).sum() == 10
-    assert json.loads((tmp_path / ".esdsnn_cache" / "split.json").read_text())["test"] == split["test"]
-
-
-def test_stratified_split_900_100_per_class():
-    files = [(f"{c}/f{i}.aedat", k) for k, c in enumerate(CLASSES) for i in range(1000)]
-    train, test = stratified_split(files, seed=60)
-    assert len(train) == 9000 and len(test) == 1000
-    per_class = {c: sum(r.startswith(c + "/") for r in test) for c in CLASSES}
-    assert set(per_class.values()) == {100}
-    assert stratified_split(files, seed=60) == (train, test)
-    assert stratified_split(files, seed=61)[1] != test
-
-
 def test_bundle_batches_are_time_major_and_reproducible(tmp_path):
     events = write_dataset(tmp_path, per_class=3)
     b = load_cifar10_dvs(tmp_path, T=4, batch_size=8, seed=0, workers=0, progress=False)
@@ -382,24 +329,14 @@ def test_bundle_batches_are_time_major_and_reproducible(tmp_path):
     t1 = [xb for xb, _ in b.test]
     t2 = [xb for xb, _ in b.test]
     assert all(torch.equal(a, c) for a, c in zip(t1, t2))
-    assert t1[0].shape == (4, 8, 2, 48, 48)
+    assert t1[0].shape == (4, 3, 2, 48, 48)  # the official rule holds out 30 // 10 files
     # a test sample's total count survives the resize (antialiased bilinear roughly keeps mass)
-    split = json.loads((tmp_path / ".esdsnn_cache" / "split.json").read_text())
+    split = json.loads((tmp_path / ".esdsnn_cache" / "split-official.json").read_text())
     n_events = len(events[split["test"][0]][0])
     assert abs(float(t1[0][:, 0].sum()) * (128 / 48) ** 2 - n_events) < 0.1 * n_events
 
 
 # ---- errors -------------------------------------------------------------------------------
-
-
-def check_one_line_error(fn, *parts):
-    with pytest.raises(DataError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg
-    for part in parts:
-        assert str(part) in msg, msg
-    return msg
 
 
 def test_missing_root_and_class_folders(tmp_path):

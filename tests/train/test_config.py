@@ -195,3 +195,96 @@ def test_a_config_saved_before_the_config_tree_still_loads(tmp_path):
     renamed["precision"] = renamed["precision"] or "32"  # amp none: the default precision
     assert set(renamed) <= set(TrainConfig.field_names())
     assert {k: config.get(k) for k in renamed} == renamed  # every old key means what it meant
+
+
+# ---- one place per setting: the recipes ----------------------------------------------------------
+def _recipe_file(name):
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "configs" / name
+
+
+@pytest.mark.parametrize("dataset, recipe_file", [
+    ("cifar10-dvs", "cifar10-dvs_resnet18_T10_esd.yaml"),
+    ("imagenet", "imagenet_preact_resnet34_T4.yaml"),
+    ("cifar10", "cifar10_resnet18_T4.yaml"),
+])
+def test_a_dataset_without_a_config_runs_its_recipe(dataset, recipe_file):
+    """``--dataset X`` alone resolves to every setting of X's ready recipe file (one of them
+    where the runs differ: ResNet-18, CIFAR's T = 4)."""
+    from esdsnn.recipes import RECIPES
+
+    alone = load_config(None, {"dataset": dataset}).resolved().to_dict()
+    ready = load_config(_recipe_file(recipe_file)).resolved().to_dict()
+    assert alone == ready
+    assert {k: alone[k] for k in RECIPES[dataset]} == dict(RECIPES[dataset])
+    if dataset == "cifar10-dvs":  # the issue's numbers: T 10, batch 32, beta 0.1, not 4, 128, 0.3
+        assert (alone["T"], alone["batch_size"], alone["beta"], alone["dvs_split"]) == (10, 32, 0.1, "official")
+
+
+def test_every_recipe_file_agrees_with_the_recipe_table():
+    from esdsnn.recipes import RECIPES
+
+    files = sorted(_recipe_file("").glob("*.yaml"))
+    assert len(files) >= 17
+    for path in files:
+        saved = read_yaml(path)
+        table = RECIPES[saved["dataset"]]
+        for key, value in table.items():
+            if key != "arch":  # ResNet-18 and -19 runs of one recipe
+                assert saved.get(key, value) == value, (path.name, key)
+
+
+def test_settings_given_win_over_the_recipe():
+    config = load_config(None, {"dataset": "cifar10-dvs", "T": "4", "beta": "0.3", "batch_size": "8"}).resolved()
+    assert (config.T, config.distill.beta, config.optim.batch_size) == (4, 0.3, 8)
+    assert TrainConfig.from_dict({"dataset": "digits"}).T == 4 and TrainConfig().distill.beta == 0.3
+
+
+def test_help_texts_read_their_numbers_from_the_tables():
+    """The help of a data-set-dependent setting types no default of its own; the per-data-set
+    defaults it prints are the tables' values (``esdsnn train --help`` prints exactly these)."""
+    import argparse
+
+    from esdsnn.cli import add_train_arguments
+    from esdsnn.config import LEAVES
+    from esdsnn.defaults import DATA_DEPENDENT, DIGITS_DEFAULTS, default_help, recipe_defaults
+    from esdsnn.recipes import RECIPES
+
+    def shown(value):
+        return "torch's setting" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    touched = set(DATA_DEPENDENT) | {k for table in RECIPES.values() for k in table}
+    for name in touched:
+        assert "default" not in LEAVES[name].help, name
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    for name in sorted(touched):
+        text = default_help(name, LEAVES[name].default)
+        assert text and " ".join(text.split()) in help_text, name
+        said = {}
+        for part in text.removeprefix("default: ").split("; "):
+            part = part.removeprefix("the recipe's ")
+            if " on " in part:
+                value, names = part.split(" on ", 1)
+                said.update({d: value for d in names.split(", ")})
+        for dataset, table in RECIPES.items():
+            want = recipe_defaults(dataset)[name] if name in DATA_DEPENDENT else table.get(name, LEAVES[name].default)
+            if dataset in said:
+                assert said[dataset] == shown(want), (name, dataset)
+            else:
+                assert want == LEAVES[name].default, (name, dataset)
+        if name in DATA_DEPENDENT:
+            assert said["digits"] == shown(DIGITS_DEFAULTS[name]), name
+
+
+def test_old_dvs_runs_keep_the_split_they_trained_with():
+    new = TrainConfig.from_dict({"dataset": "cifar10-dvs"}).resolved().to_dict()
+    assert new["dvs_split"] == "official"
+    saved_before = {k: v for k, v in new.items() if k != "dvs_split"}
+    assert TrainConfig.from_saved(saved_before).data.dvs_split == "stratified"
+    assert TrainConfig.from_saved(new).data.dvs_split == "official"
+    assert "dvs_split" not in TrainConfig().resolved().to_dict()  # recorded only where it applies
+    with pytest.raises(ConfigError, match="--dvs-split applies to cifar10-dvs only"):
+        TrainConfig.from_dict({"dataset": "cifar10", "dvs_split": "stratified"}).check_applicable()

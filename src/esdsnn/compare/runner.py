@@ -185,7 +185,7 @@ def run_state(plan: RunPlan) -> tuple[str, str]:
             return "restart", "checkpoints without a config.yaml"
         return "new", ""
     try:
-        saved = TrainConfig.from_dict(read_yaml(config_file), source=str(config_file)).to_dict()
+        saved = TrainConfig.from_saved(read_yaml(config_file), source=str(config_file)).to_dict()
     except ConfigError as exc:
         return "mismatch", f"its config.yaml cannot be read ({exc})"
     diffs = config_differences(saved, plan.config.to_dict())

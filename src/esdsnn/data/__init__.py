@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from esdsnn.data.base import BatchSource, DataBundle, DataRequest, TensorBatches
+from esdsnn.data.base import BatchSource, DataBundle, DataOptions, DataRequest, TensorBatches
 from esdsnn.errors import ConfigError
 
 
@@ -24,14 +24,16 @@ class DatasetInfo:
 
     ``recipe``: the paper trains it with a fixed recipe (the CIFAR/ImageNet settings of SPEC §7,
     the best epoch selected on the test set as the paper does); without one, the defaults are
-    sized to the data and a validation split selects the best epoch. ``augmentations``: the
-    :class:`~esdsnn.data.augment.AugmentConfig` fields that apply, with ``augment_defaults`` for
-    its switches."""
+    sized to the data and a validation split selects the best epoch; the recipes' numbers are in
+    :mod:`esdsnn.recipes`. ``augmentations``: the :class:`~esdsnn.data.augment.AugmentConfig`
+    fields that apply, with ``augment_defaults`` for its switches; ``options``: the
+    :class:`~esdsnn.data.base.DataOptions` fields that apply."""
 
     target: str
     recipe: bool = False
     augmentations: tuple[str, ...] = ()
     augment_defaults: Mapping[str, bool] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
 
 
 _CIFAR_AUGMENTATIONS = ("crop", "flip", "autoaugment", "cutout", "crop_padding", "cutout_size")
@@ -44,7 +46,7 @@ _DATASETS: dict[str, DatasetInfo] = {
                            augment_defaults=_CIFAR_DEFAULTS),
     "cifar100": DatasetInfo("esdsnn.data.cifar:load_cifar100", recipe=True, augmentations=_CIFAR_AUGMENTATIONS,
                             augment_defaults=_CIFAR_DEFAULTS),
-    "cifar10-dvs": DatasetInfo("esdsnn.data.dvs:load", recipe=True),
+    "cifar10-dvs": DatasetInfo("esdsnn.data.dvs:load", recipe=True, options=("dvs_split",)),
     "imagenet": DatasetInfo("esdsnn.data.imagenet:load", recipe=True),
 }
 
@@ -53,13 +55,13 @@ Loader = Callable[[DataRequest], DataBundle]
 
 
 def register_dataset(name: str, target: str, *, recipe: bool = False, augmentations: tuple[str, ...] = (),
-                     augment_defaults: Mapping[str, bool] | None = None) -> None:
+                     augment_defaults: Mapping[str, bool] | None = None, options: tuple[str, ...] = ()) -> None:
     """Register a loader ``fn(request: DataRequest) -> DataBundle`` as ``"package.module:function"``
     (see :class:`DatasetInfo` for the keywords; a data set without a recipe gets defaults sized to
     its data and a validation split)."""
     if ":" not in target:
         raise ValueError(f"target must look like 'package.module:function', got {target!r}")
-    _DATASETS[name] = DatasetInfo(target, recipe, tuple(augmentations), dict(augment_defaults or {}))
+    _DATASETS[name] = DatasetInfo(target, recipe, tuple(augmentations), dict(augment_defaults or {}), tuple(options))
 
 
 def list_datasets() -> list[str]:
@@ -83,7 +85,7 @@ def dataset_loader(name: str) -> Loader:
 def load_dataset(name: str = DEFAULT_DATASET, **request: Any) -> DataBundle:
     """Load data set ``name``; ``request`` holds the fields of :class:`DataRequest`
     (``data_path``, ``batch_size``, ``seed``, ``device``, ``T``, ``eval_batch_size``, ``workers``,
-    ``augment``). ``seed`` fixes the order (and augmentation) of the training batches; the
+    ``augment``, ``options``). ``seed`` fixes the order (and augmentation) of the training batches; the
     train/test split of each data set is fixed by the data set itself."""
     known = [f.name for f in dataclasses.fields(DataRequest)]
     unknown = sorted(k for k in request if k not in known)
@@ -97,7 +99,7 @@ def load_dataset(name: str = DEFAULT_DATASET, **request: Any) -> DataBundle:
 
 
 __all__ = [
-    "BatchSource", "DataBundle", "DataRequest", "DatasetInfo", "TensorBatches", "dataset_info", "dataset_loader",
+    "BatchSource", "DataBundle", "DataOptions", "DataRequest", "DatasetInfo", "TensorBatches", "dataset_info", "dataset_loader",
     "list_datasets",
     "load_dataset", "register_dataset",
 ]

@@ -1,7 +1,8 @@
 """AutoAugment with the CIFAR-10 policy as the official ESD code runs it, batched on the device.
 
-The official code augments CIFAR with ``CIFAR10Policy``, the widely used implementation of the
-AutoAugment paper's CIFAR-10 policy (DeepVoltaire/AutoAugment), on PIL images. This module runs
+The official code augments CIFAR with ``CIFAR10Policy``, its copy of the widely used
+implementation of the AutoAugment paper's CIFAR-10 policy (DeepVoltaire/AutoAugment; copies differ
+on sub-policy 16, where the official one has p = 0.8), on PIL images. This module runs
 the same policy on uint8 batches ``[N, 3, H, W]`` with the same semantics (SPEC §7):
 
 - per image, one of the 25 sub-policies uniformly; each of its two operations runs with its own
@@ -28,7 +29,8 @@ from esdsnn.data import pil_ops
 
 FILL = (128, 128, 128)
 
-# (operation, probability, magnitude bin) pairs: the CIFAR-10 policy, in the official order.
+# (operation, probability, magnitude bin) pairs: the CIFAR-10 policy as the official ESD code lists
+# it, in its order. Copies of the DeepVoltaire policy differ on sub-policy 16; the paper ran this one.
 CIFAR10_POLICY: tuple[tuple[tuple[str, float, int], tuple[str, float, int]], ...] = (
     (("invert", 0.1, 7), ("contrast", 0.2, 6)),
     (("rotate", 0.7, 2), ("translateX", 0.3, 9)),
@@ -46,7 +48,7 @@ CIFAR10_POLICY: tuple[tuple[tuple[str, float, int], tuple[str, float, int]], ...
     (("brightness", 0.9, 6), ("color", 0.2, 8)),
     (("solarize", 0.5, 2), ("invert", 0.0, 3)),
     (("equalize", 0.2, 0), ("autocontrast", 0.6, 0)),
-    (("equalize", 0.2, 8), ("equalize", 0.6, 4)),
+    (("equalize", 0.2, 8), ("equalize", 0.8, 4)),  # 0.8 in the official code (0.6 in other copies)
     (("color", 0.9, 9), ("equalize", 0.6, 6)),
     (("autocontrast", 0.8, 4), ("solarize", 0.2, 8)),
     (("brightness", 0.1, 3), ("color", 0.7, 0)),

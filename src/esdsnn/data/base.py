@@ -13,22 +13,37 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Protocol
+from typing import Callable, Iterator, Literal, Optional, Protocol
 
 import torch
 from torch import Tensor
 
 from esdsnn.data.augment import AugmentConfig
+from esdsnn.fields import check_choices, option
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 Batch = tuple[Tensor, Tensor]
 
 
 @dataclass(frozen=True)
+class DataOptions:
+    """Choices that belong to one data set (each data set lists those that apply to it,
+    :attr:`esdsnn.data.DatasetInfo.options`; only those are recorded in a run's ``config.yaml``)."""
+
+    dvs_split: Literal["official", "stratified"] = option(
+        "official", "CIFAR10-DVS train/test split: official (the official ESD code's seeded random_split "
+                    "9000/1000, the paper's test set) or stratified (100 test files per class)")
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+
+@dataclass(frozen=True)
 class DataRequest:
     """What a data-set loader is asked for. ``batch_size`` is the global batch (sources are
     sharded afterwards); ``T`` the time steps (event data builds that many frames); ``workers``
-    for loaders that decode or convert in processes (None: the loader's default)."""
+    for loaders that decode or convert in processes (None: the loader's default); ``options``
+    the data set's own choices."""
 
     data_path: Optional[str] = None
     batch_size: int = 64
@@ -38,6 +53,7 @@ class DataRequest:
     eval_batch_size: Optional[int] = None
     workers: Optional[int] = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    options: DataOptions = field(default_factory=DataOptions)
 
 
 class BatchSource(Protocol):
@@ -220,4 +236,4 @@ class TensorBatches:
                 yield xb, yb
 
 
-__all__ = ["Augment", "Batch", "BatchSource", "DataBundle", "DataRequest", "TensorBatches"]
+__all__ = ["Augment", "Batch", "BatchSource", "DataBundle", "DataOptions", "DataRequest", "TensorBatches"]

@@ -2,25 +2,25 @@
 
 ``root`` holds the 10 class folders (airplane … truck) of ``*.aedat`` files, recorded with a
 DVS128. Each file is read with a small vectorised NumPy reader of DVS128 addresses
-(:func:`read_aedat2`, the layout SpikingJelly's reader uses), its N events are split into T slices
-of equal count and counted per (polarity, y, x) into ``[T, 2, 128, 128]`` frames
-(:func:`events_to_frames`). The conversion runs once per T, in parallel over files, and is cached
-next to the data::
+(:func:`~esdsnn.data.aedat.read_aedat2`: special events skipped and counted), its N events are
+split into T slices of equal count and counted per (polarity, y, x) into ``[T, 2, 128, 128]``
+frames (:func:`~esdsnn.data.aedat.events_to_frames`). The conversion runs once per T, in parallel
+over files, and is cached next to the data::
 
-    <root>/.esdsnn_cache/split.json            stratified 90/10 split per class (fixed seed)
-    <root>/.esdsnn_cache/T{T}/manifest.json    T, decoder version, file list, source sizes
+    <root>/.esdsnn_cache/split-<kind>.json      the train/test split (official or stratified)
+    <root>/.esdsnn_cache/T{T}/manifest.json     T, decoder version, file list, source sizes, special events
     <root>/.esdsnn_cache/T{T}/<class>/<name>.npz  one compressed array per sample (+ decoder version)
 
 Each ``.npz`` is written atomically, so an interrupted conversion resumes where it stopped; a
 different T uses a different folder; samples made by another decoder version
-(:data:`DECODER_VERSION`) are converted again, never reused. Batches are time-major ``[T, B, 2, 48, 48]`` floats: resized
-on the device, with a random flip and one NDA op per training sample.
+(:data:`DECODER_VERSION`) are converted again, never reused. The split is the official ESD code's
+by default (:mod:`esdsnn.data.dvs_split`). Batches are time-major ``[T, B, 2, 48, 48]`` floats:
+resized on the device, with a random flip and one NDA op per training sample.
 """
 from __future__ import annotations
 
 import json
 import os
-import random
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_all_start_methods, get_context
@@ -33,90 +33,30 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from esdsnn.atomic import atomic_write, write_json_atomic
+from esdsnn.data.aedat import SENSOR, Events, events_to_frames, read_aedat2
 from esdsnn.data.augment import EventAugment
 from esdsnn.data.base import DataBundle, DataRequest, TensorBatches
+from esdsnn.data.dvs_split import DEFAULT_SPLIT, SPLITS, load_split, official_split, stratified_split
 from esdsnn.errors import ConfigError, DataError, brief, notice
+from esdsnn.recipes import recipe
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SENSOR = 128
 CACHE_DIRNAME = ".esdsnn_cache"
-CACHE_FORMAT = 1
+# 2: the manifest records the special events skipped per file.
+CACHE_FORMAT = 2
 # Version of the event decoder the cached frames were made with; a cache of another version is
-# rebuilt. 1: DAVIS240 address masks (wrong for CIFAR10-DVS: every event in column 127);
-# 2: DVS128 addresses.
-DECODER_VERSION = 2
-DVS128_ADDRESS_MASK = 0x7FFF  # x: bits 1-7, y: bits 8-14, polarity: bit 0
-SPLIT_SEED = 60
-TEST_FRACTION = 0.1
+# rebuilt, saying why (OLD_DECODERS).
+DECODER_VERSION = 3
+OLD_DECODERS = {
+    1: "DAVIS240 address masks, which misplace every CIFAR10-DVS event",
+    2: "no count of special events, whose files it refused",
+}
 DVS_URL = "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"
 
 
 # --------------------------------------------------------------------------------------------
-# AEDAT 2.0 → events → frames
+# Frames, one file at a time
 # --------------------------------------------------------------------------------------------
-
-
-def read_aedat2(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Events ``(x, y, p, t)`` of a CIFAR10-DVS AEDAT 2.0 file, in file order.
-
-    ``#`` header lines (the release starts with ``#!AER-DAT2.0``), then big-endian uint32 pairs
-    (address, timestamp µs). The recordings were made with a DVS128, so the addresses are DVS128
-    addresses: ``x_raw = (a & 0xFE) >> 1``, ``y_raw = (a & 0x7F00) >> 8``, ``p_raw = a & 0x1``;
-    image coordinates ``x = 127 − y_raw``, ``y = 127 − x_raw``, polarity ``p = 1 − p_raw``
-    (as SpikingJelly's ``CIFAR10DVS.load_origin_data`` reads them). Raises :class:`DataError`
-    naming the file when it is truncated (not whole address/timestamp pairs), holds no events,
-    or has address bits set above bit 14 (not a DVS128 recording: a DAVIS file, or corrupt).
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {brief(exc, 160)}")
-    start = 0
-    while start < len(raw) and raw[start : start + 1] == b"#":
-        end = raw.find(b"\n", start)
-        if end < 0:
-            raise DataError(f"{path}: header line never ends (not an AEDAT 2.0 file, or truncated)")
-        start = end + 1
-    payload = len(raw) - start
-    if payload % 8:
-        what = ("an odd number of uint32 words" if payload % 4 == 0
-                else f"{payload} bytes, not whole uint32 words")
-        raise DataError(
-            f"{path} is truncated or corrupt: its event payload holds {what} "
-            "(AEDAT 2.0 events are (address, timestamp) pairs of 8 bytes)"
-        )
-    if payload == 0:
-        raise DataError(f"{path} holds no events (truncated or not an AEDAT 2.0 file?)")
-    words = np.frombuffer(raw, dtype=">u4", offset=start).reshape(-1, 2)
-    addr, ts = words[:, 0], words[:, 1]
-    foreign = addr & ~np.uint32(DVS128_ADDRESS_MASK)
-    if foreign.any():
-        bad = int(np.count_nonzero(foreign))
-        first = int(addr[np.flatnonzero(foreign)[0]])
-        raise DataError(
-            f"{path}: {bad} of {len(addr)} event addresses have bits set above bit 14 (first "
-            f"0x{first:08X}): not a DVS128 recording as CIFAR10-DVS holds (a DAVIS file, or corrupt)"
-        )
-    x_raw = (addr & 0xFE) >> 1
-    y_raw = (addr & 0x7F00) >> 8
-    p_raw = addr & 0x1
-    x = (SENSOR - 1 - y_raw).astype(np.int64)
-    y = (SENSOR - 1 - x_raw).astype(np.int64)
-    p = (1 - p_raw.astype(np.int64))
-    return x, y, p, ts.astype(np.int64)
-
-
-def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, T: int,
-                     size: int = SENSOR) -> np.ndarray:
-    """Event counts ``[T, 2, size, size]`` (int64): slice j holds events
-    ``[⌊N/T⌋·j, ⌊N/T⌋·(j+1))`` and the last slice runs up to N."""
-    n = len(x)
-    q = n // T
-    i = np.arange(n)
-    t = np.minimum(i // q, T - 1) if q > 0 else np.full(n, T - 1)
-    flat = ((t * 2 + p) * size + y) * size + x
-    return np.bincount(flat, minlength=T * 2 * size * size).reshape(T, 2, size, size)
 
 
 def _smallest_uint(frames: np.ndarray) -> np.ndarray:
@@ -127,17 +67,17 @@ def _smallest_uint(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def convert_file(src: str, dst: str, T: int) -> int:
+def convert_file(src: str, dst: str, T: int) -> tuple[int, int]:
     """Convert one AEDAT file into a compressed ``.npz`` of frames (the smallest unsigned dtype
-    that holds the counts), written atomically. Returns the number of events."""
-    x, y, p, _ = read_aedat2(src)
-    frames = _smallest_uint(events_to_frames(x, y, p, T))
+    that holds the counts), written atomically. Returns the numbers of pixel and special events."""
+    events: Events = read_aedat2(src)
+    frames = _smallest_uint(events_to_frames(events.x, events.y, events.p, T))
     dst_path = Path(dst)
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dst_path, "wb") as fh:
         _write_npz(fh, frames=frames, src_size=np.int64(os.path.getsize(src)), T=np.int64(T),
-                   decoder=np.int64(DECODER_VERSION))
-    return len(x)
+                   decoder=np.int64(DECODER_VERSION), special=np.int64(events.special))
+    return len(events.x), events.special
 
 
 def _write_npz(fh: BinaryIO, **arrays: np.ndarray) -> None:
@@ -150,8 +90,9 @@ def _write_npz(fh: BinaryIO, **arrays: np.ndarray) -> None:
 
 
 def _convert_job(args: tuple[str, str, int]) -> tuple[str, int]:
+    """``(src, special events)`` of one conversion."""
     src, dst, T = args
-    return src, convert_file(src, dst, T)
+    return src, convert_file(src, dst, T)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,33 +124,6 @@ def list_files(root: Path) -> list[tuple[str, int]]:
     return files
 
 
-def stratified_split(files: Sequence[tuple[str, int]], seed: int = SPLIT_SEED,
-                     test_fraction: float = TEST_FRACTION) -> tuple[list[str], list[str]]:
-    """Per class, ``round(test_fraction · n)`` files (at least one when n ≥ 2) go to the test
-    set, chosen by a seeded shuffle; the rest train (900/100 per class on the full release)."""
-    rng = random.Random(seed)
-    by_class: dict[int, list[str]] = {}
-    for rel, label in files:
-        by_class.setdefault(label, []).append(rel)
-    train, test = [], []
-    for label in sorted(by_class):
-        names = sorted(by_class[label])
-        rng.shuffle(names)
-        n_test = int(round(test_fraction * len(names)))
-        if len(names) >= 2:
-            n_test = min(max(n_test, 1), len(names) - 1)
-        else:
-            n_test = 0
-        test += sorted(names[:n_test])
-        train += sorted(names[n_test:])
-    return train, test
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, obj)
-
-
 def _read_json(path: Path) -> Optional[dict]:
     try:
         return json.loads(path.read_text())
@@ -217,29 +131,16 @@ def _read_json(path: Path) -> Optional[dict]:
         return None
 
 
-def load_split(cache: Path, files: Sequence[tuple[str, int]], seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
-    """The saved split if it covers exactly the present files with this seed, else a new one
-    (saved to ``<cache>/split.json``)."""
-    path = cache / "split.json"
-    saved = _read_json(path)
-    present = {rel for rel, _ in files}
-    if saved and saved.get("seed") == seed and set(saved.get("train", [])) | set(saved.get("test", [])) == present \
-            and not set(saved["train"]) & set(saved["test"]):
-        return list(saved["train"]), list(saved["test"])
-    train, test = stratified_split(files, seed)
-    _write_json(path, {"seed": seed, "test_fraction": TEST_FRACTION, "classes": list(CLASSES),
-                       "train": train, "test": test})
-    return train, test
-
-
-def _cached_decoder(npz: Path, src_size: int, T: int) -> Optional[int]:
-    """The decoder version of a cached sample made from this source (size) with this T, ``1``
-    for samples written before versions were recorded, ``None`` when missing or unusable."""
+def _cached_sample(npz: Path, src_size: int, T: int) -> Optional[tuple[int, int]]:
+    """``(decoder version, special events)`` of a cached sample made from this source (size) with
+    this T (version ``1`` for samples written before versions were recorded), ``None`` when
+    missing or unusable."""
     try:
         with np.load(npz) as z:
             if int(z["src_size"]) != src_size or int(z["T"]) != T:
                 return None
-            return int(z["decoder"]) if "decoder" in z.files else 1
+            decoder = int(z["decoder"]) if "decoder" in z.files else 1
+            return decoder, int(z["special"]) if "special" in z.files else 0
     except Exception:
         return None
 
@@ -249,7 +150,9 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     """Convert every AEDAT file under ``root`` to frames with T slices, once; returns the
     folder ``<cache>/T{T}``. Files already converted by this decoder version (same source size)
     are skipped, so an interrupted run resumes; samples made by another decoder version are
-    converted again, with a notice. ``workers`` processes convert in parallel (0: here)."""
+    converted again, with a notice. ``workers`` processes convert in parallel (0: here). The
+    manifest counts the special events skipped: ``special_events`` (total) and, per file that
+    had any, ``special_events_per_file``."""
     if T < 1:
         raise DataError(f"T must be at least 1, got {T}")
     root = Path(root).expanduser()
@@ -268,27 +171,36 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     except OSError as exc:
         raise DataError(f"cannot create the frame cache {out}: {brief(exc, 160)} "
                         "(pass cache_dir= a writable folder)")
-    versions = {rel: _cached_decoder(out / _npz_name(rel), sizes[rel], T) for rel, _ in files}
-    outdated = sorted({v for v in versions.values() if v not in (None, DECODER_VERSION)})
+    cached = {rel: _cached_sample(out / _npz_name(rel), sizes[rel], T) for rel, _ in files}
+    outdated = {c[0] for c in cached.values() if c is not None and c[0] != DECODER_VERSION}
     if manifest and manifest.get("decoder", 1) != DECODER_VERSION:
-        outdated = sorted(set(outdated) | {manifest.get("decoder", 1)})
+        outdated.add(manifest.get("decoder", 1))
     if outdated:
+        why = "; ".join(f"{v}: {OLD_DECODERS.get(v, 'unknown')}" for v in sorted(outdated))
         notice(f"the CIFAR10-DVS frame cache in {out} was made by event decoder version "
-                f"{', '.join(map(str, outdated))} (DAVIS240 address masks, which misplace every "
-                f"CIFAR10-DVS event); rebuilding it with version {DECODER_VERSION} (DVS128 addresses)")
-    todo = [(str(root / rel), str(out / _npz_name(rel)), T) for rel, _ in files
-            if versions[rel] != DECODER_VERSION]
+               f"{', '.join(map(str, sorted(outdated)))} ({why}); rebuilding it with version {DECODER_VERSION} "
+               "(DVS128 addresses, special events skipped and counted)")
+    special = {rel: c[1] for rel, c in cached.items() if c is not None and c[0] == DECODER_VERSION}
+    todo = [(str(root / rel), str(out / _npz_name(rel)), T) for rel, _ in files if rel not in special]
     if todo:
+        rel_of = {job[0]: os.path.relpath(job[0], root).replace(os.sep, "/") for job in todo}
         bar = tqdm(total=len(todo), desc=f"CIFAR10-DVS -> frames (T={T})", unit="file",
                    disable=not progress)
         try:
-            for _ in _run_jobs(todo, workers):
+            for src, n_special in _run_jobs(todo, workers):
+                special[rel_of[src]] = n_special
                 bar.update(1)
         finally:
             bar.close()
-    _write_json(out / "manifest.json", {
+    per_file = {rel: n for rel, n in sorted(special.items()) if n}
+    converted = [n for job in todo if (n := special[rel_of[job[0]]])] if todo else []
+    if converted:
+        notice(f"CIFAR10-DVS: {sum(converted)} special events (bit 15: sync/external input, no pixel) "
+               f"skipped in {len(converted)} file(s); counted in {out / 'manifest.json'}")
+    write_json_atomic(out / "manifest.json", {
         "format": CACHE_FORMAT, "decoder": DECODER_VERSION, "T": T, "sensor": SENSOR,
-        "root": str(root), "files": listing,
+        "root": str(root), "files": listing, "special_events": sum(per_file.values()),
+        "special_events_per_file": per_file,
     })
     return out
 
@@ -373,30 +285,36 @@ def dvs_bundle_from_frames(
                       input_shape=(int(x_train.shape[2]), size, size), time_steps=T)
 
 
+DVS_RECIPE = recipe("cifar10-dvs")
+
+
 def load_cifar10_dvs(
     root: str | os.PathLike,
     *,
-    T: int = 10,
-    batch_size: int = 32,
+    T: int = DVS_RECIPE["T"],
+    batch_size: int = DVS_RECIPE["batch_size"],
     seed: int = 60,
     device: torch.device | str = "cpu",
     workers: int = 4,
     cache_dir: Optional[str | os.PathLike] = None,
     size: int = 48,
-    split_seed: int = SPLIT_SEED,
+    split: str = DEFAULT_SPLIT,
+    split_seed: Optional[int] = None,
     progress: bool = True,
     eval_batch_size: Optional[int] = None,
 ) -> DataBundle:
     """CIFAR10-DVS from the original AEDAT 2.0 release under ``root``, as T-frame samples.
 
     The first call per T converts the events (``workers`` processes) into a cache under
-    ``<root>/.esdsnn_cache`` (or ``cache_dir``); later calls reuse it. The stratified 90/10 split
-    per class (``split_seed``) is saved with the cache.
+    ``<root>/.esdsnn_cache`` (or ``cache_dir``); later calls reuse it. ``split``: ``official``
+    (the official ESD code's seeded ``random_split``, the paper's test set) or ``stratified``
+    (:mod:`esdsnn.data.dvs_split`); ``split_seed`` replaces the kind's seed (42, 60). The split
+    is saved with the cache.
     """
     root = Path(root).expanduser()
     files = list_files(root)
     cache_T = build_cache(root, T, workers=workers, cache_dir=cache_dir, progress=progress)
-    train_rels, test_rels = load_split(_cache_root(root, cache_dir), files, split_seed)
+    train_rels, test_rels = load_split(_cache_root(root, cache_dir), files, split, split_seed)
     labels = dict(files)
 
     def part(rels: list[str]) -> tuple[Tensor, Tensor]:
@@ -410,20 +328,21 @@ def load_cifar10_dvs(
 
 
 def load(request: DataRequest) -> DataBundle:
-    """The ``cifar10-dvs`` entry of the data-set registry: T frames per sample (default 10)."""
+    """The ``cifar10-dvs`` entry of the data-set registry: T frames per sample (default: the
+    recipe's), split as ``request.options.dvs_split`` says."""
     if not request.data_path:
         raise ConfigError(
             f"cifar10-dvs needs --data-path DIR holding the 10 class folders of *.aedat files "
             f"(the original release from {DVS_URL})"
         )
-    return load_cifar10_dvs(request.data_path, T=request.T or 10, batch_size=request.batch_size,
+    return load_cifar10_dvs(request.data_path, T=request.T or DVS_RECIPE["T"], batch_size=request.batch_size,
                             seed=request.seed, device=request.device,
                             workers=4 if request.workers is None else request.workers,
-                            eval_batch_size=request.eval_batch_size)
+                            split=request.options.dvs_split, eval_batch_size=request.eval_batch_size)
 
 
 __all__ = [
-    "CLASSES", "DECODER_VERSION", "build_cache", "convert_file", "dvs_bundle_from_frames", "events_to_frames",
-    "list_files", "load", "load_cifar10_dvs", "load_frames", "load_split", "read_aedat2",
-    "stratified_split",
+    "CLASSES", "DECODER_VERSION", "SPLITS", "build_cache", "convert_file", "dvs_bundle_from_frames",
+    "events_to_frames", "list_files", "load", "load_cifar10_dvs", "load_frames", "load_split", "official_split",
+    "read_aedat2", "stratified_split",
 ]

@@ -60,7 +60,7 @@ def build_data(config: TrainConfig, device: torch.device) -> DataBundle:
     its validation split when ``config.val_fraction`` > 0."""
     request = DataRequest(data_path=config.data_path, batch_size=config.optim.batch_size or PROVISIONAL_BATCH,
                           seed=config.seed, device=device, T=config.T, workers=config.run.workers,
-                          augment=config.augment)
+                          augment=config.augment, options=config.data)
     bundle = dataset_loader(config.dataset)(request)
     if bundle.time_steps is not None and bundle.time_steps != config.T:
         raise ConfigError(f"dataset {config.dataset} gives {bundle.time_steps} frames per sample but T={config.T}: "
@@ -125,7 +125,7 @@ def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) 
     wanted = method_spec(config.method).teacher_method
     run_dir = existing_run_dir(config.teacher_run)
     ckpt = load_checkpoint(run_dir / LAST)
-    teacher_config = TrainConfig.from_dict(ckpt["config"], source=str(run_dir / LAST)).resolved()
+    teacher_config = TrainConfig.from_saved(ckpt["config"], source=str(run_dir / LAST)).resolved()
     if teacher_config.method != wanted:
         raise ConfigError(f"teacher run {run_dir} was trained with --method {teacher_config.method}; "
                           f"{config.method} needs a --method {wanted} run")

@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     path = run_dir / names[checkpoint] if checkpoint in names else Path(checkpoint)
     ckpt = load_checkpoint(path)
     try:
-        config = TrainConfig.from_dict(ckpt["config"], source=str(path)).resolved()
+        config = TrainConfig.from_saved(ckpt["config"], source=str(path)).resolved()
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {path} holds a config this esdsnn cannot use: {exc}") from None
     n_threads = threads if threads is not None else config.run.threads

@@ -91,7 +91,7 @@ def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = Non
     values.update(TrainConfig.coerce_values(overrides, source="the command line"))
     values["out"] = str(run_dir)
     try:
-        return TrainConfig.from_dict(values, source=str(run_dir / LAST))
+        return TrainConfig.from_saved(values, source=str(run_dir / LAST))
     except ConfigError as exc:
         raise CheckpointError(f"the checkpoint of {run_dir} holds a config this esdsnn cannot use: {exc}") from None
 

@@ -360,6 +360,20 @@ def _check(ok: bool, message: str) -> None:
 
 
 # ---- files ----------------------------------------------------------------------------------
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` if it is a file, else the ready config of that name; neither: a ConfigError that
+    says how to list the ready configs."""
+    from esdsnn.recipes import find_recipe_file
+
+    if Path(path).is_file():
+        return Path(path)
+    found = find_recipe_file(str(path))
+    if found is None:
+        raise ConfigError(f"config file {path} not found, and no ready config has that name "
+                          f"(esdsnn configs lists them)")
+    return found
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML file; a missing, unreadable or malformed file raises ConfigError."""
     path = Path(path)
@@ -382,9 +396,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides`` (e.g. CLI flags)."""
+    """Defaults, then the YAML file at ``path`` (if any; a file, or the name of a ready config
+    such as ``cifar10_resnet18_T6``: ``esdsnn configs`` lists them), then ``overrides`` (e.g.
+    CLI flags)."""
     values: dict[str, Any] = {}
     if path is not None:
+        path = resolve_config_path(path)
         values.update(TrainConfig.coerce_values(read_yaml(path), source=str(path)))
     values.update(TrainConfig.coerce_values(overrides or {}, source="the command line"))
     return TrainConfig.from_dict(values)

@@ -8,7 +8,10 @@ is left at the general default where that is one of the recipe's values (T = 4, 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 _CIFAR: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "val_fraction": 0.0}
 
@@ -34,4 +37,40 @@ def recipe(dataset: str) -> Mapping[str, Any]:
     return RECIPES.get(dataset, DEFAULT_RECIPE)
 
 
-__all__ = ["DEFAULT_RECIPE", "RECIPES", "TITLES", "recipe"]
+#: The ready configs, one YAML file per run of the paper (installed with the package).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+_PAPER = re.compile(r"^#\s*Paper:\s*([0-9.]+)\s*%", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class RecipeFile:
+    """One ready config: its name (the file name without ``.yaml``), path, settings and the
+    top-1 accuracy the paper reports for it (SPEC §8; from the file's header)."""
+
+    name: str
+    path: Path
+    settings: Mapping[str, Any]
+    paper_top1: Optional[float]
+
+
+def recipe_files() -> list[RecipeFile]:
+    """Every ready config, by name."""
+    import yaml
+
+    files = []
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        found = _PAPER.search(text)
+        files.append(RecipeFile(path.stem, path, yaml.safe_load(text) or {}, float(found.group(1)) if found else None))
+    return files
+
+
+def find_recipe_file(name: str) -> Optional[Path]:
+    """The ready config called ``name`` (with or without ``.yaml``), else None."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    path = CONFIG_DIR / f"{stem}.yaml"
+    return path if "/" not in stem and path.is_file() else None
+
+
+__all__ = ["CONFIG_DIR", "DEFAULT_RECIPE", "RECIPES", "RecipeFile", "TITLES", "find_recipe_file", "recipe",
+           "recipe_files"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 from torch import nn
 
@@ -89,6 +89,32 @@ def section_fields(section: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(SECTIONS[section]))
 
 
+class MethodSetting(NamedTuple):
+    """One option a method reads: its flat name (also the flag and YAML key), the section it
+    belongs to, its default, its help, and the value the method fixes it to (if any)."""
+
+    name: str
+    section: str
+    default: Any
+    help: str
+    fixed: Any = None
+    is_fixed: bool = False
+
+
+def method_settings(name: str) -> list[MethodSetting]:
+    """The options method ``name`` reads (its config sections' fields), with their defaults and
+    the values it fixes: what ``esdsnn methods NAME`` prints."""
+    spec = method_spec(name)
+    out = []
+    for section in spec.sections:
+        for f in dataclasses.fields(SECTIONS[section]):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            fixed = f.name in spec.forced
+            out.append(MethodSetting(f.name, section, default, f.metadata.get("help", ""),
+                                     spec.forced.get(f.name), fixed))
+    return out
+
+
 def create_method(name: str, model: nn.Module, T: int, **options: Any) -> TrainingMethod:
     """Wrap ``model`` in the training method ``name`` (an ``nn.Module`` holding any branches).
 
@@ -122,4 +148,5 @@ def create_method(name: str, model: nn.Module, T: int, **options: Any) -> Traini
     return spec.build(model, T, **kwargs)
 
 
-__all__ = ["MethodSpec", "SECTIONS", "create_method", "list_methods", "method_spec", "register_method"]
+__all__ = ["MethodSetting", "MethodSpec", "SECTIONS", "create_method", "list_methods", "method_settings", "method_spec",
+           "register_method"]

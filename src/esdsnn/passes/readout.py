@@ -37,8 +37,8 @@ def output_problem(out: object, steps: int, batch: int) -> str:
         return f"the model returns {type(out).__name__}; it must return one tensor, its logits {want}"
     shape = tuple(out.shape)
     if out.dim() > 2:
-        return (f"the model returns a feature map of shape {shape}, not logits {want}: end it with a classifier, "
-                f"e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({shape[1]}, num_classes)")
+        return (f"the model returns a feature map, {list(shape[1:])} per step and sample, not logits {want}: end "
+                f"it with a classifier, e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({shape[1]}, num_classes)")
     if out.dim() < 2:
         return f"the model returns shape {shape}, not logits {want}"
     if out.shape[0] != steps * batch:

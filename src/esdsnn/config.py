@@ -20,7 +20,6 @@ still read under their old names, with a notice (:data:`RENAMED`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from esdsnn.defaults import DATA_DEPENDENT, Choice, DataFacts, fixed_defaults, s
 from esdsnn.distill.esd_loss import DistillConfig
 from esdsnn.distill.kd import KDConfig
 from esdsnn.errors import ConfigError, notice
-from esdsnn.fields import check_choices, choices, option
+from esdsnn.fields import check_choices, choices, coerce, option
 from esdsnn.methods import list_methods, method_spec
 from esdsnn.methods.registry import unread_message, unread_options
 from esdsnn.models import list_models
@@ -154,7 +153,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         hints = _hints(TrainConfig)
         for name in _TOP:
-            object.__setattr__(self, name, _coerce(name, getattr(self, name), hints[name], "config"))
+            object.__setattr__(self, name, coerce(name, getattr(self, name), hints[name], "config"))
         _check(self.method in list_methods(), f"unknown method {self.method!r}; choose one of {', '.join(list_methods())}")
         spec = method_spec(self.method)
         for key, value in spec.forced.items():  # what the method fixes is what the run records
@@ -201,7 +200,7 @@ class TrainConfig:
         unknown = [str(k) for k in values if k not in LEAVES]
         if unknown:
             raise ConfigError(f"unknown key(s) in {source}: {', '.join(unknown)}; known keys: {', '.join(LEAVES)}")
-        return {k: _coerce(k, v, LEAVES[k].hint, source) for k, v in values.items()}
+        return {k: coerce(k, v, LEAVES[k].hint, source) for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
@@ -335,90 +334,6 @@ def config_leaves() -> Iterator[Leaf]:
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
-
-
-# ---- value coercion (YAML values and command-line strings) ------------------------------------
-_NONE_WORDS = ("none", "null", "~")
-_TRUE_WORDS = ("true", "yes", "on", "1")
-_FALSE_WORDS = ("false", "no", "off", "0")
-
-
-def _coerce(name: str, value: Any, hint: Any, source: str) -> Any:
-    """Turn ``value`` (from YAML or a flag string) into the type of field ``name``."""
-    args = typing.get_args(hint)
-    origin = typing.get_origin(hint)
-    optional = origin is Union and type(None) in args
-    inner = [a for a in args if a is not type(None)] if origin is Union else [hint]
-    where = f"{name} (in {source})"
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{where} must not be empty")
-    options = choices(hint)
-    if options is not None:
-        if value not in options:
-            raise ConfigError(f"{name} must be one of {', '.join(map(str, options))}, got {value!r}")
-        return value
-    if optional and str in inner and len(inner) == 1:
-        if isinstance(value, (str, Path)):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    if optional and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
-        return None
-    if typing.get_origin(inner[0]) is tuple:  # names: "a,b" or a YAML list
-        if isinstance(value, str):
-            return tuple(v.strip() for v in value.split(",") if v.strip()) or None
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value) or None
-        raise ConfigError(f"{where} must be comma-separated names or a list of names, got {value!r}")
-    if set(inner) == {str, float}:  # loss_scale: 'auto' or a number
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        return _to_float(value, where, "'auto' or a number")
-    kind = inner[0]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
-            return value.strip().lower() in _TRUE_WORDS
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if kind is float:
-        return _to_float(value, where, "a number")
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    raise TypeError(f"no coercion for field {name} of type {hint}")  # pragma: no cover
-
-
-def _to_float(value: Any, where: str, expected: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where} must be {expected}, got {value!r}")
-    if isinstance(value, (int, float)):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())  # also '1e-3', which YAML 1.1 leaves a string
-        except ValueError:
-            raise ConfigError(f"{where} must be {expected}, got {value!r}") from None
-    else:
-        raise ConfigError(f"{where} must be {expected}, got {value!r}")
-    if not math.isfinite(result):
-        raise ConfigError(f"{where} must be finite, got {value!r}")
-    return result
 
 
 # ---- files ----------------------------------------------------------------------------------

@@ -12,12 +12,17 @@ folder is used when its saved config has the wanted seed and no ``seed-<seed>`` 
 **Resumable.** Before training, each run directory is checked:
 
 - a run whose ``summary.json`` says ``completed`` (or ``diverged``) and whose saved ``config.yaml``
-  equals the one requested (ignoring :func:`ignored_fields`, which do not change what is computed)
-  is *reused*, not retrained; a kd run is retrained when its teacher run has changed since;
+  equals the one requested (ignoring :func:`ignored_fields`, which do not change what is computed;
+  the epochs count) is *reused*, not retrained; a kd run is retrained when its teacher run has
+  changed since. A finished shorter run is not extended (``--resume --epochs`` restarts its cosine,
+  which is not a run planned for more epochs), nor is a run extended that way reused: both are a
+  mismatch;
 - a run with the same settings but no final summary is *resumed* from its last checkpoint (or
   restarted when there is none, or when resuming fails);
 - a run with other settings is an error unless ``overwrite=True`` (then it is deleted and
-  retrained), so that a typo in a flag never silently throws away finished runs.
+  retrained), so that a typo in a flag never silently throws away finished runs;
+- a run that another process is training is an error before anything trains, and is never
+  deleted; the comparison folder itself has one writer (its own lock).
 
 **Peak memory.** Each training process is waited for with ``os.wait4``, which gives that one
 child's resource usage; its ``ru_maxrss`` is the peak resident set size of the whole training

@@ -12,10 +12,14 @@ Runs can be left running:
 - **Mixed precision / compilation**: ``amp`` (``bf16``, ``fp16`` with a GradScaler),
   ``channels_last``, ``compile`` (the neurons' time loops, see
   :func:`esdsnn.neurons.lif.compile_neurons_`).
+- **One writer**: the run directory is locked (:mod:`esdsnn.runs.lock`, rank 0) from before the
+  first write to the end, so a second ``train`` or ``--resume`` on it is refused; a folder whose
+  run stopped before its first checkpoint starts afresh in place (:mod:`esdsnn.runs.claim`).
 - **Guards**: a NaN/inf loss (or non-finite weights) stops the run naming the step and the usual
   fixes, and a checkpoint is only ever written from finite weights, so the last good one stays;
   a run directory that cannot be written, or lacks the space for the checkpoints, is refused
-  before training starts.
+  before training starts; running out of memory or disk later ends the run with one line naming
+  the fix (:mod:`esdsnn.train.failures`).
 - **After training**: callbacks given to :func:`train` (the CLI passes the firing-rate and energy
   report) get the trained model and add their figures to ``summary.json``.
 """

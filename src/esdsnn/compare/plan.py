@@ -94,8 +94,8 @@ def plan_runs(base: TrainConfig, methods: Sequence[str], seeds: int, out: Union[
 
     def make(method: str, k: int, role: str, teacher: Optional[RunPlan] = None) -> RunPlan:
         run_dir = seed_run_dir(out, method, k, base.seed + k)
-        config = method_config(base, method).replace(seed=base.seed + k, out=str(run_dir),
-                                                     teacher_run=str(teacher.run_dir) if teacher else None)
+        config = method_config(base, method, seed=base.seed + k, out=str(run_dir),
+                               teacher_run=str(teacher.run_dir) if teacher else None)
         return RunPlan(method, k, run_dir, config, role, teacher)
 
     check_shared_options(base, [*methods, *(t for m in methods if (t := method_spec(m).teacher_method))])
@@ -122,13 +122,13 @@ def _default(name: str) -> Any:
     return list(default) if isinstance(default, tuple) else default
 
 
-def method_config(base: TrainConfig, method: str) -> TrainConfig:
+def method_config(base: TrainConfig, method: str, **changes: Any) -> TrainConfig:
     """The shared settings ``base`` as ``method`` runs them: the options it does not read at their
-    defaults, the values it fixes fixed."""
+    defaults, the values it fixes fixed; then ``changes`` (its seed, folder, teacher run)."""
     values = base.to_dict()
     values.update({k: _default(k) for k in unread_options(method, values)})
     values.update(method_spec(method).forced)
-    values["method"] = method
+    values.update(method=method, **changes)
     return TrainConfig.from_dict(values)
 
 

@@ -89,7 +89,11 @@ def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = Non
         source = run_dir / runfiles.CONFIG_FILE
         saved = TrainConfig.coerce_values(read_yaml(source), source=str(source))
     else:
-        path, ckpt, _ = load_latest(run_dir)
+        try:
+            path, ckpt, _ = load_latest(run_dir)
+        except CheckpointError as exc:  # nothing to continue from: what is left is to train it again
+            raise CheckpointError(f"{exc}; retrain it: esdsnn train --config {run_dir / runfiles.CONFIG_FILE} "
+                                  f"--out NEW_DIR") from None
         source, saved = path, ckpt["config"]
     overrides = dict(overrides or {})
     banned = sorted(k for k in overrides if k not in RESUMABLE_FIELDS)

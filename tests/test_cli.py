@@ -40,6 +40,8 @@ def files(tmp_path):
     (tmp_path / "malformed.yaml").write_text("lr: [0.1\nmethod: esd\n")
     (tmp_path / "malformed.npz").write_bytes(b"PK\x03\x04 this is no zip archive")
     np.savez(tmp_path / "nokeys.npz", x_train=np.zeros((4, 1, 2, 2)), y_train=np.zeros(4))
+    (tmp_path / "text.npz").write_text("x_train,y_train\n1,2\n")  # numpy would call it a pickle
+    (tmp_path / "bptt_alpha.yaml").write_text("method: bptt\nalpha: 2.0\n")
     return tmp_path
 
 
@@ -72,6 +74,10 @@ def test_bad_input_is_one_line_and_exit_2(files, args, fragments):
     (["train", "--dataset", "npz"], ["needs --data-path"]),
     (["train", "--dataset", "npz", "--data-path", "nokeys.npz"], ["nokeys.npz lacks the key(s) x_test, y_test"]),
     (["train", "--dataset", "mnist"], ["unknown dataset 'mnist'"]),
+    (["train", "--dataset", "npz", "--data-path", "text.npz"], ["text.npz is not an .npz file", "numpy.savez("]),
+    (["train", "--method", "bptt", "--alpha", "2"], ["method bptt does not read alpha", "esd, esd-bptt, sd"]),
+    (["train", "--config", "bptt_alpha.yaml"], ["method bptt does not read alpha"]),
+    (["train", "--method", "sd", "--teacher", "main"], ["method sd fixes teacher = 'all'"]),
     (["train", "--T"], ["expected one argument"]),
     (["train", "--resume", "no-such-run"], ["no-such-run not found"]),
     (["train", "--resume", "x", "--config", "y.yaml"], ["drop --config"]),
@@ -86,6 +92,7 @@ def test_bad_input_in_process(files, monkeypatch, capsys, args, fragments):
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("esdsnn: error: ") and "Traceback" not in err
+    assert "allow_pickle" not in err  # numpy's hint is never the fix for a data set
     for fragment in fragments:
         assert fragment in err, (fragment, err)
     assert not (files / "runs").exists()
@@ -102,12 +109,12 @@ def test_every_config_field_is_a_flag(tmp_path, monkeypatch):
         raise KeyboardInterrupt  # stop here: only the parsing is under test
 
     monkeypatch.setattr(training, "train", fake_train)
-    flags = ["--method", "ratebp", "--arch", "resnet19", "--T", "2", "--batch-size", "8", "--lr", "0.5",
+    flags = ["--method", "esd", "--arch", "resnet19", "--T", "2", "--batch-size", "8", "--lr", "0.5",
              "--loss-scale", "0.25", "--no-detach-reset", "--learnable-decay", "--teacher-space", "probs",
              "--data-path", "x", "--threads", "1", "--no-progress", "--eval-every", "3", "--v-reset", "-0.5"]
     assert main(["train", *flags]) == 130
     config = seen["config"]
-    assert (config.method, config.arch, config.T, config.optim.batch_size, config.optim.lr) == ("ratebp", "resnet19", 2, 8, 0.5)
+    assert (config.method, config.arch, config.T, config.optim.batch_size, config.optim.lr) == ("esd", "resnet19", 2, 8, 0.5)
     assert config.loss_scale == 0.25 and config.neuron.detach_reset is False and config.neuron.learnable_decay is True
     assert config.distill.teacher_space == "probs" and config.data_path == "x" and config.run.progress is False
     assert config.run.eval_every == 3 and config.neuron.v_reset == -0.5

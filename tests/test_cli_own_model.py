@@ -56,3 +56,54 @@ def test_a_factory_that_does_not_import_or_fails_is_one_line(tmp_path):
                    tmp_path, tmp_path / "code")
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+NOT_LOGITS = textwrap.dedent('''
+    import torch.nn as nn
+    from esdsnn import layers as snn
+
+    def body(c):
+        return [snn.Conv2d(c, 8, 3, padding=1, bias=False), snn.BatchNorm2d(8), snn.LIF(), nn.AvgPool2d(2)]
+
+    class WithFeatures(nn.Module):
+        def __init__(self, c, k):
+            super().__init__()
+            self.f, self.head = nn.Sequential(*body(c)), nn.Sequential(nn.Flatten(), nn.LazyLinear(k))
+        def forward(self, x):
+            f = self.f(x)
+            return self.head(f), f
+
+    class MeanOverTime(nn.Module):
+        def __init__(self, c, k, T):
+            super().__init__()
+            self.T, self.f = T, nn.Sequential(*body(c), nn.Flatten(), nn.LazyLinear(k))
+        def forward(self, x):
+            out = self.f(x)
+            return out.view(self.T, -1, out.shape[-1]).mean(0)
+
+    def with_features(num_classes, in_channels, **lif):
+        return WithFeatures(in_channels, num_classes)
+
+    def feature_map(num_classes, in_channels, **lif):
+        return nn.Sequential(*body(in_channels))
+
+    def mean_over_time(num_classes, in_channels, **lif):
+        return MeanOverTime(in_channels, num_classes, T=2)
+''')
+
+
+def test_a_model_that_does_not_return_logits_is_one_line_before_training(tmp_path, monkeypatch, capsys):
+    from esdsnn.cli import main
+
+    (tmp_path / "notlogits.py").write_text(NOT_LOGITS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for factory, fragment in (("with_features", "the model returns a tuple of 2 values; it must return one tensor"),
+                              ("feature_map", "the model returns a feature map, [8, 4, 4] per step and sample, not logits"),
+                              ("mean_over_time", "it averages over the time steps itself")):
+        out = tmp_path / factory
+        code = main(["train", "--arch", f"notlogits:{factory}", "--method", "bptt", "--T", "2", "--epochs", "1",
+                     "--threads", "1", "--no-progress", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("esdsnn: error: ") and fragment in err[0], err
+        assert "stages=" not in err[0] and "esdsnn.predict" not in err[0]  # no Python-API hint on the command line
+        assert not out.exists()  # checked before anything is written

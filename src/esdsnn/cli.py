@@ -155,12 +155,15 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         _out(json.dumps({
             "test_acc": result.test_acc, "correct": result.correct, "total": result.total,
-            "checkpoint": str(result.checkpoint), "epoch": result.epoch, "T": result.T,
+            "checkpoint": str(result.checkpoint), "epoch": result.epoch, "step": result.step, "T": result.T,
+            "still_training": result.still_training,
         }))
     else:
+        where = f"epoch {result.epoch}" + (f", step {result.step} of epoch {result.epoch + 1}" if result.step else "")
+        training = "; the run is still training" if result.still_training else ""
         _out(
             f"test accuracy {result.test_acc:.2%} ({result.correct}/{result.total} correct, "
-            f"{_pass_name(result.spiking)}, T={result.T}) from {result.checkpoint} (epoch {result.epoch})"
+            f"{_pass_name(result.spiking)}, T={result.T}) from {result.checkpoint} ({where}{training})"
         )
     return 0
 
@@ -369,9 +372,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _os_error(exc: OSError) -> str:
-    """``cannot write /x/y: Read-only file system; ...`` instead of ``[Errno 30] ...``."""
+    """``cannot access /x/y: Read-only file system; ...`` instead of ``[Errno 30] ...``; a full disk
+    says so. (Training names its run directory and the command that continues it itself:
+    :mod:`esdsnn.train.failures`.)"""
+    import errno
+
     where = f" {exc.filename}" if exc.filename else ""
     reason = exc.strerror or _one_line(str(exc))
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"no space left on the device{' of' + where if where else ''} ({reason}); free some space and run the command again"
     return (f"cannot access{where}: {reason}; check that the folder exists and is writable, or choose another "
             f"folder (--out)")
 
@@ -390,14 +399,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as exc:  # e.g. a folder that cannot be written
         print(f"{PROG}: error: {_os_error(exc)}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except (RuntimeError, MemoryError) as exc:
-        from esdsnn.errors import out_of_memory
+    except (RuntimeError, MemoryError) as exc:  # training names its own fix (esdsnn.train.failures)
+        from esdsnn.errors import brief, out_of_memory
 
         if not out_of_memory(exc):
             raise
-        print(f"{PROG}: error: out of memory ({_one_line(str(exc))[:160]}); use a smaller --batch-size (or T), "
-              f"or --method esd, whose memory stays flat in T; a training run keeps its last checkpoint "
-              f"(continue with --resume DIR)", file=sys.stderr, flush=True)
+        print(f"{PROG}: error: out of memory ({brief(exc, 160)}); use a smaller batch or T, or another "
+              f"--device", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)

@@ -44,6 +44,7 @@ from esdsnn.distill.kd import KDConfig
 from esdsnn.errors import ConfigError, notice
 from esdsnn.fields import check_choices, choices, coerce_value, option
 from esdsnn.methods import list_methods, method_spec
+from esdsnn.methods.registry import unread_message, unread_options
 from esdsnn.models import list_models
 from esdsnn.models.registry import model_factory
 from esdsnn.neurons.lif import LIFConfig
@@ -71,7 +72,7 @@ class OptimConfig:
 
     epochs: Optional[int] = option(
         None, "training epochs; with --resume, a larger N extends the run (the cosine is re-planned over N epochs)",
-        resumable=True)
+        resumable=True, changes_result=True)
     batch_size: Optional[int] = option(None, "global batch size: under torchrun each of N processes takes "
                                              "batch_size/N")
     lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0)")
@@ -88,8 +89,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Where and how a run executes. Fields marked ``resumable`` may change when a run resumes:
-    they do not change what is computed, beyond the floating-point details of another device."""
+    """Where and how a run executes. Fields marked ``resumable`` may change when a run resumes;
+    unless also marked ``changes_result`` they do not change what is computed, beyond the
+    floating-point details of another device."""
 
     out: Optional[str] = option(None, "run directory; default runs/<timestamp>-<method>")
     threads: Optional[int] = option(None, "torch CPU threads (fewer when steps slow down, if chosen from the free "
@@ -109,7 +111,7 @@ class RunConfig:
     precision: Precision = option(
         "32", "number types: 32 (float32 everywhere: exact, the default), bf16-mixed (bfloat16 autocast and "
               "bfloat16 convolutions on spikes; fast only where the device runs bf16 natively, and it changes "
-              "the run) or 16-mixed (float16 autocast with a gradient scaler, CUDA only)")
+              "the run) or 16-mixed (float16 autocast with a gradient scaler, CUDA only)", changes_result=True)
     channels_last: bool = option(False, "channels-last memory format for the model and image batches")
     compile: bool = option(False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)",
                        resumable=True)
@@ -169,6 +171,9 @@ class TrainConfig:
         spec = method_spec(self.method)
         for key, value in spec.forced.items():  # what the method fixes is what the run records
             section = LEAVES[key].section
+            given = getattr(getattr(self, section), key)
+            _check(given in (value, LEAVES[key].default),
+                   f"method {self.method} fixes {key} = {value!r}; drop {key} ({given!r}), or choose another method")
             object.__setattr__(self, section, dataclasses.replace(getattr(self, section), **{key: value}))
         _check(self.T >= 1, f"T must be >= 1, got {self.T}")
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
@@ -271,9 +276,16 @@ class TrainConfig:
         return self.replace(**changes) if changes else self
 
     def check_applicable(self) -> None:
-        """Refuse an augmentation switched on, or a data option changed, for a data set it does not
-        apply to (a new run; saved configs of older versions may hold every switch and are not
-        checked)."""
+        """Refuse, for a new run, a setting that would not apply: an option of a section the
+        method does not read (:func:`~esdsnn.methods.registry.unread_options`, the rule
+        ``create_method`` applies) set to other than its default (or its data set's recipe value),
+        an augmentation switched on, or a data option changed, for a data set it does not apply
+        to. Saved configs of older versions may hold such values and are not checked."""
+        base = recipe_base(self.dataset)
+        changed = (k for k, v in self.to_dict().items() if v != _default(k, base))
+        unread = unread_options(self.method, changed)
+        if unread:
+            raise ConfigError(unread_message(self.method, unread))
         info = dataset_info(self.dataset)
         for name in SWITCHES:
             if name not in info.augmentations and self.get(name):
@@ -284,6 +296,13 @@ class TrainConfig:
                 owners = [d for d in list_datasets() if name in dataset_info(d).options]
                 raise ConfigError(f"--{name.replace('_', '-')} applies to {', '.join(owners)} only, not "
                                   f"{self.dataset}; drop it")
+
+
+def _default(name: str, base: Optional[Mapping[str, Any]] = None) -> Any:
+    """The default of setting ``name`` (the recipe's value where ``base``, a data set's recipe,
+    sets it) in the form ``to_dict`` gives (lists, not tuples)."""
+    default = base[name] if base and name in base else LEAVES[name].default
+    return list(default) if isinstance(default, tuple) else default
 
 
 def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -321,6 +340,7 @@ class Leaf(NamedTuple):
     default: Any
     help: str
     resumable: bool
+    changes_result: bool = True  # False: a resumable setting that leaves the results as they are
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -338,8 +358,9 @@ def _leaves() -> dict[str, Leaf]:
             if g.name in leaves or g.name in SECTIONS:
                 raise TypeError(f"setting {g.name!r} is declared twice in the config tree")
             default = g.default_factory() if g.default_factory is not dataclasses.MISSING else g.default
-            leaves[g.name] = Leaf(g.name, section, hint, default, g.metadata.get("help", ""),
-                                  bool(g.metadata.get("resumable")))
+            resumable = bool(g.metadata.get("resumable"))
+            leaves[g.name] = Leaf(g.name, section, hint, default, g.metadata.get("help", ""), resumable,
+                                  not resumable or bool(g.metadata.get("changes_result")))
     return leaves
 
 
@@ -347,6 +368,9 @@ _TOP = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in SE
 LEAVES: dict[str, Leaf] = _leaves()
 #: Settings that may change when a run is resumed.
 RESUMABLE_FIELDS: tuple[str, ...] = tuple(name for name, leaf in LEAVES.items() if leaf.resumable)
+#: Settings that never change a run's results (where it runs, how it reports progress): the
+#: fields a comparison may find different in a run it reuses. ``epochs`` is not one of them.
+SAME_RESULT_FIELDS: tuple[str, ...] = tuple(name for name, leaf in LEAVES.items() if not leaf.changes_result)
 
 
 def config_leaves() -> Iterator[Leaf]:
@@ -407,12 +431,16 @@ def load_config(path: str | Path | None = None, overrides: Optional[Mapping[str,
     return TrainConfig.from_dict(values)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write ``config`` as flat YAML (all settings, in declaration order), atomically."""
-    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False))
+def save_config(config: TrainConfig, path: str | Path, notes: tuple[str, ...] = ()) -> None:
+    """Write ``config`` as flat YAML (all settings, in declaration order), atomically; ``notes``
+    become comment lines at the top (what a reader of the file should know, e.g. that the run was
+    extended), which loading ignores."""
+    header = "".join(f"# {' '.join(line.split())}\n" for line in notes)
+    write_text_atomic(path, header + yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False))
 
 
 __all__ = [
-    "LEAVES", "Leaf", "OptimConfig", "RENAMED", "RESUMABLE_FIELDS", "RunConfig", "SAVED_BEFORE", "SECTIONS",
+    "LEAVES", "Leaf", "OptimConfig", "RENAMED", "RESUMABLE_FIELDS", "RunConfig", "SAME_RESULT_FIELDS", "SAVED_BEFORE",
+    "SECTIONS",
     "TrainConfig", "choices", "config_leaves", "load_config", "read_yaml", "save_config",
 ]

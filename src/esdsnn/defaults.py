@@ -139,8 +139,11 @@ def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
     if n is None or n >= FEW_SAMPLES:
         chosen["batch_size"] = Choice(SIZED_BATCH, "suits SGD with BatchNorm on small models")
     else:
-        batch = max(8, 1 << max(int(n // 10).bit_length() - 1, 0))
-        chosen["batch_size"] = Choice(min(batch, SIZED_BATCH), f"about a tenth of the {n} training samples")
+        batch = min(max(8, 1 << max(int(n // 10).bit_length() - 1, 0)), SIZED_BATCH)
+        if batch <= n:
+            chosen["batch_size"] = Choice(batch, f"about a tenth of the {n} training samples")
+        else:  # fewer samples than the smallest batch: one batch of all of them
+            chosen["batch_size"] = Choice(max(n, 1), f"all {n} training samples in one batch")
     return chosen
 
 

@@ -21,6 +21,18 @@ class CheckpointError(EsdsnnError):
     """A missing, corrupt or incompatible checkpoint or run directory."""
 
 
+class RunInUse(EsdsnnError):
+    """Another process is writing the run directory (a run has one writer)."""
+
+
+class OutOfMemory(EsdsnnError):
+    """The run needs more memory than the device has."""
+
+
+class RunNotWritable(EsdsnnError):
+    """The run directory stopped taking writes (a full disk, a read-only file system)."""
+
+
 class TrainingDiverged(EsdsnnError):
     """The loss became NaN or infinite."""
 
@@ -35,7 +47,11 @@ def brief(exc: BaseException, limit: int = 200, *, with_type: bool = False) -> s
     text = " ".join(str(exc).split())
     if with_type or not text:
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3]
+    space = cut.rfind(" ")
+    return (cut[:space] if space >= limit // 2 else cut).rstrip(" ,;:") + "..."  # whole words where it can
 
 
 def notice(line: str) -> None:

@@ -42,7 +42,7 @@ def _data(line):
 def test_accuracy_panel_has_train_validation_and_test_as_distinct_lines(tmp_path):
     fig = training_curves_figure(_write(tmp_path / "metrics.csv", COLUMNS, ROWS))
     axes = _axes(fig)
-    assert set(axes) == {"accuracy", "loss", "heads", "parts", "lr"}
+    assert set(axes) == {"accuracy", "loss", "heads", "objective", "lr"}
     acc = _lines(axes["accuracy"])
     assert sorted(acc) == ["test", "train", "validation"]  # acc_main is not drawn beside train_acc
     assert acc["train"] is not acc["test"]
@@ -53,16 +53,21 @@ def test_accuracy_panel_has_train_validation_and_test_as_distinct_lines(tmp_path
     assert acc["train"].get_linestyle() != acc["test"].get_linestyle()
     assert axes["accuracy"].get_ylabel() == "accuracy (%)" and axes["accuracy"].get_ylim() == (0, 100)
 
+    # like with like: the main head's cross-entropy on every split (train: ce_main, not the objective)
     loss = _lines(axes["loss"])
     assert sorted(loss) == ["test", "train", "validation"]
-    assert _data(loss["train"]) == ([1, 2, 3, 4], pytest.approx([2.0, 1.5, 1.0, 0.8]))
+    assert axes["loss"].get_ylabel() == "main-head cross-entropy"
+    assert _data(loss["train"]) == ([1, 2, 3, 4], pytest.approx([1.5, 1.1, 0.7, 0.5]))
     assert _data(loss["validation"])[1] == pytest.approx([1.9, 1.4, 1.1, 1.0])
     assert _data(loss["test"]) == ([4], pytest.approx([1.05]))
+    # the whole ESD objective (CE of every head + KD) in its own panel, with its terms
+    objective = _lines(axes["objective"])
+    assert sorted(objective) == ["ce_branches", "ce_main", "kd", "total (minimised)"]
+    assert _data(objective["total (minimised)"])[1] == pytest.approx([2.0, 1.5, 1.0, 0.8])
 
     heads = _lines(axes["heads"])
     assert sorted(heads) == ["head 0", "head 1", "main head"]
     assert _data(heads["head 1"])[1] == pytest.approx([25, 45, 60, 70])
-    assert sorted(_lines(axes["parts"])) == ["ce_branches", "ce_main", "kd"]  # the total loss is not a part
     assert _data(_lines(axes["lr"])["lr"])[1] == pytest.approx([0.1, 0.075, 0.025, 0.0])
 
     for ax in fig.axes:  # whole epochs on every x axis
@@ -82,6 +87,7 @@ def test_old_metrics_without_validation_columns_still_plot(tmp_path):
     assert sorted(acc) == ["test", "train"]
     assert _data(acc["test"]) == ([1, 2], pytest.approx([35, 55]))
     assert sorted(_lines(axes["loss"])) == ["train"]
+    assert "objective" not in axes  # BPTT without branches: the objective is the main head's CE, drawn once
     assert plot_training_curves(path, tmp_path / "curves.png").read_bytes()[:8] == PNG
 
 
@@ -116,3 +122,15 @@ def test_firing_figure_marks_flagged_layers():
     assert [t.xy for t in ax.texts] == [(0, 1.0), (1, 0.0)]
     assert ax.patches[0].get_facecolor() != ax.patches[2].get_facecolor()
     assert ax.get_ylim()[0] == 0
+
+
+def test_the_train_line_is_never_the_objective_under_another_name(tmp_path):
+    """A file without ce_main: its total is drawn as the train CE only when it has no other terms
+    (then it is the main head's CE); an objective with terms stays in its own panel."""
+    esd = {"epoch": [1.0, 2.0], "loss": [3.0, 2.0], "kd": [0.5, 0.4], "val_loss": [1.0, 0.9]}
+    axes = _axes(training_curves_figure(esd))
+    assert sorted(_lines(axes["loss"])) == ["validation"]
+    assert sorted(_lines(axes["objective"])) == ["kd", "total (minimised)"]
+    plain = {"epoch": [1.0, 2.0], "loss": [1.2, 1.0], "val_loss": [1.3, 1.1]}
+    axes = _axes(training_curves_figure(plain))
+    assert _data(_lines(axes["loss"])["train"])[1] == pytest.approx([1.2, 1.0]) and "objective" not in axes

@@ -80,18 +80,22 @@ def test_branches_on_named_stages_follow_the_probed_shapes():
 
 
 @pytest.mark.parametrize("stages, message", [
-    (["nope"], "no submodule 'nope'"),
-    (["1"], "does not output spikes"),
-    (["12"], "comes after the last spatial layer"),
+    (["nope"], "no submodule 'nope'.*: 2, 6$"),
+    (["1"], "does not output spikes.*: 2, 6$"),
+    (["12"], "comes after the last spatial layer.*: 2, 6$"),
+    (["10"], "stage '10' is the model's last feature map.*: 2, 6$"),
 ])
 def test_stages_that_cannot_feed_a_branch_are_named(stages, message):
     with pytest.raises(ConfigError, match=message):
         esdsnn.create_method("esd", plain_net(), T=2, stages=stages, input_shape=SHAPE)
 
 
-def test_esd_on_a_plain_module_without_stages_lists_the_candidates():
-    with pytest.raises(ConfigError, match="name them .*2, 6, 10"):
+def test_esd_on_a_plain_module_without_stages_lists_only_stages_the_next_check_accepts():
+    with pytest.raises(ConfigError, match="name them .*: 2, 6$") as refused:
         esdsnn.create_method("esd", plain_net(), T=2, input_shape=SHAPE)
+    offered = str(refused.value).rsplit(": ", 1)[1].split(", ")
+    for stage in offered:  # every stage offered is one the next run takes
+        esdsnn.create_method("esd", plain_net(), T=2, stages=[stage], input_shape=SHAPE)
 
 
 def grads(model):
@@ -176,5 +180,38 @@ def test_predict_says_when_the_output_is_not_folded():
         def forward(self, x):
             return self.body(x).view(4, -1, 10).mean(0)
 
-    with pytest.raises(ValueError, match=r"returned shape \(3, 10\) for 3 sample\(s\) at T=4.*\[12, K\]"):
+    with pytest.raises(ConfigError, match=r"returns shape \(3, 10\): it averages over the time steps itself.*"
+                                          r"\[T·B, K\] = \[12, K\] for 3 sample\(s\) at T=4"):
         esdsnn.predict(TimeMeanItself(), torch.rand(3, *SHAPE), T=4)
+
+
+class WithFeatures(nn.Module):  # returns (logits, features), as some codebases do
+    def __init__(self):
+        super().__init__()
+        self.body = plain_net()
+
+    def forward(self, x):
+        return self.body(x), x
+
+
+def feature_map_net():  # no classifier: its output is the last feature map
+    return nn.Sequential(*list(plain_net())[:11])
+
+
+@pytest.mark.parametrize("make, message", [
+    (WithFeatures, r"returns a tuple of 2 values; it must return one tensor, its logits \[T·B, K\]"),
+    (feature_map_net, r"returns a feature map, \[32, 4, 4\] per step and sample, not logits .*nn.Linear\(32, num_cl"),
+])
+def test_predict_refuses_what_is_not_logits(make, message):
+    """Never a 4-D tensor returned silently, never an AttributeError: one line naming the fix."""
+    with pytest.raises(ConfigError, match=message):
+        esdsnn.predict(make(), torch.rand(3, *SHAPE), T=2)
+
+
+@pytest.mark.parametrize("make", [WithFeatures, feature_map_net])
+def test_the_output_contract_is_checked_before_training(make):
+    from esdsnn.models.anatomy import check_output_contract
+
+    check_output_contract(plain_net(), SHAPE)  # logits [T·B, K]: passes
+    with pytest.raises(ConfigError, match="the model returns a"):
+        check_output_contract(make(), SHAPE)

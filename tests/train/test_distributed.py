@@ -15,6 +15,7 @@ from esdsnn.layers.sync_norm import GlobalBatchNorm, convert_sync_batchnorm
 from esdsnn.passes.ratebp import run_spike_stage
 from esdsnn.runs.checkpoint import LAST, load_checkpoint
 from esdsnn.runs.files import read_metrics
+from esdsnn.runs.lock import holder
 from esdsnn.train import loop, session
 
 HERE = Path(__file__).resolve().parent
@@ -232,7 +233,9 @@ def test_torchrun_esdsnn_train(tmp_path, method):
     assert proc.stdout.count("epoch 1/1") == 1 and proc.stdout.count("test accuracy") == 1
     assert "Traceback" not in proc.stderr
     names = {p.name for p in run.iterdir()}
-    assert names == {"config.yaml", "env.json", "metrics.csv", "summary.json", LAST, "last.prev.pt", "best.pt"}
+    assert names == {"config.yaml", "env.json", "metrics.csv", "summary.json", LAST, "last.prev.pt", "best.pt",
+                     "writer.lock"}  # one lock, taken by rank 0 alone (a second rank taking it would be refused)
+    assert holder(run) is None
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["test_total"] == 360  # every test sample once
     assert json.loads((run / "env.json").read_text())["world_size"] == 2

@@ -12,6 +12,7 @@ from esdsnn.errors import ConfigError, TrainingDiverged
 from esdsnn.runs import evaluate
 from esdsnn.runs.build import build_data
 from esdsnn.runs.checkpoint import load_checkpoint
+from esdsnn.runs.claim import check_new_out
 from esdsnn.runs.files import MetricsLog, new_run_dir, read_metrics, read_summary
 from esdsnn.train import loop, session
 from esdsnn.train.optim import parameter_groups
@@ -141,10 +142,17 @@ def test_run_directory_names(tmp_path):
     first = new_run_dir(None, "esd", root=tmp_path)
     second = new_run_dir(None, "esd", root=tmp_path)
     assert re.fullmatch(r"\d{8}-\d{6}-esd(-\d+)?", first.name) and first != second
-    (first / "config.yaml").write_text("method: esd\n")
-    with pytest.raises(ConfigError, match="already holds a run"):
-        new_run_dir(str(first), "esd")
     assert new_run_dir(str(tmp_path / "new" / "dir"), "esd").is_dir()
+    # whether a folder may take a new run is decided under its lock (esdsnn.runs.claim)
+    (first / "config.yaml").write_text("method: esd\n")
+    check_new_out(first)  # a run that stopped before its first checkpoint: it starts afresh in place
+    (first / "last.pt").write_bytes(b"")
+    with pytest.raises(ConfigError, match=f"already holds a run; choose another --out, or continue it with "
+                                          f"esdsnn train --resume {first}"):
+        check_new_out(first)
+    (first / "last.pt").rename(first / "best.pt")  # weights only: nothing to resume, so no --resume offered
+    with pytest.raises(ConfigError, match=r"already holds a trained model \(best.pt\) and no checkpoint to resume"):
+        check_new_out(first)
 
 
 def test_metrics_log_columns_and_truncate(tmp_path):

@@ -61,7 +61,8 @@ def test_the_chosen_defaults_are_printed_and_the_best_epoch_is_selected_on_valid
     assert [r["test_acc"] == "" for r in rows] == [True, True, False]  # the test set only at the end
     assert s["test_acc"] == pytest.approx(float(rows[-1]["test_acc"])) and s["best_test_acc"] is not None
     assert (s["num_classes"], s["input_shape"], s["num_train"], s["num_val"], s["num_test"]) == (4, [1, 10, 10], 144, 16, 40)
-    assert all(0 < float(r["firing_rate"]) < 1 for r in rows) and s["firing_rate"] == pytest.approx(float(rows[-1]["firing_rate"]), rel=1e-5)  # the csv keeps 6 digits
+    assert all(0 < float(r["firing_rate"]) < 1 for r in rows)
+    assert s["firing_rate"] == pytest.approx(float(rows[-1]["firing_rate"]), rel=1e-5)  # the CSV keeps 6 digits
     best = load_checkpoint(result.run_dir / BEST)
     assert "optimizer" not in best and best["weights_only"] and best["epoch"] == s["best_epoch"]
     assert "optimizer" in load_checkpoint(result.run_dir / LAST)
@@ -176,10 +177,12 @@ def test_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
         assert code == 2 and len(err) == 1 and err[0].startswith("esdsnn: error: "), err
         for needle in needles:
             assert needle in err[0]
+        return err[0]
 
     one_error(main([*base, "--teacher-run", str(tmp_path), "--out", str(tmp_path / "a")]),
               "--teacher-run is read only by a distilling method (kd)")
-    one_error(main([*base, "--batch-size", "999", "--out", str(tmp_path / "b")]), "larger than the 144 training samples")
+    one_error(main([*base, "--batch-size", "999", "--out", str(tmp_path / "b")]), "larger than the 144 training samples",
+              "use --batch-size 144 or less")
     one_error(main([*base, "--autoaugment", "--out", str(tmp_path / "c")]), "--autoaugment does not apply to npz")
 
     from esdsnn.train import session
@@ -189,8 +192,13 @@ def test_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
                            "you tried to allocate 94371840000 bytes")
 
     monkeypatch.setattr(session.Session, "_step", no_memory)
-    one_error(main([*base, "--out", str(tmp_path / "d")]), "out of memory", "smaller --batch-size",
-              "--method esd, whose memory stays flat in T")
+    # esd's memory does not grow with T: the fix is the batch or T, and the run can be continued
+    line = one_error(main([*base, "--out", str(tmp_path / "d")]), "out of memory (", "can't allocate memory",
+                     "use a smaller --batch-size (now 8) or --T (now 2);",
+                     f"continue with esdsnn train --resume {tmp_path / 'd'}")
+    assert "--method" not in line
+    one_error(main([*base, "--method", "bptt", "--out", str(tmp_path / "d2")]), "out of memory",
+              "or a RateBP method (--method esd or ratebp), whose memory does not grow with T")
     monkeypatch.undo()
 
     def read_only(*args, **kwargs):

@@ -171,6 +171,7 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkey
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("esdsnn: error: checkpoint ")
     assert str(last) in err and "unreadable or corrupt" in err
+    assert f"retrain it: esdsnn train --config {cut.run_dir / 'config.yaml'} --out NEW_DIR" in err
 
 
 def test_load_latest_takes_the_most_advanced_fallback(tmp_path):

@@ -214,6 +214,21 @@ def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
+def _ran(records: Sequence[Mapping[str, Any]], key: str) -> str:
+    """The values of ``key`` the runs recorded (their summary.json), ``a/b`` where they differ."""
+    done = [r for r in records if r.get("status") == "completed"] or list(records)
+    values = [v for v in dict.fromkeys(r.get(key) for r in done) if v is not None]
+    return "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) or "?"
+
+
+def settings_title(records: Sequence[Mapping[str, Any]], seeds: Optional[int] = None) -> str:
+    """The settings that ran, read from the runs' records (never from the request): data set,
+    model, T, epochs, batch and seeds."""
+    n = seeds if seeds is not None else len({r.get("seed") for r in records if r.get("role") == "method"})
+    return (f"{_ran(records, 'dataset')}: {_ran(records, 'arch')}, T={_ran(records, 'T')}, "
+            f"{_ran(records, 'epochs')} epochs, batch {_ran(records, 'batch_size')}, {n} seed(s)")
+
+
 def _bar_label(row: Mapping[str, Any]) -> str:
     return row["method"] + ("\n(teacher)" if row["role"] == "teacher" else "") + f"\nn = {row['n_seeds']}"
 
@@ -257,7 +272,8 @@ def compare_figure(rows: Sequence[Mapping[str, Any]], title: Optional[str] = Non
         ax_acc.legend(loc="lower right", fontsize=7)
     spread = "error bars: sample std over seeds (where n ≥ 2)" if any(r["n_seeds"] >= 2 for r in rows) \
         else "one seed each: no error bars"
-    fig.suptitle(f"{title or 'methods compared'}; n = completed seeds per bar; {spread}", fontsize=10)
+    # two lines, so that a long title is never clipped at the figure's edge
+    fig.suptitle(f"{title or 'methods compared'}\nn = completed seeds per bar; {spread}", fontsize=10)
     return fig
 
 

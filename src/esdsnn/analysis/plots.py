@@ -74,18 +74,23 @@ def read_numeric_csv(path: Union[str, Path]) -> dict[str, list[float]]:
 
 
 # Training curves: what each panel shows, by metrics.csv column. Accuracy columns hold fractions
-# (0..1); the figure shows them in percent, for people.
+# (0..1); the figure shows them in percent, for people. The loss panel compares one quantity on
+# every split, the main head's cross-entropy: ``ce_main`` (training pass), ``val_loss`` and
+# ``test_loss`` (spike pass); the training objective (``loss``: with ESD, the CE of every head
+# plus the KD terms) has its own panel with its terms, so train and validation never cross only
+# because they measure different things.
 ACCURACY_SPLITS = (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test"))
-LOSS_SPLITS = (("loss", "train"), ("train_loss", "train"), ("val_loss", "validation"), ("test_loss", "test"))
+LOSS_SPLITS = (("ce_main", "train"), ("val_loss", "validation"), ("test_loss", "test"))
+OBJECTIVE = ("loss", "train_loss")  # the total minimised (train_loss: metrics.csv of older versions)
 _SPLIT_STYLE = {"train": dict(color="C0", linestyle="-"), "validation": dict(color="C1", linestyle="--"),
                 "test": dict(color="C2", linestyle=":")}
 _SPLIT_MARKER = {"train": "o", "validation": "^", "test": "s"}
 
 
 def _is_loss_part(name: str) -> bool:
-    """A method's part of the training loss (``ce_main``, ``kd``...), not a split's total."""
+    """A term of the training objective (``ce_main``, ``ce_branches``, ``kd``...), not a total."""
     n = name.lower()
-    if n in {column for column, _ in LOSS_SPLITS}:
+    if n in OBJECTIVE or n in ("val_loss", "test_loss"):
         return False
     return "loss" in n or n.startswith(("ce", "kd", "samd", "nld"))
 
@@ -130,30 +135,38 @@ def training_curves_figure(metrics: Union[str, Path, Mapping[str, Sequence[float
     when there is nothing to plot.
 
     Panels, each only when its columns have values: **accuracy (%)** with train (``train_acc``),
-    validation (``val_acc``) and test (``test_acc``) as distinct lines; **loss** with train
-    (``loss``, or ``train_loss`` in old files), ``val_loss`` and ``test_loss``; **per-head training
-    accuracy (%)** (``acc_main``, ``acc_head<k>``) when the method has heads besides the main one
-    (``acc_main`` alone is ``train_acc`` again, so it is not drawn); **training loss parts**
-    (``ce_main``, ``kd``...); **learning rate**.
+    validation (``val_acc``) and test (``test_acc``) as distinct lines; **main-head cross-entropy**
+    with train (``ce_main``), validation (``val_loss``) and test (``test_loss``) — the same quantity
+    on each split; **per-head training accuracy (%)** (``acc_main``, ``acc_head<k>``) when the
+    method has heads besides the main one (``acc_main`` alone is ``train_acc`` again, so it is not
+    drawn); **training objective**: the total minimised (``loss``) with its unweighted terms
+    (``ce_main``, ``ce_branches``, ``kd``...), when it is more than the main head's CE;
+    **learning rate**. A file without ``ce_main`` (older versions) draws its total as the train
+    line only when it has no other terms, i.e. when the total is the main head's CE.
     """
     cols = read_numeric_csv(metrics) if isinstance(metrics, (str, Path)) else {k: list(map(float, v)) for k, v in metrics.items()}
     if not cols or not any(len(v) for v in cols.values()):
         return None
     n = max(len(v) for v in cols.values())
     epoch = cols.pop("epoch", [float(i + 1) for i in range(n)])
-    train_loss = "loss" if "loss" in cols else "train_loss"
+    total = next((c for c in OBJECTIVE if c in cols), None)
+    terms = [c for c in cols if _is_loss_part(c)]
     accuracy = [(cols[c], label) for c, label in ACCURACY_SPLITS if c in cols]
-    loss = [(cols[c], label) for c, label in LOSS_SPLITS if c in cols and (label != "train" or c == train_loss)]
+    loss = [(cols[c], label) for c, label in LOSS_SPLITS if c in cols]
+    if "ce_main" not in cols and total is not None and not terms:  # the total is the main head's CE
+        loss.insert(0, (cols[total], "train"))
     heads = [(cols[c], _head_label(c)) for c in cols if c.startswith("acc_")]
     if len(heads) < 2:
         heads = []
-    parts = [(v, c) for c, v in cols.items() if _is_loss_part(c)]
+    objective = []
+    if terms != ["ce_main"] and (terms or total is None):  # more than the main head's CE
+        objective = ([(cols[total], "total (minimised)")] if total else []) + [(cols[c], c) for c in terms]
     lr = [(cols["lr"], "lr")] if "lr" in cols else []
     panels = [(name, series, ylabel, scale) for name, series, ylabel, scale in (
         ("accuracy", accuracy, "accuracy (%)", 100.0),
-        ("loss", loss, "loss", 1.0),
+        ("loss", loss, "main-head cross-entropy", 1.0),
         ("heads", heads, "training accuracy per head (%)", 100.0),
-        ("parts", parts, "training loss parts", 1.0),
+        ("objective", objective, "training objective and its terms (unweighted)", 1.0),
         ("lr", lr, "learning rate", 1.0),
     ) if series]
     if not panels:

@@ -22,6 +22,7 @@ from ..atomic import write_text_atomic
 from ..errors import ConfigError, brief
 from ..runs import files as runfiles
 from ..runs.files import CURVES_PNG, FIRING_JSON, FIRING_PNG, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
+from ..runs.checkpoint import describe
 from ..runs.load import TrainedModel, load_run
 from .firing import DEAD_RATE, SATURATED_RATE, FiringReport, measure_firing
 from .plots import plot_firing_rates, plot_training_curves
@@ -111,6 +112,7 @@ def write_report(
     *,
     device: torch.device | str | None = None,
     max_batches: Optional[int] = None,
+    title: Optional[str] = None,
 ) -> dict:
     """Measure ``model`` on ``test_source`` at ``T`` steps and write the report files into ``run_dir``.
 
@@ -127,7 +129,7 @@ def write_report(
     if metrics.is_file():
         curves = plot_training_curves(metrics, run_dir / CURVES_PNG) is not None
     summary = runfiles.read_json(run_dir / SUMMARY_FILE)
-    title = run_dir.resolve().name
+    title = title or run_dir.resolve().name
     write_text_atomic(run_dir / REPORT_FILE, render_report(firing, title=title, summary=summary, curves=curves))
     return {"avg_firing_rate": firing.avg_rate, "energy_mj_per_sample": firing.energy_mj_per_sample}
 
@@ -162,14 +164,19 @@ def flagged_layers(run_dir: Union[str, Path]) -> str:
 
 def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", device: Optional[str] = None,
                threads: Optional[int] = None) -> dict:
-    """Rebuild a saved run's model and test data, write its report, merge the figures into summary.json."""
+    """Rebuild a saved run's model and test data, write its report, merge the figures into
+    summary.json. A run that is still training is reported from its latest checkpoint (the
+    report's title says which); its summary.json is left to the training process, its one writer."""
     run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
     if not run.spec.spiking:
         raise ConfigError(f"firing rates and energy need a spiking model; this run trained with --method "
                           f"{run.config.method} ({run.spec.description})")
-    extra = write_report(run.run_dir, run.model, run.test, run.steps, device=run.device)
+    title = None
+    if run.still_training:
+        title = f"{run.run_dir.resolve().name} ({run.checkpoint.name} from {describe(run.ckpt)}; the run was still training)"
+    extra = write_report(run.run_dir, run.model, run.test, run.steps, device=run.device, title=title)
     summary = runfiles.read_json(run.run_dir / SUMMARY_FILE)
-    if summary is not None:
+    if summary is not None and not run.still_training:
         runfiles.write_json(run.run_dir / SUMMARY_FILE, {**summary, **extra})
     return extra
 

@@ -12,12 +12,17 @@ folder is used when its saved config has the wanted seed and no ``seed-<seed>`` 
 **Resumable.** Before training, each run directory is checked:
 
 - a run whose ``summary.json`` says ``completed`` (or ``diverged``) and whose saved ``config.yaml``
-  equals the one requested (ignoring :func:`ignored_fields`, which do not change what is computed)
-  is *reused*, not retrained; a kd run is retrained when its teacher run has changed since;
+  equals the one requested (ignoring :func:`ignored_fields`, which do not change what is computed;
+  the epochs count) is *reused*, not retrained; a kd run is retrained when its teacher run has
+  changed since. A finished shorter run is not extended (``--resume --epochs`` restarts its cosine,
+  which is not a run planned for more epochs), nor is a run extended that way reused: both are a
+  mismatch;
 - a run with the same settings but no final summary is *resumed* from its last checkpoint (or
   restarted when there is none, or when resuming fails);
 - a run with other settings is an error unless ``overwrite=True`` (then it is deleted and
-  retrained), so that a typo in a flag never silently throws away finished runs.
+  retrained), so that a typo in a flag never silently throws away finished runs;
+- a run that another process is training is an error before anything trains, and is never
+  deleted; the comparison folder itself has one writer (its own lock).
 
 **Peak memory.** Each training process is waited for with ``os.wait4``, which gives that one
 child's resource usage; its ``ru_maxrss`` is the peak resident set size of the whole training
@@ -41,124 +46,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from esdsnn.analysis.comparison import COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, write_compare_files
-from esdsnn.config import RESUMABLE_FIELDS, TrainConfig, read_yaml, save_config
-from esdsnn.defaults import DATA_DEPENDENT
-from esdsnn.errors import ConfigError, EsdsnnError, brief
-from esdsnn.methods import list_methods, method_spec
+from esdsnn.analysis.comparison import COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, settings_title, write_compare_files
+from esdsnn.compare.plan import RunPlan, base_config, method_config, parse_methods, plan_runs, seed_run_dir
 from esdsnn.compare.processes import ChildResult, import_baseline_bytes, run_child
-from esdsnn.runs.files import CONFIG_FILE, LAST_CHECKPOINT, METRICS_FILE, SUMMARY_FILE, read_json, read_metrics, write_json
+from esdsnn.config import SAME_RESULT_FIELDS, TrainConfig, read_yaml, save_config
+from esdsnn.defaults import DATA_DEPENDENT
+from esdsnn.errors import ConfigError, EsdsnnError, RunInUse, brief
+from esdsnn.runs.claim import resumable
+from esdsnn.runs.files import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json, read_metrics, write_json
+from esdsnn.runs.lock import RunLock, holder
 
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt", "sd", "kd")
 DEFAULT_SEEDS = 3
 RUN_SIDECAR = "compare_run.json"
 # Config fields that may differ between a saved run and the request without making it another run:
-# the run directory, and whatever train's --resume may change (RESUMABLE_FIELDS: progress,
-# threads, device, eval_every, workers, ...), none of which changes the maths.
+# the run directory, and the settings that never change a run's results (SAME_RESULT_FIELDS:
+# progress, threads, device, eval_every, workers, ...). The epochs are not among them.
 EXTRA_IGNORED_FIELDS = ("out",)
 Echo = Callable[[str], None]
-
-
-# ---- input -----------------------------------------------------------------------------------
-def parse_methods(methods: Union[str, Sequence[str]]) -> list[str]:
-    """Method names from ``"bptt,esd"`` or a list: known, non-empty, duplicates dropped."""
-    names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)]
-    names = list(dict.fromkeys(m for m in names if m))
-    if not names:
-        raise ConfigError("--methods is empty; give a comma-separated list, e.g. bptt,esd")
-    known = list_methods()
-    unknown = [m for m in names if m not in known]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown))} in --methods; choose from {', '.join(known)}")
-    return names
-
-
-def base_config(path: Optional[Union[str, Path]] = None, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
-    """The settings every run shares: defaults, then the YAML file, then ``overrides``. The keys
-    ``method``, ``teacher_run`` and ``out`` are set per run, so a value for them is ignored."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(TrainConfig.coerce_values(read_yaml(path), source=str(path)))
-    values.update(TrainConfig.coerce_values(dict(overrides or {}), source="the command line"))
-    values.update(method="bptt", teacher_run=None, out=None, progress=False)  # placeholders
-    return TrainConfig.from_dict(values).resolved()
-
-
-# ---- plan --------------------------------------------------------------------------------------
-@dataclass
-class RunPlan:
-    """One run of the comparison: where it lives and the exact config it must have."""
-
-    method: str
-    seed_index: int
-    run_dir: Path
-    config: TrainConfig  # resolved, with absolute paths
-    role: str = "method"  # "method", or "teacher" (a run trained only to teach a distilling method)
-    teacher: Optional["RunPlan"] = None
-
-    @property
-    def seed(self) -> int:
-        return int(self.config.seed)
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} seed {self.seed}"
-
-
-def seed_run_dir(out: Path, method: str, index: int, seed: int) -> Path:
-    """``out/<method>/seed-<seed>``; or the index-named ``out/<method>/seed<index>`` of an older
-    comparison when that folder holds this seed's run and the new one does not exist."""
-    named = out / method / f"seed-{seed}"
-    legacy = out / method / f"seed{index}"
-    if named.exists() or not (legacy / CONFIG_FILE).is_file():
-        return named
-    try:
-        saved_seed = read_yaml(legacy / CONFIG_FILE).get("seed")
-    except EsdsnnError:
-        return named
-    return legacy if saved_seed == seed else named
-
-
-def plan_runs(base: TrainConfig, methods: Sequence[str], seeds: int, out: Union[str, Path]) -> list[RunPlan]:
-    """The runs in training order: method by method, seed by seed; a distilling method's teacher
-    run (kd: an ann run) comes right before it, once per seed and teacher method, shared with
-    that method's own row if it is itself compared."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds must be an integer >= 1, got {seeds!r}")
-    methods = parse_methods(methods)
-    out = Path(out).expanduser().resolve()
-    base = base.resolved()
-    if base.data_path is not None:
-        base = base.replace(data_path=str(Path(base.data_path).expanduser().resolve()))
-
-    def make(method: str, k: int, role: str, teacher: Optional[RunPlan] = None) -> RunPlan:
-        run_dir = seed_run_dir(out, method, k, base.seed + k)
-        config = base.replace(method=method, seed=base.seed + k, out=str(run_dir),
-                              teacher_run=str(teacher.run_dir) if teacher else None)
-        return RunPlan(method, k, run_dir, config, role, teacher)
-
-    planned: dict[tuple[str, int], RunPlan] = {}
-    plans: list[RunPlan] = []
-    for method in methods:
-        teacher_method = method_spec(method).teacher_method
-        for k in range(seeds):
-            teacher = None
-            if teacher_method is not None:
-                teacher = planned.get((teacher_method, k))
-                if teacher is None:
-                    role = "method" if teacher_method in methods else "teacher"
-                    teacher = planned[(teacher_method, k)] = make(teacher_method, k, role)
-                    plans.append(teacher)
-            if (method, k) in planned:
-                continue  # already planned as a teacher
-            plans.append(planned.setdefault((method, k), make(method, k, "method", teacher)))
-    return plans
 
 
 # ---- state of a run directory -------------------------------------------------------------------
 def ignored_fields() -> tuple[str, ...]:
     """Config fields a reused run may differ in (see :data:`EXTRA_IGNORED_FIELDS`)."""
-    return tuple(dict.fromkeys((*EXTRA_IGNORED_FIELDS, *RESUMABLE_FIELDS)))
+    return tuple(dict.fromkeys((*EXTRA_IGNORED_FIELDS, *SAME_RESULT_FIELDS)))
 
 
 def config_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
@@ -189,9 +100,17 @@ def run_state(plan: RunPlan) -> tuple[str, str]:
     except ConfigError as exc:
         return "mismatch", f"its config.yaml cannot be read ({exc})"
     diffs = config_differences(saved, plan.config.to_dict())
-    if diffs:
-        return "mismatch", "; ".join(diffs)
     summary = read_json(run_dir / SUMMARY_FILE) or {}
+    if diffs:
+        if summary.get("status") == "completed" and saved.get("epochs") != plan.config.optim.epochs:
+            diffs.append(f"a finished {saved.get('epochs')}-epoch run is not extended: --resume --epochs would "
+                         f"restart its cosine, which is not a {plan.config.optim.epochs}-epoch run")
+        return "mismatch", "; ".join(diffs)
+    replanned = summary.get("epochs_replanned")
+    if replanned:
+        first = replanned[0]
+        return "mismatch", (f"its epochs were changed from {first.get('from')} to {first.get('to')} by --resume after "
+                            f"epoch {first.get('after_epoch')}, not planned from the start")
     if summary.get("status") in ("completed", "diverged"):
         if plan.teacher is not None:
             used = (read_json(run_dir / RUN_SIDECAR) or {}).get("teacher")
@@ -199,7 +118,7 @@ def run_state(plan: RunPlan) -> tuple[str, str]:
                 return "restart", "its ann teacher has been retrained since"
         if summary["status"] == "diverged" or summary.get("epochs") == plan.config.optim.epochs:
             return "done", summary["status"]
-    if (run_dir / LAST_CHECKPOINT).is_file():
+    if resumable(run_dir):
         return "resume", "incomplete"
     return "restart", "incomplete, no checkpoint"
 
@@ -265,6 +184,25 @@ def _record_session(plan: RunPlan, result: ChildResult, resumed: bool) -> None:
         write_json(path, data)
 
 
+def _remove_run(run_dir: Path) -> None:
+    """Delete a run directory to retrain it, holding its lock meanwhile: a run that another
+    process is writing is never deleted (:class:`RunInUse` instead)."""
+    lock = RunLock(run_dir).acquire(fix="wait for it to finish, then run the comparison again")
+    try:
+        shutil.rmtree(run_dir)
+    finally:
+        lock.release()
+
+
+def busy_runs(plans: Sequence[RunPlan]) -> None:
+    """Refuse, before anything trains, runs that another process is writing now."""
+    for plan in plans:
+        who = holder(plan.run_dir) if plan.run_dir.is_dir() else None
+        if who is not None:
+            raise RunInUse(f"{plan.run_dir} is being trained by another esdsnn process ({who.describe()}); a run has "
+                           f"one writer: wait for it to finish, then run the comparison again")
+
+
 def ensure_run(plan: RunPlan, *, python: str = sys.executable, echo: Echo = print,
                overwrite: bool = False) -> str:
     """Make the run in ``plan.run_dir`` complete; return how: ``reused``, ``trained``, ``resumed``
@@ -283,7 +221,7 @@ def ensure_run(plan: RunPlan, *, python: str = sys.executable, echo: Echo = prin
     if state == "restart":
         if why:
             echo(f"    {why}: restarting")
-        shutil.rmtree(plan.run_dir)
+        _remove_run(plan.run_dir)
     if plan.teacher is not None:
         teacher = read_json(plan.teacher.run_dir / SUMMARY_FILE) or {}
         if teacher.get("status") != "completed":
@@ -296,7 +234,7 @@ def ensure_run(plan: RunPlan, *, python: str = sys.executable, echo: Echo = prin
         summary = read_json(plan.run_dir / SUMMARY_FILE) or {}
         if summary.get("status") != "diverged":
             echo(f"    resuming failed ({_error_line(result.last_lines)}): restarting")
-            shutil.rmtree(plan.run_dir)
+            _remove_run(plan.run_dir)
             resumed = False
             result = _train(plan, False, python, echo)
     _record_session(plan, result, resumed)
@@ -368,16 +306,31 @@ class CompareResult:
 def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, seeds: int = DEFAULT_SEEDS,
                    out: Union[str, Path] = "runs/compare", *, echo: Echo = print, overwrite: bool = False,
                    python: str = sys.executable) -> CompareResult:
-    """Train (or reuse) every method × seed, then write and return the table (see the module doc)."""
+    """Train (or reuse) every method × seed, then write and return the table (see the module doc).
+    The comparison folder has one writer too: a second comparison into ``out`` is refused while
+    this one runs, and so is a run that another process is training."""
     plans = plan_runs(base, methods, seeds, out)
     out = Path(out).expanduser().resolve()
     check_out_writable(out)
+    lock = RunLock(out, what="comparison folder").acquire(fix="wait for it to finish, or choose another --out")
+    try:
+        busy_runs(plans)
+        return _compare(plans, seeds, out, echo, overwrite, python)
+    finally:
+        lock.release()
+
+
+def _unset(value: Any, unit: str = "") -> str:
+    return "sized to the data" if value is None else f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def _compare(plans: list[RunPlan], seeds: int, out: Path, echo: Echo, overwrite: bool, python: str) -> CompareResult:
     c = plans[0].config
     teachers = sum(p.role == "teacher" for p in plans)
     names = list(dict.fromkeys(p.method for p in plans if p.role == "method"))
     echo(
-        f"compare {len(names)} method(s) x {seeds} seed(s) on {c.dataset} ({c.arch}, T={c.T}, {c.optim.epochs} epochs, "
-        f"batch {c.optim.batch_size}, lr {c.optim.lr:g}) -> {out}"
+        f"compare {len(names)} method(s) x {seeds} seed(s) on {c.dataset} (arch {_unset(c.arch)}, T={c.T}, "
+        f"{c.optim.epochs} epochs, batch {_unset(c.optim.batch_size)}, lr {_unset(c.optim.lr)}) -> {out}"
         + (f"; plus {teachers} teacher run(s) for the distilling methods" if teachers else "")
     )
     states = [(plan, *run_state(plan)) for plan in plans]
@@ -411,7 +364,7 @@ def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, s
         epoch = "" if record["epoch_s_mean"] is None else f", {record['epoch_s_mean']:.1f} s/epoch"
         echo(f"    {done}: test {acc}{epoch}{peak}")
     baseline = import_baseline_bytes(python)
-    title = f"{c.dataset}: {c.arch}, T={c.T}, {c.optim.epochs} epochs, {seeds} seed(s)"
+    title = settings_title(records, seeds)  # what ran, read from the runs
     try:
         rows, markdown = write_compare_files(out, records, baseline, title)
     except OSError as exc:  # the folder took the runs but not the tables (e.g. now full or read-only)
@@ -420,6 +373,6 @@ def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, s
 
 
 __all__ = [
-    "CompareResult", "DEFAULT_METHODS", "DEFAULT_SEEDS", "RunPlan", "base_config", "ensure_run", "parse_methods",
-    "plan_runs", "run_comparison", "run_state", "seed_run_dir",
+    "CompareResult", "DEFAULT_METHODS", "DEFAULT_SEEDS", "RunPlan", "base_config", "busy_runs", "ensure_run",
+    "method_config", "parse_methods", "plan_runs", "run_comparison", "run_state", "seed_run_dir",
 ]

@@ -115,6 +115,23 @@ def _images(x: np.ndarray, layout: Optional[str], where: str) -> np.ndarray:
     return x
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an archive with files / an empty one
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_magic(path: Path) -> None:
+    """Refuse a file that is neither a zip archive (.npz) nor a .npy array before numpy reads it:
+    numpy would take it for a pickle and suggest ``allow_pickle``, which is never the fix here."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not head.startswith(_ZIP_MAGIC) and head != _NPY_MAGIC:
+        raise DataError(f"{path} is not an .npz file (it does not start as a zip archive); write the data set with "
+                        f"numpy.savez(path, {'=..., '.join(REQUIRED_KEYS)}=...)")
+
+
 def read_npz(
     path: str | Path, layout: Optional[str] = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -126,6 +143,7 @@ def read_npz(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"npz data file {path} not found" + (" (it is a directory)" if path.is_dir() else ""))
+    _check_magic(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
@@ -141,7 +159,12 @@ def read_npz(
             )
         try:
             arrays = {k: archive[k] for k in REQUIRED_KEYS}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        except ValueError as exc:
+            if "pickle" not in str(exc):
+                raise DataError(f"{path} is not a readable .npz file ({brief(exc, 300, with_type=True)})") from None
+            raise DataError(f"{path} holds arrays of Python objects, which esdsnn never unpickles; save numeric "
+                            f"arrays (numpy.savez with uint8 or float images and integer labels)") from None
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
             raise DataError(f"{path} is not a readable .npz file ({brief(exc, 300, with_type=True)})") from None
 
     x_train = _images(arrays["x_train"], layout, f"{path}: x_train")

@@ -115,18 +115,20 @@ def plan_named_branches(anatomy: Anatomy, names: Sequence[str]) -> list[list[int
     if last is None:
         raise ConfigError("the model has no spatial layer ([C, H, W] output): ESD branches need feature maps")
     plans = []
+    known = ", ".join(anatomy.branch_stages()) or "none"
     for name in names:
         out = anatomy.outputs.get(name)
         if out is None:
-            known = ", ".join(n for n, o in anatomy.outputs.items() if o.spiking and len(o.shape) == 3)
             raise ConfigError(f"no submodule {name!r} ran in the model; spiking stages that could feed a branch: {known}")
+        if out.name == last.name:
+            raise ConfigError(f"stage {name!r} is the model's last feature map, which the main head already reads; "
+                              f"a branch needs an earlier one: {known}")
         if len(out.shape) != 3 or out.order >= last.order:
             raise ConfigError(f"stage {name!r} comes after the last spatial layer {last.name!r} (output {out.shape}); "
-                              f"a branch needs a feature map before it")
+                              f"a branch needs a feature map before it: {known}")
         if not out.spiking:
             raise ConfigError(f"stage {name!r} does not output spikes (its output is real-valued); name a module "
-                              f"whose output is a LIF layer's spikes (e.g. a block ending in esdsnn.layers.LIF) or "
-                              f"a SEW connection's (esdsnn.layers.SpikeElementWise)")
+                              f"whose output is a LIF layer's or a SEW connection's spikes: {known}")
         c, h = out.shape[0], out.shape[1]
         blocks = max(1, int(round(math.log2(max(h, 1) / max(last.shape[1], 1)))))
         plans.append(channel_plan(c, last.shape[0], blocks))

@@ -80,10 +80,10 @@ class TrainingMethod(nn.Module):
         if isinstance(model, SpikingNet):
             names = model.stage_names()
             return build_branches_for(model), [names[p] for p in model.branch_points]
-        candidates = [o.name for o in probe(model, self.input_shape).outputs.values() if o.spiking and len(o.shape) == 3]
+        candidates = probe(model, self.input_shape).branch_stages()
         raise ConfigError(
             f"ESD branches need the stages they read: name them (stages=[...] / --stages), e.g. among the "
-            f"spiking feature maps of this model: {', '.join(candidates[:20]) or 'none found'}"
+            f"spiking feature maps of this model before its last one: {', '.join(candidates[:20]) or 'none found'}"
         )
 
     def training_pass(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:

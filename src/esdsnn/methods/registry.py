@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 from torch import nn
 
@@ -113,6 +113,29 @@ def method_settings(name: str) -> list[MethodSetting]:
             out.append(MethodSetting(f.name, section, default, f.metadata.get("help", ""),
                                      spec.forced.get(f.name), fixed))
     return out
+def section_of(option: str) -> Optional[str]:
+    """The option section (a key of :data:`SECTIONS`) holding ``option``, or None."""
+    return next((s for s in SECTIONS if option in section_fields(s)), None)
+
+
+def readers_of(section: str) -> list[str]:
+    """The registered methods that read ``section``, in registration order."""
+    return [m for m, spec in _METHODS.items() if section in spec.sections]
+
+
+def unread_options(name: str, options: Iterable[str]) -> list[str]:
+    """The options among ``options`` that method ``name`` does not read: fields of a section that
+    it does not declare (``bptt``: every ``distill`` field). The command line, YAML configs and
+    :func:`create_method` refuse these, by this one rule."""
+    spec = method_spec(name)
+    return [k for k in options if (s := section_of(k)) is not None and s not in spec.sections]
+
+
+def unread_message(name: str, options: Sequence[str]) -> str:
+    """The line that refuses ``options`` for method ``name``: which methods would read them."""
+    readers = sorted({m for k in options for m in readers_of(section_of(k) or "")}, key=list(_METHODS).index)
+    return (f"method {name} does not read {', '.join(options)} (read only by {', '.join(readers) or 'no method'}); "
+            f"drop {'it' if len(options) == 1 else 'them'}, or choose one of those methods")
 
 
 def create_method(name: str, model: nn.Module, T: int, **options: Any) -> TrainingMethod:
@@ -127,6 +150,9 @@ def create_method(name: str, model: nn.Module, T: int, **options: Any) -> Traini
     spec = method_spec(name)
     owners = {f: s for s in spec.sections for f in section_fields(s)}
     known = [*COMMON, *spec.needs, *spec.sections, *owners]
+    unread = unread_options(name, [k for k in options if k not in (*COMMON, *spec.needs)])  # kd's teacher: a module
+    if unread:
+        raise ConfigError(unread_message(name, sorted(unread)))
     unknown = sorted(k for k in options if k not in known)
     if unknown:
         raise ConfigError(f"method {name} does not take option(s) {', '.join(unknown)}; it takes {', '.join(known)}")
@@ -149,4 +175,4 @@ def create_method(name: str, model: nn.Module, T: int, **options: Any) -> Traini
 
 
 __all__ = ["MethodSetting", "MethodSpec", "SECTIONS", "create_method", "list_methods", "method_settings", "method_spec",
-           "register_method"]
+           "readers_of", "register_method", "section_of", "unread_message", "unread_options"]

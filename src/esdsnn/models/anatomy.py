@@ -50,6 +50,16 @@ class Anatomy:
         wide = [o for o in maps if o.shape[1] * o.shape[2] > 1]
         return max(wide or maps, key=lambda o: o.order) if maps else None
 
+    def branch_stages(self) -> list[str]:
+        """The outputs an ESD branch can read: spiking feature maps ``[C, H, W]`` that come
+        before the last spatial layer (a branch on the last feature map would only repeat the
+        main head's input), in execution order."""
+        last = self.last_spatial()
+        if last is None:
+            return []
+        ok = [o for o in self.outputs.values() if o.spiking and len(o.shape) == 3 and o.order < last.order]
+        return [o.name for o in sorted(ok, key=lambda o: o.order)]
+
 
 def in_channels_of(model: nn.Module) -> Optional[int]:
     """The input channels of the first convolution of ``model`` (None if it has none)."""
@@ -57,15 +67,40 @@ def in_channels_of(model: nn.Module) -> Optional[int]:
     return None if first is None else int(first.in_channels)
 
 
-def probe(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> Anatomy:
-    """Dry-run ``model`` on two random samples of ``input_shape`` ``(C, H, W)`` (default: the
-    first convolution's channels at 32×32) and record its :class:`Anatomy`."""
+def _dry_input(model: nn.Module, input_shape: Optional[Sequence[int]], samples: int = 2) -> Tensor:
+    """Random input for a dry run: ``samples`` images of ``input_shape`` (default: the first
+    convolution's channels at 32×32), from a private generator, on the model's device and dtype."""
     if input_shape is None:
         channels = in_channels_of(model)
         if channels is None:
             raise ConfigError("cannot tell the model's input shape (it has no convolution): pass input_shape=(C, H, W)")
         input_shape = (channels, DEFAULT_SIZE, DEFAULT_SIZE)
-    input_shape = tuple(int(s) for s in input_shape)
+    x = torch.rand((samples, *(int(s) for s in input_shape)), generator=torch.Generator().manual_seed(0))
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    return x if ref is None else x.to(ref.device, ref.dtype)
+
+
+def _dry_run(model: nn.Module, x: Tensor, steps: int) -> Tensor:
+    """The spike pass on ``x`` in eval mode (the mode restored after); a model that fails on it
+    is a :class:`ConfigError` naming the input shape, one that returns something other than
+    logits gets the line of :func:`~esdsnn.passes.readout.output_problem`."""
+    was_training = model.training
+    model.eval()
+    try:
+        return run_spike(model, x, steps)
+    except ConfigError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"the model does not run on input of shape {tuple(x.shape[1:])} "
+                          f"({' '.join(str(exc).split())[:200]}); pass input_shape=(C, H, W)") from None
+    finally:
+        model.train(was_training)
+
+
+def probe(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> Anatomy:
+    """Dry-run ``model`` on two random samples of ``input_shape`` ``(C, H, W)`` (default: the
+    first convolution's channels at 32×32) and record its :class:`Anatomy`."""
+    x = _dry_input(model, input_shape)
     outputs: dict[str, Output] = {}
     sew: list[Tensor] = []  # SEW connections' outputs (held, so that no other tensor takes their identity)
 
@@ -81,23 +116,20 @@ def probe(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> Anat
 
     handles = [m.register_forward_hook(record(n, not any(True for _ in m.children())))
                for n, m in model.named_modules() if n]
-    x = torch.rand((2, *input_shape), generator=torch.Generator().manual_seed(0))
-    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if ref is not None:
-        x = x.to(ref.device, ref.dtype)
-    was_training = model.training
-    model.eval()
     try:
-        logits = run_spike(model, x, 1)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"the model does not run on input of shape {input_shape} ({' '.join(str(exc).split())[:200]}); "
-                          f"pass input_shape=(C, H, W)") from None
+        logits = _dry_run(model, x, 1)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     neurons = sum(isinstance(m, LIF) for m in model.modules())
-    return Anatomy(input_shape, outputs, int(logits.shape[-1]), neurons)
+    return Anatomy(tuple(x.shape[1:]), outputs, int(logits.shape[-1]), neurons)
+
+
+def check_output_contract(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> None:
+    """Check, by one dry run at 2 time steps, that ``model`` returns logits ``[T·B, K]`` on the
+    folded activations (not a tuple, not a feature map, not an output it averaged over T
+    itself), so that a run stops before training with one line rather than at its first step."""
+    _dry_run(model, _dry_input(model, input_shape), 2)
 
 
 def feature_map_and_classifier(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> tuple[str, list[nn.Linear]]:
@@ -115,4 +147,4 @@ def feature_map_and_classifier(model: nn.Module, input_shape: Optional[Sequence[
     return last.name, linears
 
 
-__all__ = ["Anatomy", "Output", "feature_map_and_classifier", "in_channels_of", "probe"]
+__all__ = ["Anatomy", "Output", "check_output_contract", "feature_map_and_classifier", "in_channels_of", "probe"]

@@ -13,19 +13,41 @@ from typing import Sequence
 
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..layers.time import time_mean
 
 
 def readout(out: Tensor, steps: int, batch: int) -> Tensor:
-    """The time mean ``[B, K]`` of a model's folded output ``[steps·B, K]``; any other shape is
-    an error that says what a model must return."""
-    if out.dim() < 2 or out.shape[0] != steps * batch:
-        raise ValueError(
-            f"the model returned shape {tuple(out.shape)} for {batch} sample(s) at T={steps}: a model must "
-            f"return its output on the folded activations, [T·B, K] = [{steps * batch}, K] (one row per step "
-            f"and sample, as its layers see them); esdsnn averages it over the steps itself"
-        )
+    """The time mean ``[B, K]`` of a model's folded output ``[steps·B, K]``. Anything else (a
+    tuple, a feature map, an output the model averaged over the steps itself) is a
+    :class:`ConfigError` saying what a model must return."""
+    problem = output_problem(out, steps, batch)
+    if problem:
+        raise ConfigError(problem)
     return time_mean(out)
+
+
+def output_problem(out: object, steps: int, batch: int) -> str:
+    """Why ``out`` is not the logits ``[steps·B, K]`` a model must return ('' when it is)."""
+    want = f"[T·B, K] = [{steps * batch}, K] for {batch} sample(s) at T={steps}"
+    if isinstance(out, (tuple, list)):
+        return (f"the model returns a {type(out).__name__} of {len(out)} values; it must return one tensor, its "
+                f"logits {want}: return the logits only (ESD branches read intermediate outputs by their stage names)")
+    if not isinstance(out, Tensor):
+        return f"the model returns {type(out).__name__}; it must return one tensor, its logits {want}"
+    shape = tuple(out.shape)
+    if out.dim() > 2:
+        return (f"the model returns a feature map, {list(shape[1:])} per step and sample, not logits {want}: end "
+                f"it with a classifier, e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({shape[1]}, num_classes)")
+    if out.dim() < 2:
+        return f"the model returns shape {shape}, not logits {want}"
+    if out.shape[0] != steps * batch:
+        if steps > 1 and out.shape[0] == batch:
+            return (f"the model returns shape {shape}: it averages over the time steps itself; return the output "
+                    f"of every step, {want} (one row per step and sample, as its layers see them), and esdsnn "
+                    f"averages it")
+        return f"the model returns shape {shape}, not logits {want} (one row per step and sample)"
+    return ""
 
 
 def submodules(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
@@ -66,4 +88,4 @@ def run_model(model: nn.Module, x: Tensor, steps: int, taps: Sequence[str] = ())
     return readout(out, steps, batch), [captured[n] for n in taps]
 
 
-__all__ = ["readout", "run_model", "submodules"]
+__all__ = ["output_problem", "readout", "run_model", "submodules"]

@@ -92,7 +92,7 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
     if n is not None and config.optim.batch_size > n:
         raise ConfigError(f"batch_size {config.optim.batch_size} is larger than the {n} training samples"
                           + (" left after the validation split" if bundle.val is not None else "")
-                          + f"; use --batch-size {max(1, n // 4)} or less")
+                          + f"; use --batch-size {n} or less")
     return config, bundle, chosen
 
 

@@ -23,7 +23,8 @@ over the target, so a crash never leaves a half-written checkpoint. A run keeps:
   with the best selection accuracy so far (validation split, else test set).
 
 Resuming (:func:`load_latest`) takes ``last.pt``; if it is missing, truncated or corrupt it says
-so in one line and takes ``last.prev.pt`` (or an older run's full ``best.pt``).
+so in one line and takes ``last.prev.pt`` (or an older run's full ``best.pt``). Readers
+(``eval``, ``report``, ``export``) fall back the same way, to ``best.pt``'s weights too.
 """
 from __future__ import annotations
 
@@ -92,12 +93,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any], list[str]]:
+def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu", *,
+                weights_only: bool = False) -> tuple[Path, dict[str, Any], list[str]]:
     """The checkpoint to resume ``run_dir`` from: ``(path, data, problems)``.
 
     ``last.pt`` when it reads; otherwise the most advanced (epoch, step) readable one of
     ``last.prev.pt`` and ``best.pt``, with ``problems`` holding one line per file that did not
     read. Raises :class:`CheckpointError` (naming ``last.pt``'s problem) when none reads.
+    ``weights_only``: for readers (evaluation, report, export), a ``best.pt`` that holds only
+    weights is a fallback too.
     """
     run_dir = Path(run_dir)
     problems: list[str] = []
@@ -115,7 +119,7 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu") -
         except CheckpointError as exc:
             problems.append(str(exc))
             continue
-        if "optimizer" not in data:  # weights only: it cannot resume a run
+        if "optimizer" not in data and not weights_only:  # weights only: it cannot resume a run
             continue
         fallbacks.append(((int(data["epoch"]), int(data.get("step", 0))), path, data))
     if not fallbacks:

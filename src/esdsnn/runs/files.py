@@ -49,17 +49,13 @@ SUMMARY_KEYS = ("test_acc", "method", "arch", "T", "epochs", "wall_s", "dataset"
 
 
 def new_run_dir(out: Optional[str], method: str, root: str | Path = "runs") -> Path:
-    """Create the directory of a new run: ``out`` if given (it must not already hold a run),
-    else ``runs/<YYYYmmdd-HHMMSS>-<method>`` (with ``-2``, ``-3``... if taken)."""
+    """Create the directory of a new run: ``out`` if given (whether it may hold a run is decided
+    under its lock, :mod:`esdsnn.runs.claim`), else ``runs/<YYYYmmdd-HHMMSS>-<method>`` (with
+    ``-2``, ``-3``... if taken)."""
     if out:
         path = Path(out)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out {path} exists and is not a directory")
-        if (path / CONFIG_FILE).exists() or any(path.glob("*.pt")):
-            raise ConfigError(
-                f"run directory {path} already holds a run; choose another --out, or continue it "
-                f"with --resume {path}"
-            )
         _mkdir(path, exist_ok=True)
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -18,12 +18,14 @@ from torch import nn
 import esdsnn
 from esdsnn.config import TrainConfig
 from esdsnn.data import BatchSource
-from esdsnn.errors import CheckpointError, ConfigError, brief, warning
+from esdsnn.errors import CheckpointError, ConfigError, brief, notice, warning
 from esdsnn.methods import MethodSpec, method_spec
 from esdsnn.runtime.precision import use_precision
 from esdsnn.runs.build import build_data, build_model, resolve_device, torch_threads
-from esdsnn.runs.checkpoint import BEST, LAST, load_checkpoint
-from esdsnn.runs.files import ENV_FILE, SUMMARY_FILE, existing_run_dir, read_json
+from esdsnn.runs.checkpoint import BEST, LAST, describe, load_checkpoint, load_latest
+from esdsnn.runs.claim import stopped_before_first_checkpoint
+from esdsnn.runs.files import CONFIG_FILE, ENV_FILE, SUMMARY_FILE, existing_run_dir, read_json
+from esdsnn.runs.lock import Holder, holder
 from esdsnn.runs.fingerprint import data_changed
 
 
@@ -47,16 +49,21 @@ class LoadedRun(TrainedModel):
 
     checkpoint: Path = Path()
     ckpt: dict[str, Any] = field(default_factory=dict)
+    still_training: Optional[str] = None  # the process writing the run while it was read, in words
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
              threads: Optional[int] = None) -> LoadedRun:
     """Rebuild a run's model from a checkpoint (``last``, ``best`` or a file) with its data set,
-    as its method trained it (the ReLU twin for ``ann``; a distilled student without its teacher)."""
+    as its method trained it (the ReLU twin for ``ann``; a distilled student without its teacher).
+    A run that is still training can be read (its lock is not taken): a notice says which epoch
+    the checkpoint is from (``still_training``)."""
     run_dir = existing_run_dir(run_dir)
-    names = {"last": LAST, "best": BEST}
-    path = run_dir / names[checkpoint] if checkpoint in names else Path(checkpoint)
-    ckpt = load_checkpoint(path)
+    writer = holder(run_dir)
+    path, ckpt = read_checkpoint(run_dir, checkpoint, writer)
+    if writer is not None:
+        notice(f"{run_dir} is still training ({writer.describe()}): reading its checkpoint {path.name} from "
+               f"{describe(ckpt)}, not the final model")
     try:
         config = TrainConfig.from_saved(ckpt["config"], source=str(path)).resolved()
     except ConfigError as exc:
@@ -76,7 +83,36 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {brief(exc, 300)}") from None
     return LoadedRun(run_dir, config, spec, model.to(dev), bundle.test, spec.inference_steps(config.T), dev,
-                     tuple(bundle.input_shape), checkpoint=path, ckpt=ckpt)
+                     tuple(bundle.input_shape), checkpoint=path, ckpt=ckpt,
+                     still_training=None if writer is None else writer.describe())
+
+
+def read_checkpoint(run_dir: Path, checkpoint: str, writer: Optional[Holder] = None) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a reader takes: ``last`` falls back, with one warning line, to the most
+    advanced readable ``last.prev.pt`` or ``best.pt`` (as resuming does); ``best`` and a file are
+    read as named. A failure says what to do about it."""
+    if checkpoint not in ("last", "best"):
+        return Path(checkpoint), load_checkpoint(checkpoint)
+    if checkpoint == "best":
+        try:
+            return run_dir / BEST, load_checkpoint(run_dir / BEST)
+        except CheckpointError as exc:
+            other = " (or read --checkpoint last)" if (run_dir / LAST).is_file() else ""
+            raise CheckpointError(f"{exc}{other}") from None
+    try:
+        path, ckpt, problems = load_latest(run_dir, weights_only=True)
+    except CheckpointError as exc:
+        if writer is not None:
+            fix = f"the run is still starting ({writer.describe()}): try again once it has saved its first checkpoint"
+        elif stopped_before_first_checkpoint(run_dir):
+            fix = (f"the run stopped before its first checkpoint: start it again with esdsnn train --resume "
+                   f"{run_dir}")
+        else:
+            fix = f"retrain it: esdsnn train --config {run_dir / CONFIG_FILE} --out NEW_DIR"
+        raise CheckpointError(f"{exc}; {fix}") from None
+    if problems:
+        warning(f"{'; '.join(problems)}; reading {path} ({describe(ckpt)}) instead")
+    return path, ckpt
 
 
 @dataclass
@@ -137,6 +173,7 @@ class EvalResult:
     spiking: bool
     step: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    still_training: Optional[str] = None  # the run was still training (its writer, in words): an intermediate checkpoint
 
 
 def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
@@ -150,9 +187,9 @@ def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
     return EvalResult(
         test_acc=correct / max(total, 1), correct=correct, total=total, checkpoint=run.checkpoint,
         epoch=int(run.ckpt["epoch"]), T=run.steps, spiking=run.spec.spiking, step=int(run.ckpt.get("step", 0)),
-        config=run.config.to_dict(),
+        config=run.config.to_dict(), still_training=run.still_training,
     )
 
 
-__all__ = ["EvalResult", "LoadedRun", "Measured", "TrainedModel", "evaluate", "load_run", "measure",
+__all__ = ["EvalResult", "LoadedRun", "Measured", "TrainedModel", "evaluate", "load_run", "measure", "read_checkpoint",
            "recorded_fingerprint", "test_accuracy"]

@@ -12,10 +12,14 @@ Runs can be left running:
 - **Precision / compilation**: ``precision`` (``32`` by default; ``bf16-mixed``, ``16-mixed``
   with a GradScaler: :mod:`esdsnn.runtime.precision`), ``channels_last``, ``compile`` (the
   neurons' time loops, see :func:`esdsnn.neurons.lif.compile_neurons_`).
+- **One writer**: the run directory is locked (:mod:`esdsnn.runs.lock`, rank 0) from before the
+  first write to the end, so a second ``train`` or ``--resume`` on it is refused; a folder whose
+  run stopped before its first checkpoint starts afresh in place (:mod:`esdsnn.runs.claim`).
 - **Guards**: a NaN/inf loss (or non-finite weights) stops the run naming the step and the usual
   fixes, and a checkpoint is only ever written from finite weights, so the last good one stays;
   a run directory that cannot be written, or lacks the space for the checkpoints, is refused
-  before training starts.
+  before training starts; running out of memory or disk later ends the run with one line naming
+  the fix (:mod:`esdsnn.train.failures`).
 - **After training**: callbacks given to :func:`train` (the CLI passes the firing-rate and energy
   report) get the trained model and add their figures to ``summary.json``.
 """
@@ -24,12 +28,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from esdsnn.config import RESUMABLE_FIELDS, TrainConfig
+from esdsnn.config import RESUMABLE_FIELDS, TrainConfig, read_yaml
 from esdsnn.errors import CheckpointError, ConfigError
 from esdsnn.runtime.precision import use_precision
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import resolve_device, torch_threads
-from esdsnn.runs.checkpoint import LAST, load_latest
+from esdsnn.runs.checkpoint import load_latest
+from esdsnn.runs.claim import stopped_before_first_checkpoint
 from esdsnn.train import distributed
 from esdsnn.train.interrupts import EitherStop, InterruptFlag, StopSignal
 from esdsnn.train.logging import stderr_warning
@@ -76,10 +81,20 @@ def train(
 
 
 def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
-    """The config of the run in ``run_dir`` (from its latest readable checkpoint), with
+    """The config of the run in ``run_dir`` (from its latest readable checkpoint; from its
+    ``config.yaml`` when it stopped before its first checkpoint, to start afresh in place), with
     ``overrides`` of the settings that may change on resume (:data:`~esdsnn.config.RESUMABLE_FIELDS`)."""
     run_dir = runfiles.existing_run_dir(run_dir)
-    _, ckpt, _ = load_latest(run_dir)
+    if stopped_before_first_checkpoint(run_dir):
+        source = run_dir / runfiles.CONFIG_FILE
+        saved = TrainConfig.coerce_values(read_yaml(source), source=str(source))
+    else:
+        try:
+            path, ckpt, _ = load_latest(run_dir)
+        except CheckpointError as exc:  # nothing to continue from: what is left is to train it again
+            raise CheckpointError(f"{exc}; retrain it: esdsnn train --config {run_dir / runfiles.CONFIG_FILE} "
+                                  f"--out NEW_DIR") from None
+        source, saved = path, ckpt["config"]
     overrides = dict(overrides or {})
     banned = sorted(k for k in overrides if k not in RESUMABLE_FIELDS)
     if banned:
@@ -87,11 +102,11 @@ def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = Non
             f"--resume continues the saved config of {run_dir}; {', '.join(banned)} cannot change "
             f"(only {', '.join(RESUMABLE_FIELDS)} can)"
         )
-    values = dict(ckpt["config"])
+    values = dict(saved)
     values.update(TrainConfig.coerce_values(overrides, source="the command line"))
     values["out"] = str(run_dir)
     try:
-        return TrainConfig.from_saved(values, source=str(run_dir / LAST))
+        return TrainConfig.from_saved(values, source=str(source))
     except ConfigError as exc:
         raise CheckpointError(f"the checkpoint of {run_dir} holds a config this esdsnn cannot use: {exc}") from None
 

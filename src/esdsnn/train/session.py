@@ -6,7 +6,6 @@ pass, main head). What it must know about the method it asks the method's spec.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -21,38 +20,34 @@ from esdsnn.config import TrainConfig, save_config
 from esdsnn.errors import CheckpointError, ConfigError, TrainingDiverged, brief
 from esdsnn.layers.sync_norm import convert_sync_batchnorm
 from esdsnn.methods import method_spec
+from esdsnn.models.anatomy import check_output_contract
+from esdsnn.models.base import SpikingNet
 from esdsnn.neurons.lif import compile_neurons_
 from esdsnn.runtime.precision import autocast_for, cpu_capability, precision_native, precision_spec
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import build_method, build_model, build_training_data, load_teacher
 from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_checkpoint, load_latest, save_checkpoint
+from esdsnn.runs.claim import Claim, check_out_early, claim_existing, claim_new
 from esdsnn.runs.fingerprint import data_fingerprint
 from esdsnn.runs.load import TrainedModel
 from esdsnn.train import distributed
 from esdsnn.train.distributed import DistContext
+from esdsnn.train.failures import diverged_error, training_failure
 from esdsnn.train.interrupts import InterruptFlag, StopSignal
 from esdsnn.train.init_from import init_from
 from esdsnn.train.logging import TensorBoardLog, epoch_line, run_header
 from esdsnn.train.optim import extend_schedule, make_optimizer
 from esdsnn.train.progress import EpochProgress, StepWatch, is_terminal
+from esdsnn.train.records import summary_record, write_env
 from esdsnn.train.selection import Selection
 from esdsnn.train.state import (
-    RunResult, RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
+    RunResult, RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, replan_notes, rng_state,
+    set_rng_state, split_state,
 )
 
 Echo = Callable[[str], None]
 #: Called on rank 0 when a run completes, with its trained model; returns extra summary fields.
 AfterTraining = Callable[[TrainedModel, Echo], Optional[dict]]
-
-
-def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, precision: str = "32") -> TrainingDiverged:
-    last = run_dir / LAST
-    kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-    precision = "; with --precision 16-mixed try bf16-mixed or 32" if precision == "16-mixed" else ""
-    return TrainingDiverged(
-        f"training diverged at epoch {epoch}, step {step}: {what} (lr {lr:g}); lower --lr, or check "
-        f"the data for NaN/inf or unnormalised values{precision}; {kept}"
-    )
 
 
 class Session:
@@ -75,6 +70,23 @@ class Session:
 
     # ---- set-up ----------------------------------------------------------------------------------
     def run(self, resume: bool) -> RunResult:
+        """The run, holding its directory's lock (rank 0) from before the first write to the end;
+        memory or a disk that runs out ends it with one line naming the fix."""
+        self.claim: Optional[Claim] = None
+        self.run_dir: Optional[Path] = None
+        self.saved: Optional[str] = None  # where the last checkpoint written stands, in words
+        try:
+            return self._run(resume)
+        except (OSError, RuntimeError, MemoryError) as exc:
+            failure = training_failure(exc, self.run_dir, self.config, self.spec, self.saved)
+            if failure is None:
+                raise
+            raise failure from None
+        finally:
+            if self.claim is not None:
+                self.claim.lock.release()
+
+    def _run(self, resume: bool) -> RunResult:
         config, ctx = self.config, self.ctx
         if config.run.precision == "16-mixed" and self.device.type != "cuda":
             raise ConfigError(f"--precision 16-mixed needs a CUDA device (half-precision kernels and a gradient "
@@ -83,6 +95,8 @@ class Session:
             self.warn(f"--precision {config.run.precision}: this {self.device.type} ({cpu_capability()}) has no native "
                       f"bfloat16, so it is emulated and many times slower than --precision 32")
         ckpt = self._checkpoint_to_resume() if resume else None
+        if not resume:  # before the data is read: a folder another process writes, or one that holds a run
+            ctx.main_only(lambda: check_out_early(config.run.out))
         _seed_everything(config.seed)
         self._build()
         config = self.config
@@ -119,10 +133,16 @@ class Session:
                 self.tensorboard.close()
             self.step_module = self.method  # DDP holds the process group: let it go before the group ends
 
-    def _checkpoint_to_resume(self) -> dict[str, Any]:
+    def _checkpoint_to_resume(self) -> Optional[dict[str, Any]]:
+        """The checkpoint to continue from, once this process holds the run's lock; None for a
+        run that stopped before its first checkpoint (started afresh in place)."""
         if not self.config.run.out:
             raise ConfigError("resume needs the run directory (config.run.out)")
-        self.run_dir = runfiles.existing_run_dir(self.config.run.out)
+        run_dir = runfiles.existing_run_dir(self.config.run.out)
+        afresh = self.ctx.main_only(lambda: self._claim(claim_existing(run_dir, self.warn)))
+        self.run_dir = run_dir
+        if afresh:
+            return None
         path, ckpt, problems = load_latest(self.run_dir)
         for line in problems:
             self.warn(line)
@@ -149,6 +169,8 @@ class Session:
         # threads chosen from the free cores (not by the user) drop to one when steps slow down
         self.watch = StepWatch(guard="threads" in self.chosen and not ctx.distributed)
         model = build_model(config, bundle)
+        if not isinstance(model, SpikingNet):  # a model of one's own: its output, checked once before training
+            check_output_contract(model, bundle.input_shape)
         teacher = load_teacher(config, bundle, self.device) if self.spec.teacher_method else None
         method = build_method(config, model, teacher, input_shape=bundle.input_shape)
         if ctx.distributed and config.run.sync_bn:
@@ -166,9 +188,17 @@ class Session:
         self.eval_T = self.spec.inference_steps(config.T)
         self.selection = Selection(model, self.val_batches, self.test_batches, self.eval_T, ctx)
 
+    def _claim(self, claim: Claim) -> bool:
+        self.claim = claim
+        return claim.afresh
+
     def _create_run_dir(self, need: int) -> str:
+        """The run's directory, locked: a new one, or (``--resume`` of a run without a checkpoint)
+        the one already claimed, started afresh in place."""
         config = self.config
-        run_dir = runfiles.new_run_dir(config.run.out, config.method)
+        if self.claim is None:
+            self._claim(claim_new(config.run.out, config.method, self.warn))
+        run_dir = self.claim.run_dir
         runfiles.check_run_dir(run_dir, 4 * need + 2**20)
         save_config(config.replace(out=str(run_dir)), run_dir / runfiles.CONFIG_FILE)
         return str(run_dir)
@@ -182,11 +212,10 @@ class Session:
         load_split_state(self.method, self.model, ckpt["model"], ckpt.get("extra", {}))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        planned = int(ckpt["config"].get("epochs") or self.config.optim.epochs)
+        planned, done = int(ckpt["config"].get("epochs") or self.config.optim.epochs), int(ckpt["epoch"])
         if self.config.optim.epochs != planned:
-            line = extend_schedule(self.optimizer, self.scheduler, done=int(ckpt["epoch"]), planned=planned,
-                                   epochs=self.config.optim.epochs)
-            self.echo(line)
+            self.echo(extend_schedule(self.optimizer, self.scheduler, done=done, planned=planned,
+                                      epochs=self.config.optim.epochs))
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if "rng" in ckpt:
@@ -206,26 +235,17 @@ class Session:
             self.echo(f"the run in {self.run_dir} is already complete ({state.epoch} epochs)")
             summary = self.ctx.main_only(lambda: runfiles.read_summary(self.run_dir))
             return self._result(summary, "completed")
+        if self.config.optim.epochs != planned and done:  # in epoch 1 the longer run is matched exactly
+            state.replans.append({"from": planned, "to": self.config.optim.epochs, "after_epoch": done})
+        if self.ctx.is_main:  # config.yaml: the settings the run now has (and how its epochs changed)
+            save_config(self.config, self.run_dir / runfiles.CONFIG_FILE, notes=replan_notes(state.replans))
         if self.metrics is not None:
             self.metrics.truncate(state.epoch)
         self.echo(f"resuming {self.run_dir} after epoch {state.epoch}" + (f", step {state.step}" if state.step else ""))
         return None
 
     def _write_env(self, resumed: bool) -> None:
-        run = self.config.run
-        env = runfiles.run_environment(self.device, self.ctx.world_size, git=self.git, precision=run.precision,
-                                       precision_native=precision_native(run.precision, self.device),
-                                       compile=run.compile, channels_last=run.channels_last,
-                                       data_fingerprint=self.fingerprint)
-        path = self.run_dir / runfiles.ENV_FILE
-        if resumed and path.is_file():
-            try:
-                first = json.loads(path.read_text(encoding="utf-8"))
-                first["resumed"] = [*first.get("resumed", []), env]
-                env = first
-            except (OSError, ValueError):
-                pass
-        runfiles.write_json(path, env)
+        write_env(self, resumed)
 
     # ---- the epochs ------------------------------------------------------------------------------
     def _epochs(self) -> RunResult:
@@ -387,48 +407,11 @@ class Session:
             "config": self.config.to_dict(),
             "esdsnn": esdsnn.__version__,
         }, keep_previous=self.run_dir / PREVIOUS if name == LAST else None)
+        self.saved = describe({"epoch": state.epoch, "step": state.step})
 
     def summary(self, status: str) -> dict[str, Any]:
-        """``summary.json``: accuracies as fractions (test: final weights; best_*: the epoch
-        selected on ``selected_on``), the data's shape and fingerprint, the environment."""
-        config, state, bundle = self.config, self.state, self.bundle
-        data = {
-            "test_acc": state.test_acc,
-            "method": config.method,
-            "arch": config.arch,
-            "T": config.T,
-            "epochs": state.epoch,
-            "wall_s": round(self.elapsed(), 3),
-            "dataset": config.dataset,
-            "status": status,
-            "spiking": self.spec.spiking,
-            "test_correct": state.test_correct,
-            "test_total": state.test_total,
-            "test_loss": state.test_loss,
-            "selected_on": self.selection.selected_on,
-            "best_epoch": state.best_epoch,
-            "best_test_acc": state.best_test_acc,
-            "val_acc": state.val_acc,
-            "best_val_acc": state.best_val_acc,
-            "train_acc": state.train_acc,
-            "firing_rate": state.firing_rate,
-            **bundle.facts(),
-            "val_fraction": config.val_fraction,
-            "epochs_planned": config.optim.epochs,
-            "batch_size": config.optim.batch_size,
-            "lr": config.optim.lr,
-            "seed": config.seed,
-            "num_params": sum(p.numel() for p in self.model.parameters()),
-            "num_params_training": sum(p.numel() for p in self.method.parameters()),
-            "init_from": config.init_from,
-            "data_fingerprint": self.fingerprint,
-            "esdsnn": esdsnn.__version__,
-            "git": self.git,
-            "precision": config.run.precision,
-            "precision_native": precision_native(config.run.precision, self.device),
-            "checkpoint": LAST,
-            **runfiles.environment(self.device, self.ctx.world_size),
-        }
+        """Write (rank 0) and return ``summary.json`` (:func:`esdsnn.train.records.summary_record`)."""
+        data = summary_record(self, status)
         if self.ctx.is_main:
             runfiles.write_json(self.run_dir / runfiles.SUMMARY_FILE, data)
         return data
@@ -448,4 +431,4 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-__all__ = ["AfterTraining", "RunResult", "Session", "diverged_error"]
+__all__ = ["AfterTraining", "RunResult", "Session", "diverged_error"]  # diverged_error: esdsnn.train.failures

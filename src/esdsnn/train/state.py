@@ -124,6 +124,8 @@ class RunState:
     best_val_loss: Optional[float] = None
     best_test_acc: Optional[float] = None
     best_epoch: Optional[int] = None
+    # how --resume --epochs changed the plan after the first epoch: {"from", "to", "after_epoch"} each
+    replans: list[dict[str, int]] = field(default_factory=list)
 
     def add_totals(self, keys: list[str], totals: list[float]) -> None:
         """Add one step's ``[n, n·part_1, ..., n·part_k, correct, ...]`` (summed over processes)."""
@@ -151,6 +153,15 @@ class RunState:
         if "best_selection" not in known:  # saved before validation splits: selected on the test set
             known["best_selection"] = known.get("best_test_acc")
         return cls(epoch=epoch, step=step, **known)
+
+
+def replan_notes(replans: Iterable[dict[str, int]]) -> tuple[str, ...]:
+    """One line per change of a run's epochs by ``--resume --epochs`` (config.yaml's comments)."""
+    return tuple(
+        f"epochs: {'extended' if r['to'] > r['from'] else 'shortened'} from {r['from']} to {r['to']} by "
+        f"esdsnn train --resume after epoch {r['after_epoch']}; the cosine was re-planned there (a warm restart), "
+        f"so this is not a {r['to']}-epoch run from the start"
+        for r in replans)
 
 
 @dataclass

@@ -56,7 +56,7 @@ def test_page_runs(page, tmp_path):
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "docs_runner.py"), page, "--work", str(tmp_path / "work"),
                            "--report", str(report)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
     assert proc.returncode == 0, f"{page}: a code block failed\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     result = json.loads(report.read_text())
     assert result["ran"], f"{page}: nothing ran"
@@ -75,20 +75,23 @@ def test_the_runner_fails_on_a_broken_block(tmp_path):
         page = tmp_path / f"page{n}.md"
         page.write_text(f"# a page\n\n{block}\n")
         proc = subprocess.run([sys.executable, str(ROOT / "tests" / "docs_runner.py"), str(page), "--work",
-                               str(tmp_path / f"work{n}")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                               str(tmp_path / f"work{n}")], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
         assert proc.returncode != 0 and expected in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def test_substitutions_make_documented_commands_small(tmp_path):
     fixtures = docs_runner.Fixtures(tmp_path)
-    shrink = lambda line: docs_runner.esdsnn_args(docs_runner.shell_commands(line)[0][1:], fixtures)  # noqa: E731
+
+    def shrink(line):
+        return docs_runner.esdsnn_args(docs_runner.shell_commands(line)[0][1:], fixtures)
+
     assert shrink("esdsnn compare --methods bptt,ratebp,esd,kd --seeds 3 --epochs 10") == [
         "compare", "--methods", "esd", "--seeds", "1", "--epochs", "1", "--threads", "1", "--no-report"]
     assert shrink("esdsnn train --resume runs/x --epochs 30") == [
         "train", "--resume", "runs/x", "--epochs", "2", "--threads", "1", "--no-report"]
     bench = shrink("esdsnn bench --methods esd,bptt,ratebp --T 2,4,6 --batch 32 --repeats 3 --warmup 1")
     assert bench[bench.index("--T") + 1] == "2" and bench[bench.index("--batch") + 1] == "2"
-    assert bench[bench.index("--methods") + 1] == "esd,bptt"
+    assert bench[bench.index("--methods") + 1] == "esd"
     dvs = shrink("esdsnn train --config cifar10-dvs_resnet18_T10_esd --data-path DIR")
     folder = Path(dvs[dvs.index("--data-path") + 1])
     assert folder.is_dir() and len(list(folder.rglob("*.aedat"))) == 20 and dvs[dvs.index("--T") + 1] == "2"
@@ -110,7 +113,7 @@ def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs", reason="pip install -e '.[docs]'")
     pytest.importorskip("mkdocstrings")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "site" / "api" / "layers" / "index.html").read_text().count('id="esdsnn.layers.LIF"') == 1

@@ -2,6 +2,7 @@
 ``:class:`~module.Name```) and ``::`` before code, which Markdown would show literally. Each role
 becomes a code span of the name (the last part after ``~``, as Sphinx shows it), and ``::`` a colon,
 so the API pages read as the docstrings do in the source."""
+
 from __future__ import annotations
 
 import re

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU run, for a session that is lent a GPU (see DEVELOPERS.md and the device tool): the CUDA
+# The GPU run, for a session that is lent a GPU (see docs/performance.md, "On a GPU"): the CUDA
 # tests, then the training-step benchmark -- precision 32 and bf16-mixed, BPTT and ESD, T = 2, 4,
 # 6, 8, and SpikingJelly's BPTT on the same network under the same precision -- with its tables
 # and plot, all in one folder. Sized to end within 8 minutes on an H200 (each benchmark

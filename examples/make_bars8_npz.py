@@ -1,4 +1,4 @@
-"""Make the second data set of the bf16 spike-stage measurement (README, performance section):
+"""Make the second data set of the bf16 spike-stage measurement (docs/performance.md):
 six classes of noisy 8×8 line drawings — horizontal bar, vertical bar, diagonal, anti-diagonal,
 square outline, cross — of random size (3–6 px) and position, plus Gaussian pixel noise
 (σ = 0.35), as float images; 1500 training and 600 test images. The same seed gives the same

@@ -1,4 +1,4 @@
-"""The baseline of "Your own data" in the README: SpikingJelly's CSNN trained with BPTT on an
+"""The baseline of docs/own-data.md: SpikingJelly's CSNN trained with BPTT on an
 ``.npz`` image set for a fixed wall-clock budget, then its test accuracy.
 
 The network is the CSNN of SpikingJelly's Fashion-MNIST tutorial (conv-BN-LIF-maxpool twice, a

@@ -17,7 +17,7 @@
 
 An SNN step at initialisation is chaotic (a 1e-6 relative change of an input flips about 15 % of
 the rates), so any lower precision changes the run: only accuracy measured over seeds can justify
-it (README, performance). :func:`use_spike_dtype` is the lower-level switch of the spike stage's
+it (docs/performance.md). :func:`use_spike_dtype` is the lower-level switch of the spike stage's
 convolutions alone, for experiments from Python.
 """
 from __future__ import annotations

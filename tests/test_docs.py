@@ -112,6 +112,7 @@ def test_the_site_builds_strictly(tmp_path):
     """mkdocs build --strict: no broken link or reference, every API page renders."""
     pytest.importorskip("mkdocs", reason="pip install -e '.[docs]'")
     pytest.importorskip("mkdocstrings")
+    pytest.importorskip("material", reason="pip install -e '.[docs]' (mkdocs-material)")
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})

@@ -19,7 +19,7 @@ from .methods import MethodOutput, TrainingMethod, create_method, list_methods
 from .models import create_model, list_models
 from .passes.spike import run_spike
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def export_nir(model: nn.Module, input_shape):

@@ -347,6 +347,29 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- configs, methods ----------------------------------------------------------------------------
+def add_configs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="print this ready config (default: list them all)")
+
+
+def run_configs(args: argparse.Namespace) -> int:
+    from esdsnn.catalog import config_text, configs_table
+
+    _out((config_text(args.name) if args.name else configs_table()).rstrip("\n"))
+    return 0
+
+
+def add_methods_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="print this method's settings and defaults (default: list them all)")
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from esdsnn.catalog import method_text, methods_table
+
+    _out((method_text(args.name) if args.name else methods_table()).rstrip("\n"))
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------------
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 COMMANDS: dict[str, Command] = {
@@ -356,6 +379,9 @@ COMMANDS: dict[str, Command] = {
     "report": ("firing rates, SOPs, energy estimate and plots of a saved run", add_report_arguments, run_report),
     "compare": ("train several methods x seeds and tabulate accuracy, time, memory, firing", add_compare_arguments, run_compare),
     "export": ("write a trained run's model to a file for other tools (NIR)", add_export_arguments, run_export),
+    "configs": ("list the paper's ready configs (with the paper's top-1), or print one", add_configs_arguments,
+                run_configs),
+    "methods": ("list the training methods, or print one's settings and defaults", add_methods_arguments, run_methods),
 }
 
 

@@ -55,7 +55,7 @@ def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
     path = write_npz(tmp_path / "d.npz", n_train=40)
     config = TrainConfig.from_dict({"dataset": "npz", "data_path": str(path), "batch_size": 64, "arch": "digits_resnet"})
     with pytest.raises(ConfigError, match=r"batch_size 64 is larger than the 36 training samples left after the "
-                                          r"validation split; use --batch-size 9 or less"):
+                                          r"validation split; use --batch-size 36 or less"):
         build_training_data(config.resolved(), torch.device("cpu"))
 
 

@@ -22,7 +22,7 @@ class Gate(nn.Module):
         self.gate = SpikeElementWise(connect)
 
     def forward(self, x):
-        return self.gate(self.a(x), self.b(1.5 - x))
+        return self.gate(self.a(x), self.b(1.5 - x)).flatten(1)  # a model returns [T·B, K]
 
 
 def inputs(seed=4):
@@ -55,7 +55,7 @@ def test_spike_pass_applies_spikingjellys_formula(connect, packed):
     a, b = spikes_of(net, x, T)
     assert 0 < float(a.mean()) < 1 and 0 < float(b.mean()) < 1
     memory = MemorySaving(compact_spikes=packed)
-    torch.testing.assert_close(run_spike(net, x, T, memory=memory), FORMULAS[connect](a, b).mean(0), rtol=0, atol=0)
+    torch.testing.assert_close(run_spike(net, x, T, memory=memory), FORMULAS[connect](a, b).mean(0).flatten(1), rtol=0, atol=0)
     with esdsnn.passes.use_pass(esdsnn.passes.PassState("spike", T, memory=memory)):
         out = net(x.repeat(T, 1, 1, 1))
     assert isinstance(out, esdsnn.layers.PackedSpikes) == (packed and connect != "ADD")
@@ -69,7 +69,7 @@ class Formula(nn.Module):
         self.a, self.b = gate.a, gate.b
 
     def forward(self, x):
-        return self.a(x) * (1 - self.b(1.5 - x))
+        return (self.a(x) * (1 - self.b(1.5 - x))).flatten(1)
 
 
 def test_bptt_differentiates_the_formula():
@@ -90,7 +90,7 @@ def test_add_needs_no_record_and_is_exact_on_rates():
     assert not trace.gates
     a, b = spikes_of(net, x, 4)
     out, _ = run_rate_stage(net, x, trace)
-    torch.testing.assert_close(out, (a + b).mean(0), rtol=0, atol=1e-7)
+    torch.testing.assert_close(out, (a + b).mean(0).flatten(1), rtol=0, atol=1e-7)
 
 
 def test_unknown_connect_function_is_refused():
@@ -108,7 +108,7 @@ def test_sew_gate_rate_stage_is_the_recorded_rate_with_the_formulas_gradient():
     torch.testing.assert_close(trace.gate(net.gate), by_hand, rtol=0, atol=0)
     x_rate = x.clone().requires_grad_(True)
     out, _ = run_rate_stage(net, x_rate, trace)
-    torch.testing.assert_close(out, by_hand, rtol=0, atol=0)
+    torch.testing.assert_close(out, by_hand.flatten(1), rtol=0, atol=0)
     out.sum().backward()
     ra, rb = trace.neuron(net.a), trace.neuron(net.b)
     # d/dx [r_a(x)·(1 − r_b(1.5 − x))] = e_a·(1 − r_b) + r_a·e_b

@@ -174,7 +174,7 @@ class _RecordedStatsNorm(torch.autograd.Function):
                 grad_out.to(x.dtype), x, w, None, None, mean, invstd, True, ctx.eps, [True, True, affine])
             count = x.numel() // x.shape[1]
             shift = invstd.square().mul_(w).mul_(grad_w).mul_(batch_mean - mean).div_(count)
-            grad_x.add_(shift.view(1, -1, *([1] * (x.dim() - 2))))
+            grad_x.add_(shift.to(grad_x.dtype).view(1, -1, *([1] * (x.dim() - 2))))  # (one type: vectorised)
         if not affine:
             return grad_x, None, None, None, None, None
         return grad_x, None, None, grad_w.to(weight.dtype), grad_b.to(weight.dtype), None

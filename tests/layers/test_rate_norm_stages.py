@@ -2,7 +2,9 @@
 
 Rate stage: a hand-made record whose mean/var differ clearly from the rate batch's own statistics;
 the output value is checked against the closed form with the recorded statistics, and the
-gradient against a Jacobian of the straight-through rule derived by hand and computed in NumPy.
+gradient against a Jacobian of the straight-through rule derived by hand and computed in NumPy,
+for the layer's elementwise chain (float32/float64) and for its two-kernel form (half types,
+``bf16-mixed``), which computes the same maths in any type.
 Spike stage: recorded statistics and running statistics against torch's own ``nn.BatchNorm2d``.
 """
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from esdsnn.layers import RateBatchNorm2d
+from esdsnn.layers.rate_norm import _RecordedStatsNorm
 from esdsnn.passes import NormRecord, PassState, Trace, use_pass
 
 torch.set_num_threads(1)
@@ -70,14 +73,26 @@ def hand_jacobian(xc, m, v, gamma, eps):
     return gamma * ((np.eye(n) - 1.0 / n) / s - np.outer(d, dv) / (2.0 * s**3))
 
 
-def test_rate_stage_value_uses_the_recorded_statistics():
+def rate_stage(bn, x, path):
+    """The rate stage's BatchNorm of ``x``: through the layer (float64: the elementwise chain) or
+    its two-kernel form (what the layer runs on half types) called directly in float64."""
+    if path == "layer":
+        with use_pass(PassState("rate_stage", 1, hand_made_trace(bn))):
+            return bn(x)
+    return _RecordedStatsNorm.apply(x, torch.tensor(M_REC), torch.tensor(V_REC), bn.weight, bn.bias, EPS)
+
+
+PATHS = ["layer", "two_kernels"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rate_stage_value_uses_the_recorded_statistics(path):
     bn = make_bn()
     x = rate_batch()
     own_mean = x.mean(dim=(0, 2, 3)).numpy()
     own_var = x.var(dim=(0, 2, 3), unbiased=False).numpy()
     assert np.all(np.abs(own_mean - M_REC) > 0.3) and np.all(np.abs(own_var - V_REC) > 0.3)
-    with use_pass(PassState("rate_stage", 1, hand_made_trace(bn))):
-        out = bn(x)
+    out = rate_stage(bn, x, path)
     xn = x.numpy()
     gamma, beta = bn.weight.detach().numpy(), bn.bias.detach().numpy()
     view = (1, C, 1, 1)
@@ -85,13 +100,13 @@ def test_rate_stage_value_uses_the_recorded_statistics():
     np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_rate_stage_gradient_is_the_hand_derived_straight_through_jacobian():
+@pytest.mark.parametrize("path", PATHS)
+def test_rate_stage_gradient_is_the_hand_derived_straight_through_jacobian(path):
     bn = make_bn()
     buffers = {k: v.clone() for k, v in bn.named_buffers()}
     x = rate_batch().requires_grad_()
     upstream = torch.randn(B, C, H, W, dtype=torch.float64)
-    with use_pass(PassState("rate_stage", 1, hand_made_trace(bn))):
-        out = bn(x)
+    out = rate_stage(bn, x, path)
     (out * upstream).sum().backward()
 
     xn, gn = x.detach().numpy(), upstream.numpy()
@@ -110,6 +125,33 @@ def test_rate_stage_gradient_is_the_hand_derived_straight_through_jacobian():
     # running statistics (and the batch counter) are untouched in the rate stage
     for k, v in bn.named_buffers():
         assert torch.equal(v, buffers[k]), f"rate stage changed {k}"
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_bf16_rate_stage_takes_the_two_kernels_and_rounds_like_autocast(affine):
+    """A bfloat16 rate batch (bf16-mixed): bf16 output, float32 parameter gradients, value and
+    gradients those of the float64 chain on the same (bf16-representable) values to bf16 rounding."""
+    ref = make_bn() if affine else RateBatchNorm2d(C, eps=EPS, affine=False).double()
+    bn = RateBatchNorm2d(C, eps=EPS, affine=affine)
+    bn.load_state_dict(ref.state_dict())
+    x = rate_batch().bfloat16().requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    upstream = torch.randn(B, C, H, W, dtype=torch.float64)
+    trace = Trace(T=4)
+    trace.norms[bn] = NormRecord(torch.tensor(M_REC, dtype=torch.float32), torch.tensor(V_REC, dtype=torch.float32))
+    with use_pass(PassState("rate_stage", 1, trace)):
+        out = bn(x)
+    (out.double() * upstream).sum().backward()
+    with use_pass(PassState("rate_stage", 1, hand_made_trace(ref))):
+        want = ref(x64)
+    (want * upstream).sum().backward()
+    assert out.dtype == x.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), want.detach(), rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=2e-2, atol=2e-2 * x64.grad.abs().max().item())
+    if affine:
+        assert bn.weight.grad.dtype == bn.bias.grad.dtype == torch.float32
+        torch.testing.assert_close(bn.weight.grad.double(), ref.weight.grad, rtol=2e-2, atol=1e-3)
+        torch.testing.assert_close(bn.bias.grad.double(), ref.bias.grad, rtol=2e-2, atol=1e-3)
 
 
 def test_spike_stage_records_all_steps_and_updates_running_stats_once():

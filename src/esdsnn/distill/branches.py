@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..layers.conv import DepthwiseConv2d
 from ..models.anatomy import Anatomy, probe
 
 
@@ -24,7 +25,7 @@ class DSBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int = 2) -> None:
         super().__init__()
         self.op = nn.Sequential(
-            nn.Conv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),
+            DepthwiseConv2d(c_in, c_in, 3, stride=stride, padding=1, groups=c_in, bias=False),  # fast bf16 gradient
             nn.Conv2d(c_in, c_in, 1, bias=False),
             *_bn_relu(c_in),
             nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),

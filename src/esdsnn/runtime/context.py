@@ -29,7 +29,9 @@ class MemorySaving:
     exist to verify that and to debug, not to tune.
 
     ``compact_spikes``: in the no-grad passes neurons return their spikes as 1-byte
-    :class:`~esdsnn.neurons.spikes.PackedSpikes` (any consumer reads them as floats).
+    :class:`~esdsnn.neurons.spikes.PackedSpikes` (any consumer reads them as floats); on half-type
+    activations (``bf16-mixed``) they return them in that 2-byte type, which the next convolution
+    reads as it is.
     ``inplace_norm``: in the spike stage a BatchNorm fed by a convolution normalises the
     convolution's fresh output in place. ``inplace_residual``: residual sums are written into
     the (fresh) BatchNorm output instead of a third tensor. ``static_input``: for direct-encoded

@@ -54,6 +54,8 @@ RENAMED_VALUES: dict[str, dict[str, Optional[str]]] = {
     "spike_dtype": {"float32": None, "auto": None, "bf16": "bf16-mixed"},
 }
 
+LrSchedule = Literal["epoch", "step"]
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -68,11 +70,17 @@ class OptimConfig:
     batch_size: Optional[int] = option(
         None, "global batch size: under torchrun each of N processes takes batch_size/N; default: 64 on digits "
               "and on data without a recipe (smaller for fewer than 640 samples), 128 on the paper's recipes")
-    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0); default: 0.1")
+    lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0); default: 0.1, and 0.1 x T for "
+                                       "a RateBP-based method on data without a recipe")
+    lr_schedule: Optional[LrSchedule] = option(
+        None, "when the cosine learning rate moves: once per epoch (epoch: the paper's recipes, SPEC §7) or after "
+              "every training step (step: a short run still anneals to 0); default: step on data without a "
+              "recipe, epoch elsewhere")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -243,7 +251,9 @@ class TrainConfig:
 
     def chosen_defaults(self, facts: Optional[DataFacts] = None) -> dict[str, Choice]:
         """The defaults that :meth:`resolved` fills in (settings left unset only), with reasons."""
-        table = fixed_defaults(self.dataset) if facts is None else sized_defaults(self.dataset, facts)
+        scale = (method_spec(self.method).auto_loss_scale(self.T, self.to_dict()) if self.loss_scale == "auto"
+                 else 1.0)  # a scale set by hand: lr is the user's business on that scale
+        table = fixed_defaults(self.dataset, scale) if facts is None else sized_defaults(self.dataset, facts, scale)
         return {k: c for k, c in table.items() if k in DATA_DEPENDENT and self.get(k) is None}
 
     def _with_defaults(self, chosen: dict[str, Choice]) -> "TrainConfig":

@@ -3,13 +3,18 @@
 Three kinds of data set (:class:`esdsnn.data.DatasetInfo`):
 
 - **a paper recipe** (CIFAR-10/100, CIFAR10-DVS, ImageNet): the CIFAR recipe of SPEC §7 —
-  ResNet-18, 300 epochs, batch 128, lr 0.1 — and the best epoch selected on the test set, as the
-  paper does (``val_fraction`` 0); the ready configs in ``configs/`` set the rest;
+  ResNet-18, 300 epochs, batch 128, lr 0.1, a cosine stepped per epoch — and the best epoch
+  selected on the test set, as the paper does (``val_fraction`` 0); the ready configs in
+  ``configs/`` set the rest;
 - **the bundled digits**: a short run tuned to finish well within 3 minutes on 2 CPU cores;
 - **anything else** (``npz``, a registered loader): sized to the data once it is read
   (:func:`sized_defaults`): the model from the input size, the batch from the number of
-  training samples, a short budget of :data:`SIZED_EPOCHS` epochs, the free CPU cores, and
-  ``val_fraction`` 0.1 (the best epoch is selected on held-out training data).
+  training samples, a short budget of :data:`SIZED_EPOCHS` epochs, the free CPU cores,
+  ``val_fraction`` 0.1 (the best epoch is selected on held-out training data), and an optimiser
+  set to reach its accuracy within a few epochs: a cosine that moves every step (so that even a
+  2-epoch run anneals to 0) and a step of :data:`SIZED_STEP` on the unscaled loss (lr 0.4 for
+  the RateBP methods at T = 4, whose loss is scaled by 1/T; 0.1 for BPTT). Chosen by racing
+  SpikingJelly's tutorial CSNN for 2 epochs on three sets (README, "Your own data").
 """
 from __future__ import annotations
 
@@ -22,18 +27,20 @@ from typing import Any, NamedTuple, Optional
 from esdsnn.data import dataset_info
 
 #: Settings the data set decides when they are left unset.
-DATA_DEPENDENT = ("arch", "epochs", "batch_size", "lr", "threads", "val_fraction")
+DATA_DEPENDENT = ("arch", "epochs", "batch_size", "lr", "lr_schedule", "threads", "val_fraction")
 SIZED_EPOCHS = 20
 SIZED_VAL_FRACTION = 0.1
+#: SGD's learning rate on the unscaled loss for data without a recipe: lr = SIZED_STEP / loss scale.
+SIZED_STEP = 0.1
 
-RECIPE_DEFAULTS: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "threads": None,
-                                   "val_fraction": 0.0}
+RECIPE_DEFAULTS: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1,
+                                   "lr_schedule": "epoch", "threads": None, "val_fraction": 0.0}
 # digits: tuned so that the default ESD run reaches >= 96% test accuracy (spike pass) in well
 # under 3 minutes on 2 CPU cores. One thread: the model is small, and two threads slow down many
 # times over as soon as the other core is busy (measured: 0.3-0.8 s vs 6-7 s per step on a
 # loaded 2-core machine).
-DIGITS_DEFAULTS: dict[str, Any] = {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1, "threads": 1,
-                                   "val_fraction": SIZED_VAL_FRACTION}
+DIGITS_DEFAULTS: dict[str, Any] = {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1,
+                                   "lr_schedule": "epoch", "threads": 1, "val_fraction": SIZED_VAL_FRACTION}
 
 
 class Choice(NamedTuple):
@@ -94,24 +101,29 @@ def free_cores_choice() -> Choice:
     return Choice(free, f"{free} of {cores} core(s) free at the start ({busy:.1f} busy); back to 1 if steps slow down")
 
 
-def fixed_defaults(dataset: str) -> dict[str, Choice]:
-    """The defaults known before the data is read (all of them for recipes and digits)."""
+def fixed_defaults(dataset: str, loss_scale: float = 1.0) -> dict[str, Choice]:
+    """The defaults known before the data is read (all of them for recipes and digits);
+    ``loss_scale``: what the method's ``loss_scale: auto`` is (1/T for RateBP-based methods)."""
     if dataset == "digits":
         return {k: Choice(v, "the bundled digits' tuned default") for k, v in DIGITS_DEFAULTS.items()}
     if dataset_info(dataset).recipe:
         reasons = {"val_fraction": "the paper's recipe selects on the test set"}
         return {k: Choice(v, reasons.get(k, "the paper's CIFAR recipe (SPEC §7)")) for k, v in RECIPE_DEFAULTS.items()}
+    lr = SIZED_STEP / loss_scale
+    lr_reason = "SGD with BatchNorm" if loss_scale == 1 else (
+        f"SGD with BatchNorm, {SIZED_STEP:g} on the loss before this method's scale of {loss_scale:g}")
     return {
         "epochs": Choice(SIZED_EPOCHS, "a short budget for data without a recipe; raise --epochs for more"),
-        "lr": Choice(0.1, "SGD with BatchNorm"),
+        "lr": Choice(float(f"{lr:.6g}"), lr_reason),
+        "lr_schedule": Choice("step", "a cosine per step: a run of a few epochs still anneals to 0"),
         "threads": free_cores_choice(),
         "val_fraction": Choice(SIZED_VAL_FRACTION, "data without a recipe: the best epoch is selected on held-out data"),
     }
 
 
-def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
+def sized_defaults(dataset: str, facts: DataFacts, loss_scale: float = 1.0) -> dict[str, Choice]:
     """All defaults for ``dataset`` with data ``facts`` (a recipe or digits ignores the facts)."""
-    chosen = fixed_defaults(dataset)
+    chosen = fixed_defaults(dataset, loss_scale)
     if dataset == "digits" or dataset_info(dataset).recipe:
         return chosen
     c, h, w = facts.input_shape[-3:]
@@ -119,7 +131,8 @@ def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
     if side <= 16:
         arch = Choice("digits_resnet", f"{h}×{w} inputs (≤ 16 px): a small ResNet at full resolution")
     elif side <= 64:
-        arch = Choice("compact_resnet", f"{h}×{w} inputs (17–64 px): a compact spiking ResNet with a stride-2 stem")
+        arch = Choice("small_resnet", f"{h}×{w} inputs (17–64 px): a stride-2 stem (stages at {_half(h)}×{_half(w)} "
+                                      f"px and below), a head that keeps a 2×2 grid of where features are")
     else:
         arch = Choice("resnet18", f"{h}×{w} inputs (> 64 px): ResNet-18; expect long epochs on a CPU")
     chosen["arch"] = arch
@@ -132,5 +145,9 @@ def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
     return chosen
 
 
-__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "fixed_defaults",
+def _half(side: int) -> int:
+    return (side + 1) // 2
+
+
+__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "SIZED_STEP", "fixed_defaults",
            "sized_defaults"]

@@ -36,9 +36,8 @@ from esdsnn.train.logging import TensorBoardLog, epoch_line, run_header
 from esdsnn.train.optim import extend_schedule, make_optimizer
 from esdsnn.train.progress import EpochProgress, StepWatch, is_terminal
 from esdsnn.train.selection import Selection
-from esdsnn.train.state import (
-    RunResult, RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, rng_state, set_rng_state, split_state,
-)
+from esdsnn.train.state import (RunResult, RunState, all_finite, checkpoint_nbytes, load_split_state,
+                                optimizer_tensors, rng_state, set_rng_state, split_state)
 
 Echo = Callable[[str], None]
 #: Called on rank 0 when a run completes, with its trained model; returns extra summary fields.
@@ -49,10 +48,8 @@ def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, p
     last = run_dir / LAST
     kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
     precision = "; with --precision 16-mixed try bf16-mixed or 32" if precision == "16-mixed" else ""
-    return TrainingDiverged(
-        f"training diverged at epoch {epoch}, step {step}: {what} (lr {lr:g}); lower --lr, or check "
-        f"the data for NaN/inf or unnormalised values{precision}; {kept}"
-    )
+    return TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what} (lr {lr:g}); lower --lr, or "
+                            f"check the data for NaN/inf or unnormalised values{precision}; {kept}")
 
 
 class Session:
@@ -161,7 +158,7 @@ class Session:
         if config.run.compile:
             compile_neurons_(model)
         self.model, self.method = model, method
-        self.optimizer, self.scheduler = make_optimizer(method, config.optim)
+        self.optimizer, self.scheduler = make_optimizer(method, config.optim, len(self.train_batches))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision_spec(config.run.precision).grad_scaler)
         self.eval_T = self.spec.inference_steps(config.T)
         self.selection = Selection(model, self.val_batches, self.test_batches, self.eval_T, ctx)
@@ -294,6 +291,7 @@ class Session:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.scheduler.after_step()
         state.add_totals(keys, totals)
         return totals[-1] > 0
 
@@ -306,7 +304,7 @@ class Session:
         if not ctx.all_true(all_finite(self.method.state_dict().values())):
             self.summary("diverged")
             raise self._diverged(epoch, state.step, lr, "the weights are no longer finite")
-        self.scheduler.step()
+        self.scheduler.after_epoch()
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **state.epoch_parts()}
         row["train_acc"] = state.train_acc = state.train_correct / max(state.seen, 1)
         state.firing_rate = row.get("firing_rate")

@@ -63,6 +63,8 @@ RENAMED_VALUES: dict[str, dict[str, Optional[str]]] = {
 #: Settings added since runs were saved, per data set, with the value the runs saved before used.
 SAVED_BEFORE: dict[str, dict[str, Any]] = {"cifar10-dvs": {"dvs_split": "stratified"}}
 
+LrSchedule = Literal["epoch", "step"]
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -76,10 +78,14 @@ class OptimConfig:
     batch_size: Optional[int] = option(None, "global batch size: under torchrun each of N processes takes "
                                              "batch_size/N")
     lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0)")
+    lr_schedule: Optional[LrSchedule] = option(
+        None, "when the cosine learning rate moves: once per epoch (epoch) or after every training step (step: a "
+              "short run still anneals to 0)")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
 
     def __post_init__(self) -> None:
+        check_choices(self)
         _check(self.epochs is None or self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size is None or self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
@@ -264,7 +270,9 @@ class TrainConfig:
 
     def chosen_defaults(self, facts: Optional[DataFacts] = None) -> dict[str, Choice]:
         """The defaults that :meth:`resolved` fills in (settings left unset only), with reasons."""
-        table = fixed_defaults(self.dataset) if facts is None else sized_defaults(self.dataset, facts)
+        scale = (method_spec(self.method).auto_loss_scale(self.T, self.to_dict()) if self.loss_scale == "auto"
+                 else 1.0)  # a scale set by hand: lr is the user's business on that scale
+        table = fixed_defaults(self.dataset, scale) if facts is None else sized_defaults(self.dataset, facts, scale)
         return {k: c for k, c in table.items() if k in DATA_DEPENDENT and self.get(k) is None}
 
     def _with_defaults(self, chosen: dict[str, Choice]) -> "TrainConfig":

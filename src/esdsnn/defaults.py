@@ -3,15 +3,19 @@
 Three kinds of data set (:class:`esdsnn.data.DatasetInfo`):
 
 - **a paper recipe** (CIFAR-10/100, CIFAR10-DVS, ImageNet): that data set's recipe of SPEC §7
-  (:data:`esdsnn.recipes.RECIPES`: e.g. CIFAR ResNet-18, 300 epochs, batch 128, lr 0.1;
-  CIFAR10-DVS batch 32, T = 10, β = 0.1) and the best epoch selected on the test set, as the paper
-  does (``val_fraction`` 0). Its other settings (T, β, ...) are the base of a config that names the
-  data set (:meth:`esdsnn.config.TrainConfig.from_dict`);
+  (:data:`esdsnn.recipes.RECIPES`: e.g. CIFAR ResNet-18, 300 epochs, batch 128, lr 0.1, a cosine
+  stepped per epoch; CIFAR10-DVS batch 32, T = 10, β = 0.1) and the best epoch selected on the
+  test set, as the paper does (``val_fraction`` 0). Its other settings (T, β, ...) are the base of
+  a config that names the data set (:meth:`esdsnn.config.TrainConfig.from_dict`);
 - **the bundled digits**: a short run tuned to finish well within 3 minutes on 2 CPU cores;
 - **anything else** (``npz``, a registered loader): sized to the data once it is read
   (:func:`sized_defaults`): the model from the input size, the batch from the number of
-  training samples, a short budget of :data:`SIZED_EPOCHS` epochs, the free CPU cores, and
-  ``val_fraction`` 0.1 (the best epoch is selected on held-out training data).
+  training samples, a short budget of :data:`SIZED_EPOCHS` epochs, the free CPU cores,
+  ``val_fraction`` 0.1 (the best epoch is selected on held-out training data), and an optimiser
+  set to reach its accuracy within a few epochs: a cosine that moves every step (so that even a
+  2-epoch run anneals to 0) and a step of :data:`SIZED_STEP` on the unscaled loss (lr 0.4 for
+  the RateBP methods at T = 4, whose loss is scaled by 1/T; 0.1 for BPTT). Chosen by racing
+  SpikingJelly's tutorial CSNN for 2 epochs on three sets (README, "Your own data").
 """
 from __future__ import annotations
 
@@ -25,13 +29,14 @@ from esdsnn.data import dataset_info, list_datasets
 from esdsnn.recipes import DEFAULT_RECIPE, RECIPES, TITLES, recipe
 
 #: Settings the data set decides when they are left unset.
-DATA_DEPENDENT = ("arch", "epochs", "batch_size", "lr", "threads", "val_fraction")
+DATA_DEPENDENT = ("arch", "epochs", "batch_size", "lr", "lr_schedule", "threads", "val_fraction")
 SIZED_EPOCHS = 20
-SIZED_LR = 0.1
 SIZED_VAL_FRACTION = 0.1
 SIZED_BATCH = 64  # and about a tenth of the training samples below FEW_SAMPLES of them
 FEW_SAMPLES = 640
-SMALL_SIDE, COMPACT_SIDE = 16, 64  # input sides up to which digits_resnet / compact_resnet are chosen
+SMALL_SIDE, COMPACT_SIDE = 16, 64  # input sides up to which digits_resnet / small_resnet are chosen
+#: SGD's learning rate on the unscaled loss for data without a recipe: lr = SIZED_STEP / loss scale.
+SIZED_STEP = 0.1
 
 #: The CIFAR recipe's data-dependent settings (a registered data set with ``recipe=True`` and no
 #: recipe of its own gets these).
@@ -41,8 +46,8 @@ RECIPE_DEFAULTS: dict[str, Any] = {**{k: DEFAULT_RECIPE[k] for k in DATA_DEPENDE
 # under 3 minutes on 2 CPU cores. One thread: the model is small, and two threads slow down many
 # times over as soon as the other core is busy (measured: 0.3-0.8 s vs 6-7 s per step on a
 # loaded 2-core machine).
-DIGITS_DEFAULTS: dict[str, Any] = {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1, "threads": 1,
-                                   "val_fraction": SIZED_VAL_FRACTION}
+DIGITS_DEFAULTS: dict[str, Any] = {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1,
+                                   "lr_schedule": "epoch", "threads": 1, "val_fraction": SIZED_VAL_FRACTION}
 
 
 class Choice(NamedTuple):
@@ -103,8 +108,9 @@ def free_cores_choice() -> Choice:
     return Choice(free, f"{free} of {cores} core(s) free at the start ({busy:.1f} busy); back to 1 if steps slow down")
 
 
-def fixed_defaults(dataset: str) -> dict[str, Choice]:
-    """The defaults known before the data is read (all of them for recipes and digits)."""
+def fixed_defaults(dataset: str, loss_scale: float = 1.0) -> dict[str, Choice]:
+    """The defaults known before the data is read (all of them for recipes and digits);
+    ``loss_scale``: what the method's ``loss_scale: auto`` is (1/T for RateBP-based methods)."""
     if dataset == "digits":
         return {k: Choice(v, "the bundled digits' tuned default") for k, v in DIGITS_DEFAULTS.items()}
     if dataset_info(dataset).recipe:
@@ -112,17 +118,21 @@ def fixed_defaults(dataset: str) -> dict[str, Choice]:
         reasons = {"val_fraction": "the paper's recipe selects on the test set"}
         return {k: Choice(v, reasons.get(k, f"the paper's {title} recipe (SPEC §7)"))
                 for k, v in recipe_defaults(dataset).items()}
+    lr = SIZED_STEP / loss_scale
+    lr_reason = "SGD with BatchNorm" if loss_scale == 1 else (
+        f"SGD with BatchNorm, {SIZED_STEP:g} on the loss before this method's scale of {loss_scale:g}")
     return {
         "epochs": Choice(SIZED_EPOCHS, "a short budget for data without a recipe; raise --epochs for more"),
-        "lr": Choice(SIZED_LR, "SGD with BatchNorm"),
+        "lr": Choice(float(f"{lr:.6g}"), lr_reason),
+        "lr_schedule": Choice("step", "a cosine per step: a run of a few epochs still anneals to 0"),
         "threads": free_cores_choice(),
         "val_fraction": Choice(SIZED_VAL_FRACTION, "data without a recipe: the best epoch is selected on held-out data"),
     }
 
 
-def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
+def sized_defaults(dataset: str, facts: DataFacts, loss_scale: float = 1.0) -> dict[str, Choice]:
     """All defaults for ``dataset`` with data ``facts`` (a recipe or digits ignores the facts)."""
-    chosen = fixed_defaults(dataset)
+    chosen = fixed_defaults(dataset, loss_scale)
     if dataset == "digits" or dataset_info(dataset).recipe:
         return chosen
     c, h, w = facts.input_shape[-3:]
@@ -130,8 +140,9 @@ def sized_defaults(dataset: str, facts: DataFacts) -> dict[str, Choice]:
     if side <= SMALL_SIDE:
         arch = Choice("digits_resnet", f"{h}×{w} inputs (≤ {SMALL_SIDE} px): a small ResNet at full resolution")
     elif side <= COMPACT_SIDE:
-        arch = Choice("compact_resnet", f"{h}×{w} inputs ({SMALL_SIDE + 1}–{COMPACT_SIDE} px): a compact spiking "
-                                        "ResNet with a stride-2 stem")
+        arch = Choice("small_resnet", f"{h}×{w} inputs ({SMALL_SIDE + 1}–{COMPACT_SIDE} px): a stride-2 stem (stages "
+                                      f"at {_half(h)}×{_half(w)} px and below), a head that keeps a 2×2 grid of where "
+                                      "features are")
     else:
         arch = Choice("resnet18", f"{h}×{w} inputs (> {COMPACT_SIDE} px): ResNet-18; expect long epochs on a CPU")
     chosen["arch"] = arch
@@ -162,11 +173,12 @@ def recipe_base(dataset: str) -> dict[str, Any]:
 
 
 _SIZED_HELP = {
-    "arch": f"sized to the input: digits_resnet up to {SMALL_SIDE} px, compact_resnet up to {COMPACT_SIDE} px, "
+    "arch": f"sized to the input: digits_resnet up to {SMALL_SIDE} px, small_resnet up to {COMPACT_SIDE} px, "
             "resnet18 beyond",
     "epochs": str(SIZED_EPOCHS),
     "batch_size": f"{SIZED_BATCH}, or about a tenth of the samples below {FEW_SAMPLES}",
-    "lr": str(SIZED_LR),
+    "lr": f"{SIZED_STEP:g}, x T for the methods that scale their loss by 1/T (RateBP-based)",
+    "lr_schedule": "step",
     "threads": "the cores free at the start",
     "val_fraction": str(SIZED_VAL_FRACTION),
 }
@@ -196,5 +208,9 @@ def default_help(name: str, general: Any) -> str | None:
     return f"default: {general}; the recipe's {_by_value(special)}"
 
 
-__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "default_help", "fixed_defaults",
-           "recipe_base", "recipe_defaults", "sized_defaults"]
+def _half(side: int) -> int:
+    return (side + 1) // 2
+
+
+__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "SIZED_STEP", "default_help",
+           "fixed_defaults", "recipe_base", "recipe_defaults", "sized_defaults"]

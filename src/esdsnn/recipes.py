@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-_CIFAR: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "val_fraction": 0.0}
+_CIFAR: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "lr_schedule": "epoch",
+                          "val_fraction": 0.0}
 
 RECIPES: dict[str, Mapping[str, Any]] = {
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
-    "cifar10-dvs": {"arch": "resnet18", "T": 10, "epochs": 300, "batch_size": 32, "lr": 0.1, "val_fraction": 0.0,
-                    "beta": 0.1},
+    "cifar10-dvs": {"arch": "resnet18", "T": 10, "epochs": 300, "batch_size": 32, "lr": 0.1, "lr_schedule": "epoch",
+                    "val_fraction": 0.0, "beta": 0.1},
     "imagenet": {"arch": "preact_resnet34", "T": 4, "epochs": 100, "batch_size": 512, "lr": 0.2,
-                 "weight_decay": 2e-5, "alpha": 0.7, "val_fraction": 0.0},
+                 "lr_schedule": "epoch", "weight_decay": 2e-5, "alpha": 0.7, "val_fraction": 0.0},
 }
 
 #: The recipe of a data set registered with ``recipe=True`` and none of its own: CIFAR's.

@@ -140,19 +140,51 @@ def test_validation_batches_come_from_training_samples_prepared_like_test():
 
 # ---- defaults sized to the data -----------------------------------------------------------------
 @pytest.mark.parametrize("shape, n, arch, batch", [
-    ((1, 8, 8), 1400, "digits_resnet", 64),
-    ((1, 28, 28), 54000, "compact_resnet", 64),
-    ((3, 32, 32), 300, "compact_resnet", 16),
-    ((3, 96, 96), 5000, "resnet18", 64),
+    ((1, 8, 8), 1400, "digits_resnet", 64),  # digits-sized: full resolution
+    ((1, 28, 28), 54000, "small_resnet", 64),  # MNIST-sized
+    ((1, 28, 28), 300, "small_resnet", 16),  # a small set: about a tenth of it per batch
+    ((3, 32, 32), 45000, "small_resnet", 64),  # CIFAR-sized
+    ((3, 32, 32), 300, "small_resnet", 16),
+    ((3, 64, 48), 639, "small_resnet", 32),  # the largest side decides; just under 640 samples
+    ((3, 100, 100), 5000, "resnet18", 64),
+    ((3, 96, 96), 20, "resnet18", 8),  # never below 8
 ])
 def test_sized_defaults_follow_input_size_and_training_samples(shape, n, arch, batch):
     chosen = sized_defaults("npz", DataFacts(shape, 10, n))
     assert chosen["arch"].value == arch and chosen["batch_size"].value == batch
     assert chosen["epochs"].value == 20 and chosen["val_fraction"].value == 0.1 and chosen["threads"].value >= 1
+    assert chosen["lr_schedule"].value == "step" and chosen["lr"].value == 0.1  # a loss scale of 1 (BPTT)
     assert "core(s) free at the start" in chosen["threads"].reason
     assert f"{shape[1]}×{shape[2]}" in chosen["arch"].reason
     recipe = sized_defaults("cifar10", DataFacts(shape, 10, n))
     assert recipe["arch"].value == "resnet18" and recipe["epochs"].value == 300 and recipe["val_fraction"].value == 0
+    assert recipe["lr"].value == 0.1 and recipe["lr_schedule"].value == "epoch"  # the paper's
+
+
+def test_sized_learning_rate_is_a_step_of_0_1_on_the_unscaled_loss():
+    """RateBP-based methods scale their loss by 1/T, so on data without a recipe their default lr
+    is 0.1·T (0.4 at T = 4); BPTT and the ANN keep 0.1; a loss scale set by hand keeps 0.1; the
+    paper's recipes and the bundled digits keep their own (0.1, a cosine per epoch)."""
+    facts = DataFacts((1, 28, 28), 26, 54000)
+
+    def chosen(**settings):
+        config = TrainConfig.from_dict({"dataset": "npz", **settings})
+        return config.chosen_defaults(facts)
+
+    assert chosen()["lr"].value == 0.4 and "scale of 0.25" in chosen()["lr"].reason  # esd, T = 4
+    assert chosen(T=6)["lr"].value == pytest.approx(0.6)
+    assert chosen(method="ratebp", T=2)["lr"].value == 0.2 and chosen(method="sd")["lr"].value == 0.4
+    assert chosen(method="bptt")["lr"].value == 0.1 and chosen(method="esd-bptt")["lr"].value == 0.1
+    assert chosen(method="ann")["lr"].value == 0.1
+    assert chosen(method="kd", teacher_run="t", student_pass="ratebp")["lr"].value == 0.4
+    assert chosen(method="kd", teacher_run="t")["lr"].value == 0.1  # student_pass bptt
+    assert chosen(loss_scale=0.5)["lr"].value == 0.1
+    assert "lr" not in chosen(lr=0.05) and chosen(lr_schedule="epoch").get("lr_schedule") is None
+    resolved = TrainConfig.from_dict({"dataset": "npz"}).resolved(facts)
+    assert (resolved.optim.lr, resolved.optim.lr_schedule, resolved.arch) == (0.4, "step", "small_resnet")
+    for dataset in ("digits", "cifar10"):
+        plain = TrainConfig.from_dict({"dataset": dataset}).resolved(facts)
+        assert (plain.optim.lr, plain.optim.lr_schedule) == (0.1, "epoch"), dataset
 
 
 def test_user_settings_are_not_replaced_by_defaults(tmp_path):

@@ -96,3 +96,19 @@ def test_registering_a_name_twice_or_an_unknown_section_fails():
         registry.register_method("esd", description="x", training_pass="x")(lambda model, T: None)
     with pytest.raises(ValueError, match="unknown option sections"):
         registry.register_method("x-new", description="x", training_pass="x", sections=("optim",))
+
+
+@pytest.mark.parametrize("T", [1, 4])
+def test_each_methods_declared_loss_scale_is_the_one_it_trains_with(T):
+    """The defaults size the learning rate by the declared scale (lr 0.1 / scale on own data), so a
+    method declaring the wrong one would train at 1/T or T times the intended step."""
+    for name in esdsnn.list_methods():
+        for student_pass in (("bptt", "ratebp") if name == "kd" else (None,)):
+            options = {"student_pass": student_pass} if student_pass else {}
+            if method_spec(name).needs:
+                options["teacher"] = esdsnn.create_method("ann", esdsnn.create_model("digits_resnet", in_channels=1),
+                                                          T=1).model
+            built = esdsnn.create_method(name, esdsnn.create_model("digits_resnet", in_channels=1), T=T, **options)
+            declared = method_spec(name).auto_loss_scale(T, {"student_pass": student_pass or "bptt"})
+            assert built.loss_scale == declared, (name, student_pass)
+    assert method_spec("esd").auto_loss_scale(4, {}) == 0.25 and method_spec("bptt").auto_loss_scale(4, {}) == 1.0

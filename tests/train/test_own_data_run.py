@@ -122,7 +122,7 @@ def test_init_from_across_T_and_across_a_new_head(tmp_path):
 
 def test_extending_a_run_replans_the_cosine_and_equals_the_longer_run_when_extended_in_epoch_1(tmp_path):
     data = _blobs(tmp_path / "blobs.npz")
-    done = loop.train(_config(tmp_path, "two", data, epochs=2))
+    done = loop.train(_config(tmp_path, "two", data, epochs=2, lr=0.1, lr_schedule="epoch"))
     lines = []
     longer = loop.train(loop.resume_config(done.run_dir, {"epochs": "4"}), resume=True, echo=lines.append)
     assert longer.status == "completed" and longer.summary["epochs"] == 4
@@ -138,16 +138,67 @@ def test_extending_a_run_replans_the_cosine_and_equals_the_longer_run_when_exten
             self.n -= 1
             return self.n < 0
 
-    cut = loop.train(_config(tmp_path, "cut", data, epochs=2, save_every_steps=1), stop=StopAfter())
+    cut = loop.train(_config(tmp_path, "cut", data, epochs=2, save_every_steps=1, lr_schedule="epoch"), stop=StopAfter())
     assert cut.status == "interrupted" and cut.epoch == 0
     extended = loop.train(loop.resume_config(cut.run_dir, {"epochs": "3"}), resume=True)
-    straight = loop.train(_config(tmp_path, "three", data, epochs=3))
+    straight = loop.train(_config(tmp_path, "three", data, epochs=3, lr_schedule="epoch"))
     a, b = load_checkpoint(extended.run_dir / LAST), load_checkpoint(straight.run_dir / LAST)
     for key in b["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
 
     with pytest.raises(Exception, match="already trained 4 epochs; --epochs must be at least 4"):
         loop.train(loop.resume_config(longer.run_dir, {"epochs": "3"}), resume=True)
+
+
+def test_a_cosine_per_step_anneals_within_the_run_and_extends_step_by_step(tmp_path):
+    """Own data's default: the learning rate moves after every step, so 2 epochs end near 0 (a
+    cosine per epoch would run the whole second epoch at lr/2); extending re-plans it by steps,
+    and a run cut after its first step and extended equals the longer run."""
+    data = _blobs(tmp_path / "blobs.npz")  # 144 training samples after validation: 9 steps of 16
+    done = loop.train(_config(tmp_path, "two", data, epochs=2, lr=0.2))
+    last = load_checkpoint(done.run_dir / LAST)
+    assert last["config"]["lr_schedule"] == "step"  # the default on data without a recipe
+    lrs = [float(r["lr"]) for r in read_metrics(done.run_dir / "metrics.csv")]  # at each epoch's start
+    assert lrs == pytest.approx([0.2, cosine_lr(0.2, 9, 18)], rel=1e-5)
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert last["scheduler"]["last_epoch"] == 18 and last["scheduler"]["T_max"] == 18
+
+    longer = loop.train(loop.resume_config(done.run_dir, {"epochs": "4"}), resume=True)
+    lrs = [float(r["lr"]) for r in read_metrics(longer.run_dir / "metrics.csv")]
+    assert lrs[2:] == pytest.approx([cosine_lr(0.2, 18, 36), cosine_lr(0.2, 27, 36)], rel=1e-5)
+
+    class StopAfter:  # stop after the first step: the only one both schedules take at the same lr
+        n = 0
+
+        def is_set(self):
+            self.n -= 1
+            return self.n < 0
+
+    cut = loop.train(_config(tmp_path, "cut", data, epochs=2, lr=0.2, save_every_steps=1), stop=StopAfter())
+    assert cut.status == "interrupted" and cut.epoch == 0
+    extended = loop.train(loop.resume_config(cut.run_dir, {"epochs": "3"}), resume=True)
+    straight = loop.train(_config(tmp_path, "three", data, epochs=3, lr=0.2))
+    a, b = load_checkpoint(extended.run_dir / LAST), load_checkpoint(straight.run_dir / LAST)
+    for key in b["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_a_run_saved_before_lr_schedule_existed_resumes_with_its_cosine_per_epoch(tmp_path):
+    data = _blobs(tmp_path / "blobs.npz")
+    cut = loop.train(_config(tmp_path, "old", data, epochs=2, lr=0.1, lr_schedule="epoch", save_every_steps=1),
+                     stop=type("StopAfter", (), {"n": 3, "is_set": lambda self: (setattr(self, "n", self.n - 1),
+                                                                                   self.n < 0)[1]})())
+    for name in (LAST, "last.prev.pt"):  # as an older version wrote it: no lr_schedule in the config
+        path = cut.run_dir / name
+        if path.is_file():
+            ckpt = load_checkpoint(path)
+            del ckpt["config"]["lr_schedule"]
+            torch.save(ckpt, path)
+    config = loop.resume_config(cut.run_dir)
+    assert config.optim.lr_schedule == "epoch"
+    finished = loop.train(config, resume=True)
+    lrs = [float(r["lr"]) for r in read_metrics(finished.run_dir / "metrics.csv")]
+    assert lrs == pytest.approx([0.1, cosine_lr(0.1, 1, 2)], rel=1e-5)
 
 
 def test_eval_warns_when_the_data_changed_since_training(tmp_path, capsys):

@@ -17,7 +17,7 @@ from .registry import register_method
 
 
 @register_method("esd", description="RateBP + ESD branches, reliability-decoupled teacher",
-                 training_pass="RateBP", sections=("distill",))
+                 training_pass="RateBP", sections=("distill",), scales_loss_by_T=True)
 def esd(model: nn.Module, T: int, *, distill: DistillConfig, **common: Any) -> RateBP:
     return RateBP(model, T, distill=distill, **common)
 
@@ -29,7 +29,7 @@ def esd_bptt(model: nn.Module, T: int, *, distill: DistillConfig, **common: Any)
 
 
 @register_method("sd", description="RateBP + branches, plain self-distillation (teacher = all heads)",
-                 training_pass="RateBP", sections=("distill",), forced={"teacher": "all"},
+                 training_pass="RateBP", sections=("distill",), forced={"teacher": "all"}, scales_loss_by_T=True,
                  ablation_of=("esd", "reliability filter"))
 def sd(model: nn.Module, T: int, *, distill: DistillConfig, **common: Any) -> RateBP:
     return RateBP(model, T, distill=distill, **common)

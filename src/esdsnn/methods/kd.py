@@ -90,7 +90,7 @@ class ANNDistillation(TrainingMethod):
 
 @register_method("kd", description="SNN student distilled from a trained ANN teacher (SAMD + NLD)",
                  training_pass="BPTT or RateBP (kd.student_pass)", sections=("kd",), needs=("teacher",),
-                 teacher_method="ann")
+                 teacher_method="ann", scales_loss_by_T=lambda settings: settings.get("student_pass") == "ratebp")
 def kd(model: nn.Module, T: int, *, kd: KDConfig, teacher: Optional[nn.Module] = None, **common: Any) -> ANNDistillation:
     if teacher is None:
         raise ConfigError("method kd needs a teacher: train one with --method ann, then pass --teacher-run RUN_DIR")

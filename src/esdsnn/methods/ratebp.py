@@ -40,6 +40,7 @@ class RateBP(TrainingMethod):
         return run_rate_stage(self.model, x, trace, self.branch_taps, memory=self.memory)
 
 
-@register_method("ratebp", description="rate-based backpropagation (baseline)", training_pass="RateBP")
+@register_method("ratebp", description="rate-based backpropagation (baseline)", training_pass="RateBP",
+                 scales_loss_by_T=True)
 def ratebp(model: nn.Module, T: int, **common: Any) -> RateBP:
     return RateBP(model, T, **common)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
 
 from torch import nn
 
@@ -44,10 +44,18 @@ class MethodSpec:
     teacher_method: Optional[str] = None  # distils from a trained run of this method (passed as teacher_run)
     prepare_model: Optional[Callable[[nn.Module], nn.Module]] = None  # what it does to the model
     ablation_of: Optional[tuple[str, str]] = None  # (method, what the difference to it measures)
+    # whether loss_scale "auto" is 1/T (RateBP-based), given the flat settings (kd: its student_pass);
+    # the built method's ``loss_scale`` agrees (tested for every method)
+    scales_loss_by_T: Union[bool, Callable[[Mapping[str, Any]], bool]] = False
 
     def inference_steps(self, T: int) -> int:
         """Steps of the pass that evaluates the trained model: T, or 1 for a non-spiking one."""
         return T if self.spiking else 1
+
+    def auto_loss_scale(self, T: int, settings: Mapping[str, Any]) -> float:
+        """The loss scale ``auto`` gives this method at ``T`` steps with flat ``settings``."""
+        by_T = self.scales_loss_by_T(settings) if callable(self.scales_loss_by_T) else self.scales_loss_by_T
+        return 1.0 / T if by_T else 1.0
 
     def prepared(self, model: nn.Module) -> nn.Module:
         """``model`` as this method trains it (the ReLU twin for ``ann``), e.g. to load a checkpoint."""

@@ -93,7 +93,7 @@ def run_header(config: Any, bundle: Any, chosen: Mapping[str, Any], model: Any, 
         + why("arch"),
         f"  train   T={c.T}, {c.optim.epochs} epochs, batch {c.optim.batch_size}"
         + (f" ({world_size} processes)" if world_size > 1 else "")
-        + f", lr {c.optim.lr:g} (SGD, cosine)" + why("epochs", "batch_size", "lr"),
+        + f", lr {c.optim.lr:g} (SGD, cosine per {c.optim.lr_schedule})" + why("epochs", "batch_size", "lr", "lr_schedule"),
         f"  device  {device}, {torch.get_num_threads()} thread(s)" + f", precision {c.run.precision}"
         + why("threads"),
         f"  select  {selection}" + why("val_fraction"),

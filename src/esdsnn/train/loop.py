@@ -103,6 +103,7 @@ def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = Non
             f"(only {', '.join(RESUMABLE_FIELDS)} can)"
         )
     values = dict(saved)
+    values.setdefault("lr_schedule", "epoch")  # saved before the setting existed: the cosine moved per epoch
     values.update(TrainConfig.coerce_values(overrides, source="the command line"))
     values["out"] = str(run_dir)
     try:

@@ -183,7 +183,7 @@ class Session:
         if config.run.compile:
             compile_neurons_(model)
         self.model, self.method = model, method
-        self.optimizer, self.scheduler = make_optimizer(method, config.optim)
+        self.optimizer, self.scheduler = make_optimizer(method, config.optim, len(self.train_batches))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision_spec(config.run.precision).grad_scaler)
         self.eval_T = self.spec.inference_steps(config.T)
         self.selection = Selection(model, self.val_batches, self.test_batches, self.eval_T, ctx)
@@ -314,6 +314,7 @@ class Session:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.scheduler.after_step()
         state.add_totals(keys, totals)
         return totals[-1] > 0
 
@@ -326,7 +327,7 @@ class Session:
         if not ctx.all_true(all_finite(self.method.state_dict().values())):
             self.summary("diverged")
             raise self._diverged(epoch, state.step, lr, "the weights are no longer finite")
-        self.scheduler.step()
+        self.scheduler.after_epoch()
         row: dict[str, Any] = {"epoch": epoch, "lr": lr, **state.epoch_parts()}
         row["train_acc"] = state.train_acc = state.train_correct / max(state.seen, 1)
         state.firing_rate = row.get("firing_rate")

@@ -30,7 +30,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Optional, Union
+from typing import Any, Iterator, Literal, Mapping, NamedTuple, Optional, Union
 
 import yaml
 

@@ -115,9 +115,9 @@ def test_a_bf16_mixed_step_runs_its_spike_stage_in_bf16(monkeypatch):
     seen = set()
     real = conv.Conv2d._conv
 
-    def spy(self, x, low=None):
+    def spy(self, x, low=None, keep=False):
         seen.add(low)
-        return real(self, x, low)
+        return real(self, x, low, keep)
 
     monkeypatch.setattr(conv.Conv2d, "_conv", spy)
     measure_config(method="esd", T=2, precision="32", **dict(SMALL, repeats=1, warmup=0))

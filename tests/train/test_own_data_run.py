@@ -293,3 +293,26 @@ def test_thread_guard_drops_to_one_thread_when_steps_slow_down():
         assert torch.get_num_threads() == 1 and guard.check(1.0) is None
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_data_file_rewritten_within_the_second_of_the_run_is_seen_as_changed(tmp_path):
+    """Same size, same whole-second modification time, other bytes (a file regenerated right after
+    the run): the fingerprint must not take the fast path and call it unchanged."""
+    from esdsnn.runs.fingerprint import data_changed, data_fingerprint
+
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"a" * 64)
+    second = 1_700_000_000 * 10**9
+    os.utime(path, ns=(second + 100, second + 100))
+    recorded = data_fingerprint(str(path))
+    assert data_changed(recorded, str(path)) is None
+    path.write_bytes(b"b" * 64)
+    os.utime(path, ns=(second + 200, second + 200))
+    assert "changed since training" in data_changed(recorded, str(path))
+    path.write_bytes(b"a" * 64)  # the same bytes again, another time: unchanged (by the hash)
+    assert data_changed(recorded, str(path)) is None
+    old = {k: v for k, v in recorded.items() if k != "mtime_ns"}  # recorded by 0.2.0: no mtime_ns
+    assert data_changed(old, str(path)) is None
+    path.write_bytes(b"c" * 64)
+    os.utime(path, ns=(second + 300, second + 300))
+    assert "changed since training" in data_changed(old, str(path))

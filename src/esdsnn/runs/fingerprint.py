@@ -56,7 +56,7 @@ def data_fingerprint(data_path: Optional[str]) -> Optional[dict[str, Any]]:
         if path.is_file():
             stat = path.stat()
             return {"path": str(path), "kind": "file", "size": stat.st_size, "mtime": int(stat.st_mtime),
-                    "sha256": file_sha256(path)}
+                    "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
         if path.is_dir():
             digest, count, partial = _manifest(path)
             return {"path": str(path), "kind": "folder", "files": count, "manifest_sha256": digest,
@@ -76,7 +76,9 @@ def data_changed(recorded: Optional[dict[str, Any]], data_path: Optional[str]) -
         return f"the data {path} the run was trained on no longer exists"
     if recorded.get("kind") == "file" and path.is_file():
         stat = path.stat()
-        if stat.st_size == recorded.get("size") and int(stat.st_mtime) == recorded.get("mtime"):
+        # unchanged size and modification time to the nanosecond: no need to read the file (whole
+        # seconds are not enough: a file rewritten within the second of the run keeps them)
+        if stat.st_size == recorded.get("size") and stat.st_mtime_ns == recorded.get("mtime_ns"):
             return None
         if stat.st_size == recorded.get("size") and file_sha256(path) == recorded.get("sha256"):
             return None

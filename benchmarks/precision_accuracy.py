@@ -12,6 +12,7 @@ machine's load, so runs go ``--jobs`` at a time, one thread each.
 defaults for that data (sized to it for npz), with ``--epochs`` and ``--T`` as given. Writes
 ``precision_accuracy.md`` and ``.json`` into ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,34 @@ def run_dir(out: Path, data: str, method: str, precision: str, seed: int) -> Pat
 
 def train(data: str, method: str, precision: str, seed: int, args: argparse.Namespace) -> Path:
     folder = run_dir(args.out, data, method, precision, seed)
-    if (folder / "summary.json").is_file() and json.loads((folder / "summary.json").read_text()).get("status") == "completed":
+    if (folder / "summary.json").is_file() and json.loads((folder / "summary.json").read_text()).get(
+        "status"
+    ) == "completed":
         return folder
     dataset = ["--dataset", "npz", "--data-path", data[4:]] if data.startswith("npz:") else ["--dataset", data]
-    cmd = [sys.executable, "-m", "esdsnn", "train", *dataset, "--method", method, "--precision", precision,
-           "--seed", str(seed), "--epochs", str(args.epochs), "--T", str(args.T), "--threads", "1",
-           "--no-progress", "--no-report", "--out", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "esdsnn",
+        "train",
+        *dataset,
+        "--method",
+        method,
+        "--precision",
+        precision,
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(args.epochs),
+        "--T",
+        str(args.T),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-report",
+        "--out",
+        str(folder),
+    ]
     if folder.exists():
         cmd = [sys.executable, "-m", "esdsnn", "train", "--resume", str(folder), "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -66,15 +89,28 @@ def table(out: Path, datas: list[str], seeds: list[int]) -> tuple[str, list[dict
                     accs.append(100 * s["test_acc"])
                     native = s.get("precision_native")
                     device = s.get("cpu_capability") or device
-                    records.append({"data": data, "method": method, "precision": precision, "seed": seed,
-                                    "test_acc": s["test_acc"], "precision_native": native, "arch": s.get("arch"),
-                                    "epochs": s.get("epochs"), "T": s.get("T"), "cpu_capability": s.get("cpu_capability"),
-                                    "wall_s": s.get("wall_s")})
+                    records.append(
+                        {
+                            "data": data,
+                            "method": method,
+                            "precision": precision,
+                            "seed": seed,
+                            "test_acc": s["test_acc"],
+                            "precision_native": native,
+                            "arch": s.get("arch"),
+                            "epochs": s.get("epochs"),
+                            "T": s.get("T"),
+                            "cpu_capability": s.get("cpu_capability"),
+                            "wall_s": s.get("wall_s"),
+                        }
+                    )
                 if not accs:
                     continue
                 std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-                lines.append(f"| {data} | {method} | {precision} | {statistics.mean(accs):.2f} ± {std:.2f} % | "
-                             f"{', '.join(f'{a:.2f}' for a in accs)} | {native} |")
+                lines.append(
+                    f"| {data} | {method} | {precision} | {statistics.mean(accs):.2f} ± {std:.2f} % | "
+                    f"{', '.join(f'{a:.2f}' for a in accs)} | {native} |"
+                )
     return "\n".join(lines) + "\n", records
 
 

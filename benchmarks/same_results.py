@@ -8,6 +8,7 @@ after two SGD steps and a prediction, on a few architectures, methods and reset 
 ``check`` prints ``same`` or the first tensors that differ and exits 1 if any configuration
 differs; under ``32`` a change that only reorganises the step must keep every bit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--precision", default="32", help="comma-separated precisions (default: 32)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results = {f"{p}|{a}|{m}|{n}|T={t}": run(p, a, s, m, n, t)
-               for p in args.precision.split(",") for a, s, m, n, t in CONFIGS}
+    results = {
+        f"{p}|{a}|{m}|{n}|T={t}": run(p, a, s, m, n, t) for p in args.precision.split(",") for a, s, m, n, t in CONFIGS
+    }
     if args.mode == "save":
         torch.save(results, args.file)
         print(f"saved {len(results)} configurations to {args.file}")
@@ -82,7 +84,10 @@ def main(argv: list[str]) -> int:
         bad = [n for n in rec if n not in old or old[n].dtype != rec[n].dtype or not torch.equal(old[n], rec[n])]
         bad += [n for n in old if n not in rec]
         differ += bool(bad)
-        print(f"{'same  ' if not bad else 'DIFFER'} {key}" + (f": {len(bad)} tensors, e.g. {', '.join(bad[:3])}" if bad else ""))
+        print(
+            f"{'same  ' if not bad else 'DIFFER'} {key}"
+            + (f": {len(bad)} tensors, e.g. {', '.join(bad[:3])}" if bad else "")
+        )
     return 1 if differ else 0
 
 

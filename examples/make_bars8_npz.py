@@ -8,6 +8,7 @@ bytes.
     esdsnn train --dataset npz --data-path runs/shapes8.npz --arch digits_resnet --epochs 3 \\
         --seed 0 --threads 1 --spike-dtype bf16          # and --spike-dtype float32; seeds 0, 1, 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,19 +22,19 @@ def draw(kind: int, rng: np.random.Generator) -> np.ndarray:
     r0, c0 = (int(v) for v in rng.integers(0, 9 - s, size=2))
     steps = np.arange(s)
     if kind == 0:
-        img[r0 + s // 2, c0:c0 + s] = 1
+        img[r0 + s // 2, c0 : c0 + s] = 1
     elif kind == 1:
-        img[r0:r0 + s, c0 + s // 2] = 1
+        img[r0 : r0 + s, c0 + s // 2] = 1
     elif kind == 2:
         img[steps + r0, steps + c0] = 1
     elif kind == 3:
         img[steps + r0, c0 + s - 1 - steps] = 1
     elif kind == 4:
-        img[r0, c0:c0 + s] = img[r0 + s - 1, c0:c0 + s] = 1
-        img[r0:r0 + s, c0] = img[r0:r0 + s, c0 + s - 1] = 1
+        img[r0, c0 : c0 + s] = img[r0 + s - 1, c0 : c0 + s] = 1
+        img[r0 : r0 + s, c0] = img[r0 : r0 + s, c0 + s - 1] = 1
     else:
-        img[r0 + s // 2, c0:c0 + s] = 1
-        img[r0:r0 + s, c0 + s // 2] = 1
+        img[r0 + s // 2, c0 : c0 + s] = 1
+        img[r0 : r0 + s, c0 + s // 2] = 1
     return np.clip(img + rng.normal(0, 0.35, img.shape).astype(np.float32), -1, 2)
 
 

@@ -13,6 +13,7 @@ ever seen warped in training. The same ``--seed`` gives the same bytes.
 
 The file holds ``x_train`` uint8 ``[60000, 28, 28]``, ``y_train`` int64, ``x_test``, ``y_test``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ def warp(images: np.ndarray, rng: np.random.Generator, chunk: int = 4096) -> np.
         x = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0].numpy()
         x = np.clip(x, 0, 1) ** gamma[sl, None, None] * gain[sl, None, None]
         blotch = rng.uniform(0, 0.25, (m, 1, 4, 4)).astype(np.float32)
-        x = x + F.interpolate(torch.from_numpy(blotch), size=(SIZE, SIZE), mode="bicubic",
-                              align_corners=False)[:, 0].numpy().clip(0, None)
+        x = x + F.interpolate(torch.from_numpy(blotch), size=(SIZE, SIZE), mode="bicubic", align_corners=False)[
+            :, 0
+        ].numpy().clip(0, None)
         x = x + rng.normal(0, 0.06, x.shape)
         out[sl] = np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
@@ -65,8 +67,10 @@ def make(n_train: int, n_test: int, seed: int) -> dict[str, np.ndarray]:
     pick_tr = rng.integers(0, len(y_tr), n_train)
     pick_te = rng.integers(0, len(y_te), n_test)
     return {
-        "x_train": warp(x_tr[pick_tr, 0], rng), "y_train": y_tr[pick_tr].astype(np.int64),
-        "x_test": warp(x_te[pick_te, 0], rng), "y_test": y_te[pick_te].astype(np.int64),
+        "x_train": warp(x_tr[pick_tr, 0], rng),
+        "y_train": y_tr[pick_tr].astype(np.int64),
+        "x_test": warp(x_te[pick_te, 0], rng),
+        "y_test": y_te[pick_te].astype(np.int64),
     }
 
 

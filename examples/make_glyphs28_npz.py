@@ -15,6 +15,7 @@ their own random warps. The same ``--seed`` gives the same bytes.
 The file holds ``x_train`` uint8 ``[N, 28, 28]``, ``y_train`` int64 (0 = A ... 25 = Z),
 ``x_test``, ``y_test`` and ``class_names``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,27 @@ import torch.nn.functional as F
 SIZE = 28
 SOURCE = 48  # side of a rendered glyph before warping
 FONTS = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
-    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
-    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
-    "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
-    "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmti10.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "DejaVuSansMono-Oblique.ttf",
+    "DejaVuSansMono-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSerif-BoldItalic.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+    "STIXGeneralBolIta.ttf",
+    "cmr10.ttf",
+    "cmb10.ttf",
+    "cmss10.ttf",
+    "cmtt10.ttf",
+    "cmti10.ttf",
 )
 CLASSES = tuple(string.ascii_uppercase)
 
@@ -72,8 +89,9 @@ def glyph_bank() -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.array(labels, np.int64)
 
 
-def affine(n: int, rng: np.random.Generator, rotation: float, scale: tuple[float, float], shear: float,
-           shift_px: float) -> torch.Tensor:
+def affine(
+    n: int, rng: np.random.Generator, rotation: float, scale: tuple[float, float], shear: float, shift_px: float
+) -> torch.Tensor:
     """``n`` random affine maps as ``affine_grid`` thetas ``[n, 2, 3]``."""
     angle = rng.uniform(-rotation, rotation, n) * math.pi / 180
     zoom = rng.uniform(*scale, n)
@@ -86,8 +104,9 @@ def affine(n: int, rng: np.random.Generator, rotation: float, scale: tuple[float
     return torch.from_numpy(theta)
 
 
-def draw(bank: np.ndarray, picks: np.ndarray, rng: np.random.Generator, clutter: float, noise: float,
-         chunk: int = 4096) -> np.ndarray:
+def draw(
+    bank: np.ndarray, picks: np.ndarray, rng: np.random.Generator, clutter: float, noise: float, chunk: int = 4096
+) -> np.ndarray:
     """Images uint8 ``[len(picks), SIZE, SIZE]`` of the bank's glyphs ``picks``, warped and cluttered."""
     n = len(picks)
     out = np.empty((n, SIZE, SIZE), np.uint8)
@@ -96,10 +115,13 @@ def draw(bank: np.ndarray, picks: np.ndarray, rng: np.random.Generator, clutter:
     thin = -F.max_pool2d(-source, 3, 1, 1)  # one source pixel lighter (thin strokes may break: hard cases)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        idx = torch.from_numpy(picks[start:start + m])
+        idx = torch.from_numpy(picks[start : start + m])
         weight = torch.from_numpy(rng.integers(0, 3, m))  # 0 regular, 1 bold, 2 light
-        glyph = torch.where((weight == 1)[:, None, None, None], thick[idx],
-                            torch.where((weight == 2)[:, None, None, None], thin[idx], source[idx]))
+        glyph = torch.where(
+            (weight == 1)[:, None, None, None],
+            thick[idx],
+            torch.where((weight == 2)[:, None, None, None], thin[idx], source[idx]),
+        )
         grid = F.affine_grid(affine(m, rng, 15, (0.75, 1.1), 0.3, 3), [m, 1, SIZE, SIZE], align_corners=False)
         x = F.grid_sample(glyph, grid, align_corners=False)[:, 0].numpy()
         x = np.clip(x, 0, 1) ** rng.uniform(0.6, 1.6, (m, 1, 1)) * rng.uniform(0.6, 1.0, (m, 1, 1))
@@ -112,9 +134,11 @@ def draw(bank: np.ndarray, picks: np.ndarray, rng: np.random.Generator, clutter:
         behind = F.grid_sample(other, grid, align_corners=False)[:, 0].numpy()
         x = np.maximum(x, behind * rng.uniform(0, clutter, (m, 1, 1)))
         blotch = torch.from_numpy(rng.uniform(0, 0.25, (m, 1, 4, 4)).astype(np.float32))
-        x = x + F.interpolate(blotch, size=(SIZE, SIZE), mode="bicubic", align_corners=False)[:, 0].numpy().clip(0, None)
+        x = x + F.interpolate(blotch, size=(SIZE, SIZE), mode="bicubic", align_corners=False)[:, 0].numpy().clip(
+            0, None
+        )
         x = x + rng.normal(0, noise, x.shape)
-        out[start:start + m] = np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
+        out[start : start + m] = np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
 
 
@@ -124,8 +148,10 @@ def make(n_train: int, n_test: int, seed: int, clutter: float = 0.6, noise: floa
     pick_train = rng.integers(0, len(bank), n_train)
     pick_test = rng.integers(0, len(bank), n_test)
     return {
-        "x_train": draw(bank, pick_train, rng, clutter, noise), "y_train": labels[pick_train],
-        "x_test": draw(bank, pick_test, rng, clutter, noise), "y_test": labels[pick_test],
+        "x_train": draw(bank, pick_train, rng, clutter, noise),
+        "y_train": labels[pick_train],
+        "x_test": draw(bank, pick_test, rng, clutter, noise),
+        "y_test": labels[pick_test],
         "class_names": np.array(CLASSES),
     }
 

@@ -15,6 +15,7 @@ The same ``--seed`` gives the same bytes.
     esdsnn train --dataset npz --data-path shapes16.npz --arch digits_resnet --epochs 3 \\
         --batch-size 64 --lr 0.1 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,12 +69,18 @@ def _line_mask(xs: np.ndarray, ys: np.ndarray, p0: np.ndarray, p1: np.ndarray, w
     return (xs - p0[0] - t * d[0]) ** 2 + (ys - p0[1] - t * d[1]) ** 2 <= (width / 2) ** 2
 
 
-def draw(label: int, size: int, rng: np.random.Generator, grid: tuple[np.ndarray, np.ndarray],
-         noise: float = 0.08, clutter: int = 3) -> np.ndarray:
+def draw(
+    label: int,
+    size: int,
+    rng: np.random.Generator,
+    grid: tuple[np.ndarray, np.ndarray],
+    noise: float = 0.08,
+    clutter: int = 3,
+) -> np.ndarray:
     """One float image ``[size, size, 3]`` in 0..1 showing shape ``CLASSES[label]``."""
     xs, ys = grid  # pixel coordinates of the supersampled grid, in image pixels
     background = rng.uniform(0.0, 0.45, 3)
-    canvas = np.broadcast_to(background, xs.shape + (3,)).copy()
+    canvas = np.broadcast_to(background, (*xs.shape, 3)).copy()
 
     # distractors first: thin lines in random colours, behind the shape
     for _ in range(rng.integers(0, clutter + 1)):
@@ -93,12 +100,14 @@ def draw(label: int, size: int, rng: np.random.Generator, grid: tuple[np.ndarray
     # down-sample (anti-aliasing), then a brightness gradient and pixel noise
     img = canvas.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
     gx, gy = rng.uniform(-0.15, 0.15, 2)
-    ramp = (gx * (np.arange(size)[None, :] / size - 0.5) + gy * (np.arange(size)[:, None] / size - 0.5))
+    ramp = gx * (np.arange(size)[None, :] / size - 0.5) + gy * (np.arange(size)[:, None] / size - 0.5)
     img = img + ramp[:, :, None] + rng.normal(0.0, noise, img.shape)
     return np.clip(img, 0.0, 1.0)
 
 
-def make_split(n: int, size: int, rng: np.random.Generator, noise: float, clutter: int) -> tuple[np.ndarray, np.ndarray]:
+def make_split(
+    n: int, size: int, rng: np.random.Generator, noise: float, clutter: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images (uint8 NHWC) with balanced labels in random order."""
     labels = np.arange(n) % len(CLASSES)
     rng.shuffle(labels)
@@ -110,14 +119,20 @@ def make_split(n: int, size: int, rng: np.random.Generator, noise: float, clutte
     return images, labels.astype(np.int64)
 
 
-def make_shapes(n_train: int = 3000, n_test: int = 1000, size: int = 16, seed: int = 0,
-                noise: float = 0.08, clutter: int = 3) -> dict[str, np.ndarray]:
+def make_shapes(
+    n_train: int = 3000, n_test: int = 1000, size: int = 16, seed: int = 0, noise: float = 0.08, clutter: int = 3
+) -> dict[str, np.ndarray]:
     """The data set as a dict of arrays (what :func:`main` saves)."""
     rng = np.random.default_rng(seed)
     x_train, y_train = make_split(n_train, size, rng, noise, clutter)
     x_test, y_test = make_split(n_test, size, rng, noise, clutter)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "class_names": np.array(CLASSES)}
+    return {
+        "x_train": x_train,
+        "y_train": y_train,
+        "x_test": x_test,
+        "y_test": y_test,
+        "class_names": np.array(CLASSES),
+    }
 
 
 def save_preview(data: dict[str, np.ndarray], path: Path, per_class: int = 8) -> None:
@@ -155,8 +170,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     data = make_shapes(args.train, args.test, args.size, args.seed, args.noise, args.clutter)
     out = Path(args.out)
     np.savez_compressed(out, **data)
-    print(f"wrote {out}: {args.train} train / {args.test} test images, {args.size}x{args.size} RGB, "
-          f"{len(CLASSES)} classes ({', '.join(CLASSES)})")
+    print(
+        f"wrote {out}: {args.train} train / {args.test} test images, {args.size}x{args.size} RGB, "
+        f"{len(CLASSES)} classes ({', '.join(CLASSES)})"
+    )
     if args.preview:
         save_preview(data, Path(args.preview))
         print(f"preview in {args.preview}")

@@ -17,18 +17,19 @@ measured from the start of the script (imports and data loading included). Needs
 
     python examples/spikingjelly_csnn_npz.py --data runs/digits28.npz --epochs 2
 """
+
 from __future__ import annotations
 
 import time
 
 SCRIPT_STARTED = time.perf_counter()
 
-import argparse  # noqa: E402  (the clock starts before the imports)
+import argparse
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def csnn(channels: int, in_channels: int, height: int, width: int, classes: int) -> nn.Module:
@@ -39,13 +40,19 @@ def csnn(channels: int, in_channels: int, height: int, width: int, classes: int)
 
     flat = channels * (height // 4) * (width // 4)
     net = nn.Sequential(
-        layer.Conv2d(in_channels, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels), lif(),
+        layer.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+        layer.BatchNorm2d(channels),
+        lif(),
         layer.MaxPool2d(2),
-        layer.Conv2d(channels, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels), lif(),
+        layer.Conv2d(channels, channels, 3, padding=1, bias=False),
+        layer.BatchNorm2d(channels),
+        lif(),
         layer.MaxPool2d(2),
         layer.Flatten(),
-        layer.Linear(flat, channels * 4, bias=False), lif(),
-        layer.Linear(channels * 4, classes, bias=False), lif(),
+        layer.Linear(flat, channels * 4, bias=False),
+        lif(),
+        layer.Linear(channels * 4, classes, bias=False),
+        lif(),
     )
     functional.set_step_mode(net, "m")
     return net
@@ -96,7 +103,7 @@ def main() -> None:
         epoch += 1
         order = torch.randperm(len(y_train))
         for i in range(0, len(order), args.batch_size):
-            idx = order[i:i + args.batch_size]
+            idx = order[i : i + args.batch_size]
             x = x_train[idx].unsqueeze(0).repeat(args.T, 1, 1, 1, 1)  # direct encoding, [T, B, C, H, W]
             rate = net(x).mean(0)
             loss = F.mse_loss(rate, F.one_hot(y_train[idx], classes).float())
@@ -112,15 +119,17 @@ def main() -> None:
     correct = 0
     with torch.no_grad():
         for i in range(0, len(y_test), 256):
-            x = x_test[i:i + 256].unsqueeze(0).repeat(args.T, 1, 1, 1, 1)
-            correct += int((net(x).mean(0).argmax(-1) == y_test[i:i + 256]).sum())
+            x = x_test[i : i + 256].unsqueeze(0).repeat(args.T, 1, 1, 1, 1)
+            correct += int((net(x).mean(0).argmax(-1) == y_test[i : i + 256]).sum())
             functional.reset_net(net)
     total_s = time.perf_counter() - SCRIPT_STARTED
-    print(f"SpikingJelly {version('spikingjelly')} CSNN channels={args.channels}, T={args.T}, BPTT, Adam, "
-          f"batch {args.batch_size}, seed {args.seed}, {torch.get_num_threads()} thread(s), "
-          f"CPU {torch.backends.cpu.get_cpu_capability()}: {steps} steps "
-          f"({seen / len(y_train):.2f} epochs, {seen / trained_s:.0f} samples/s); training {trained_s:.1f} s, "
-          f"whole script {total_s:.1f} s -> test accuracy {correct / len(y_test):.2%}")
+    print(
+        f"SpikingJelly {version('spikingjelly')} CSNN channels={args.channels}, T={args.T}, BPTT, Adam, "
+        f"batch {args.batch_size}, seed {args.seed}, {torch.get_num_threads()} thread(s), "
+        f"CPU {torch.backends.cpu.get_cpu_capability()}: {steps} steps "
+        f"({seen / len(y_train):.2f} epochs, {seen / trained_s:.0f} samples/s); training {trained_s:.1f} s, "
+        f"whole script {total_s:.1f} s -> test accuracy {correct / len(y_test):.2%}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Shared test set-up: one torch thread (two busy cores make two threads far slower); a separate
 SpikingJelly install first on the path where ``ESDSNN_SPIKINGJELLY_PATH`` names one."""
+
 import os
 import signal
 import sys

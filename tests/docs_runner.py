@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---- the substitutions: everything that makes a documented command cheap -----------------------
 #: Flags whose value is replaced wherever a documented command gives one.
 SMALLER = {
-    "--seeds": "1",              # esdsnn compare: one seed per method
-    "--repeats": "1",            # esdsnn bench: one timed step ...
-    "--warmup": "0",             # ... and no warm-up
-    "--batch": "2",              # esdsnn bench: batch 2
-    "--threads": "1",            # every command: one torch thread
-    "--seconds": "2",            # examples/spikingjelly_csnn_npz.py: a 2 s training budget
+    "--seeds": "1",  # esdsnn compare: one seed per method
+    "--repeats": "1",  # esdsnn bench: one timed step ...
+    "--warmup": "0",  # ... and no warm-up
+    "--batch": "2",  # esdsnn bench: batch 2
+    "--threads": "1",  # every command: one torch thread
+    "--seconds": "2",  # examples/spikingjelly_csnn_npz.py: a 2 s training budget
 }
 #: ``esdsnn train``/``compare``: one epoch (a ``--resume`` that names epochs extends to 2, one more
 #: than the run it continues); ``--threads 1`` and ``--no-report`` (the report's own block,
@@ -105,7 +105,7 @@ class Block:
     @property
     def not_run_reason(self) -> str | None:
         if self.title and self.title.startswith(NOT_RUN):
-            return self.title[len(NOT_RUN):].strip()
+            return self.title[len(NOT_RUN) :].strip()
         return None
 
 
@@ -130,10 +130,11 @@ def read_blocks(path: Path, name: str) -> list[Block]:
             j += 1
         if j == len(lines):
             raise ValueError(f"{name}:{i + 1}: the fence is never closed")
-        body = [line[len(indent):] if line.startswith(indent) else line.lstrip() for line in lines[i + 1:j]]
+        body = [line[len(indent) :] if line.startswith(indent) else line.lstrip() for line in lines[i + 1 : j]]
         title = TITLE.search(info)
-        blocks.append(Block(name, i + 1, info.split()[0] if info else "", title[1] if title else None,
-                            "\n".join(body) + "\n"))
+        blocks.append(
+            Block(name, i + 1, info.split()[0] if info else "", title[1] if title else None, "\n".join(body) + "\n")
+        )
         i = j + 1
     return blocks
 
@@ -143,10 +144,12 @@ def fence_problems(blocks: list[Block]) -> list[str]:
     problems = []
     for block in blocks:
         if block.lang not in EXECUTED + NOT_CODE:
-            problems.append(f"{block.where}: fence {block.lang or '(no language)'!r}: use python or bash "
-                            f"(run by the tests) or text (not code)")
+            problems.append(
+                f"{block.where}: fence {block.lang or '(no language)'!r}: use python or bash "
+                f"(run by the tests) or text (not code)"
+            )
         elif block.lang == "yaml" and not block.title:
-            problems.append(f"{block.where}: a yaml block needs a file title (title=\"name.yaml\") to be used")
+            problems.append(f'{block.where}: a yaml block needs a file title (title="name.yaml") to be used')
     return problems
 
 
@@ -237,7 +240,7 @@ def shell_commands(code: str) -> list[list[str]]:
     for line in text.splitlines():
         tokens = shlex.split(line, comments=True)
         current: list[str] = []
-        for token in tokens + ["&&"]:
+        for token in [*tokens, "&&"]:
             if token == "&&":
                 if current:
                     commands.append(current)
@@ -269,7 +272,7 @@ def _set(args: list[str], flag: str, value: str, add: bool = True) -> list[str]:
         else:
             out.append(args[i])
             i += 1
-    return out + [flag, value] if add and not found else out
+    return [*out, flag, value] if add and not found else out
 
 
 def _dataset_of(args: list[str]) -> str | None:
@@ -338,8 +341,15 @@ def environment(assignments: dict[str, str]) -> Iterator[None]:
 
 
 def _child(argv: list[str], env: dict[str, str], cwd: Path, where: str) -> None:
-    proc = subprocess.run(argv, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     sys.stdout.write(proc.stdout[-3000:])
     if proc.returncode != 0:
         raise CommandFailed(f"{where}: `{shlex.join(argv)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -375,8 +385,16 @@ def run_command(tokens: list[str], fixtures: Fixtures, where: str) -> str:
         rest = [a for a in args if not a.startswith("--nproc_per_node")]
         if rest[:2] != ["-m", "esdsnn"]:
             raise ValueError(f"{where}: torchrun runs `-m esdsnn ...` in the docs, got {shlex.join(args)}")
-        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={NPROC}",
-                "-m", "esdsnn", *esdsnn_args(rest[2:], fixtures)]
+        argv = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={NPROC}",
+            "-m",
+            "esdsnn",
+            *esdsnn_args(rest[2:], fixtures),
+        ]
         _child(argv, env, Path.cwd(), where)
         return f"torchrun ({nproc} -> {NPROC} processes on the CPU)"
     if program.startswith("python"):
@@ -393,8 +411,10 @@ def run_command(tokens: list[str], fixtures: Fixtures, where: str) -> str:
             rest += SCRIPT_FLAGS.get(script.name, [])
             _child([sys.executable, str(script), *rest], env, Path.cwd(), where)
             return f"python {args[0]}"
-    raise ValueError(f"{where}: the docs tests do not know how to run `{shlex.join(tokens)}`: run it through "
-                     f"esdsnn, python examples/..., torchrun or pytest, or mark the block not run")
+    raise ValueError(
+        f"{where}: the docs tests do not know how to run `{shlex.join(tokens)}`: run it through "
+        f"esdsnn, python examples/..., torchrun or pytest, or mark the block not run"
+    )
 
 
 # ---- a page ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """esdsnn configs / esdsnn methods: the ready configs with the paper's figures, each method's
 settings; --config takes a ready config's name."""
+
 import yaml
 
 import esdsnn
@@ -10,13 +11,23 @@ from esdsnn.recipes import recipe_files
 
 # SPEC §8 (the papers' top-1), typed here from the spec, not read from the files
 PAPER = {
-    "cifar10_resnet18_T6": 96.19, "cifar10_resnet18_T4": 95.92, "cifar10_resnet18_T2": 95.29,
-    "cifar10_resnet19_T6": 96.46, "cifar10_resnet19_T4": 96.39, "cifar10_resnet19_T2": 96.31,
-    "cifar100_resnet18_T6": 80.20, "cifar100_resnet18_T4": 79.30, "cifar100_resnet18_T2": 77.46,
-    "cifar100_resnet19_T6": 82.14, "cifar100_resnet19_T4": 81.90, "cifar100_resnet19_T2": 80.97,
+    "cifar10_resnet18_T6": 96.19,
+    "cifar10_resnet18_T4": 95.92,
+    "cifar10_resnet18_T2": 95.29,
+    "cifar10_resnet19_T6": 96.46,
+    "cifar10_resnet19_T4": 96.39,
+    "cifar10_resnet19_T2": 96.31,
+    "cifar100_resnet18_T6": 80.20,
+    "cifar100_resnet18_T4": 79.30,
+    "cifar100_resnet18_T2": 77.46,
+    "cifar100_resnet19_T6": 82.14,
+    "cifar100_resnet19_T4": 81.90,
+    "cifar100_resnet19_T2": 80.97,
     "imagenet_preact_resnet34_T4": 70.72,
-    "cifar10-dvs_resnet18_T10_esd": 81.40, "cifar10-dvs_resnet19_T10_esd": 81.90,
-    "cifar10-dvs_resnet18_T10_esd-bptt": 85.70, "cifar10-dvs_resnet19_T10_esd-bptt": 85.90,
+    "cifar10-dvs_resnet18_T10_esd": 81.40,
+    "cifar10-dvs_resnet19_T10_esd": 81.90,
+    "cifar10-dvs_resnet18_T10_esd-bptt": 85.70,
+    "cifar10-dvs_resnet19_T10_esd-bptt": 85.90,
 }
 
 

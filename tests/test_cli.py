@@ -1,4 +1,5 @@
 """The command line, as a user runs it: ``python -m esdsnn ...`` in a subprocess."""
+
 import json
 import os
 import signal
@@ -19,8 +20,12 @@ SUMMARY_KEYS = ("test_acc", "method", "arch", "T", "epochs", "wall_s", "dataset"
 
 def esdsnn(*args, cwd, timeout=600):
     return subprocess.run(
-        [sys.executable, "-m", "esdsnn", *map(str, args)], cwd=cwd, env=ENV,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "esdsnn", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -46,18 +51,21 @@ def files(tmp_path):
 
 
 # The cases of the issue, as a user meets them: a fresh process each.
-@pytest.mark.parametrize("args, fragments", [
-    (["train", "--method", "magic"], ["unknown method 'magic'", "esd"]),
-    (["train", "--arch", "resnet1000"], ["unknown arch 'resnet1000'", "digits_resnet"]),
-    (["train", "--config", "unknown.yaml"], ["learning_rate", "known keys:", "batch_size"]),
-    (["train", "--T", "0"], ["T must be >= 1"]),
-    (["train", "--lr", "-0.1"], ["lr must be > 0"]),
-    (["train", "--config", "missing.yaml"], ["missing.yaml not found"]),
-    (["train", "--config", "malformed.yaml"], ["malformed.yaml is not valid YAML"]),
-    (["train", "--dataset", "npz", "--data-path", "absent.npz"], ["absent.npz not found"]),
-    (["train", "--dataset", "npz", "--data-path", "malformed.npz"], ["malformed.npz is not a readable .npz"]),
-    (["train", "--bogus-flag"], ["unrecognized arguments: --bogus-flag"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["train", "--method", "magic"], ["unknown method 'magic'", "esd"]),
+        (["train", "--arch", "resnet1000"], ["unknown arch 'resnet1000'", "digits_resnet"]),
+        (["train", "--config", "unknown.yaml"], ["learning_rate", "known keys:", "batch_size"]),
+        (["train", "--T", "0"], ["T must be >= 1"]),
+        (["train", "--lr", "-0.1"], ["lr must be > 0"]),
+        (["train", "--config", "missing.yaml"], ["missing.yaml not found"]),
+        (["train", "--config", "malformed.yaml"], ["malformed.yaml is not valid YAML"]),
+        (["train", "--dataset", "npz", "--data-path", "absent.npz"], ["absent.npz not found"]),
+        (["train", "--dataset", "npz", "--data-path", "malformed.npz"], ["malformed.npz is not a readable .npz"]),
+        (["train", "--bogus-flag"], ["unrecognized arguments: --bogus-flag"]),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(files, args, fragments):
     proc = esdsnn(*args, cwd=files)
     assert_user_error(proc, *fragments)
@@ -65,27 +73,33 @@ def test_bad_input_is_one_line_and_exit_2(files, args, fragments):
 
 
 # More of the same, in process (the same code path, without the start-up cost of a process).
-@pytest.mark.parametrize("args, fragments", [
-    (["train", "--lr", "fast"], ["lr", "must be a number"]),
-    (["train", "--reset", "medium"], ["reset must be one of soft, hard"]),
-    (["train", "--teacher", "best"], ["teacher must be one of"]),
-    (["train", "--epochs", "0"], ["epochs must be >= 1"]),
-    (["train", "--learnable-decay"], ["--learnable-decay needs a BPTT-based method", "--no-learnable-decay or --method esd-bptt"]),
-    (["train", "--dataset", "npz"], ["needs --data-path"]),
-    (["train", "--dataset", "npz", "--data-path", "nokeys.npz"], ["nokeys.npz lacks the key(s) x_test, y_test"]),
-    (["train", "--dataset", "mnist"], ["unknown dataset 'mnist'"]),
-    (["train", "--dataset", "npz", "--data-path", "text.npz"], ["text.npz is not an .npz file", "numpy.savez("]),
-    (["train", "--method", "bptt", "--alpha", "2"], ["method bptt does not read alpha", "esd, esd-bptt, sd"]),
-    (["train", "--config", "bptt_alpha.yaml"], ["method bptt does not read alpha"]),
-    (["train", "--method", "sd", "--teacher", "main"], ["method sd fixes teacher = 'all'"]),
-    (["train", "--T"], ["expected one argument"]),
-    (["train", "--resume", "no-such-run"], ["no-such-run not found"]),
-    (["train", "--resume", "x", "--config", "y.yaml"], ["drop --config"]),
-    (["eval", "--run", "no-such-run"], ["no-such-run not found"]),
-    (["eval"], ["--run"]),
-    (["fly"], ["invalid choice"]),
-    ([], ["choose a command: train, eval"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["train", "--lr", "fast"], ["lr", "must be a number"]),
+        (["train", "--reset", "medium"], ["reset must be one of soft, hard"]),
+        (["train", "--teacher", "best"], ["teacher must be one of"]),
+        (["train", "--epochs", "0"], ["epochs must be >= 1"]),
+        (
+            ["train", "--learnable-decay"],
+            ["--learnable-decay needs a BPTT-based method", "--no-learnable-decay or --method esd-bptt"],
+        ),
+        (["train", "--dataset", "npz"], ["needs --data-path"]),
+        (["train", "--dataset", "npz", "--data-path", "nokeys.npz"], ["nokeys.npz lacks the key(s) x_test, y_test"]),
+        (["train", "--dataset", "mnist"], ["unknown dataset 'mnist'"]),
+        (["train", "--dataset", "npz", "--data-path", "text.npz"], ["text.npz is not an .npz file", "numpy.savez("]),
+        (["train", "--method", "bptt", "--alpha", "2"], ["method bptt does not read alpha", "esd, esd-bptt, sd"]),
+        (["train", "--config", "bptt_alpha.yaml"], ["method bptt does not read alpha"]),
+        (["train", "--method", "sd", "--teacher", "main"], ["method sd fixes teacher = 'all'"]),
+        (["train", "--T"], ["expected one argument"]),
+        (["train", "--resume", "no-such-run"], ["no-such-run not found"]),
+        (["train", "--resume", "x", "--config", "y.yaml"], ["drop --config"]),
+        (["eval", "--run", "no-such-run"], ["no-such-run not found"]),
+        (["eval"], ["--run"]),
+        (["fly"], ["invalid choice"]),
+        ([], ["choose a command: train, eval"]),
+    ],
+)
 def test_bad_input_in_process(files, monkeypatch, capsys, args, fragments):
     monkeypatch.chdir(files)
     code = main(args)
@@ -109,12 +123,42 @@ def test_every_config_field_is_a_flag(tmp_path, monkeypatch):
         raise KeyboardInterrupt  # stop here: only the parsing is under test
 
     monkeypatch.setattr(training, "train", fake_train)
-    flags = ["--method", "esd", "--arch", "resnet19", "--T", "2", "--batch-size", "8", "--lr", "0.5",
-             "--loss-scale", "0.25", "--no-detach-reset", "--learnable-decay", "--teacher-space", "probs",
-             "--data-path", "x", "--threads", "1", "--no-progress", "--eval-every", "3", "--v-reset", "-0.5"]
+    flags = [
+        "--method",
+        "esd",
+        "--arch",
+        "resnet19",
+        "--T",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.5",
+        "--loss-scale",
+        "0.25",
+        "--no-detach-reset",
+        "--learnable-decay",
+        "--teacher-space",
+        "probs",
+        "--data-path",
+        "x",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--eval-every",
+        "3",
+        "--v-reset",
+        "-0.5",
+    ]
     assert main(["train", *flags]) == 130
     config = seen["config"]
-    assert (config.method, config.arch, config.T, config.optim.batch_size, config.optim.lr) == ("esd", "resnet19", 2, 8, 0.5)
+    assert (config.method, config.arch, config.T, config.optim.batch_size, config.optim.lr) == (
+        "esd",
+        "resnet19",
+        2,
+        8,
+        0.5,
+    )
     assert config.loss_scale == 0.25 and config.neuron.detach_reset is False and config.neuron.learnable_decay is True
     assert config.distill.teacher_space == "probs" and config.data_path == "x" and config.run.progress is False
     assert config.run.eval_every == 3 and config.neuron.v_reset == -0.5
@@ -133,19 +177,22 @@ def test_help_and_version(tmp_path):
 @pytest.mark.parametrize("method", ["bptt", "ratebp", "esd", "esd-bptt", "sd"])
 def test_train_then_eval_each_method(tmp_path, method, report):
     run = tmp_path / "run"
-    proc = esdsnn("train", "--method", method, "--epochs", 2, "--threads", 1, "--no-progress",
-                  "--out", run, cwd=tmp_path)
+    proc = esdsnn(
+        "train", "--method", method, "--epochs", 2, "--threads", 1, "--no-progress", "--out", run, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
     assert {"config.yaml", "metrics.csv", "summary.json", "last.pt", "best.pt"} <= {p.name for p in run.iterdir()}
     summary = json.loads((run / "summary.json").read_text())
-    for key in SUMMARY_KEYS + ("best_test_acc", "num_params", "torch", "threads", "device"):
+    for key in (*SUMMARY_KEYS, "best_test_acc", "num_params", "torch", "threads", "device"):
         assert key in summary, key
     assert summary["method"] == method and summary["arch"] == "digits_resnet" and summary["dataset"] == "digits"
     assert summary["T"] == 4 and summary["epochs"] == 2 and summary["threads"] == 1
     assert 0.8 <= summary["test_acc"] <= 1.0, summary  # chance is 0.1
-    report(f"digits, {method}, 2 epochs, T=4, 1 thread: test_acc {summary['test_acc']:.4f} in {summary['wall_s']:.1f} s")
+    report(
+        f"digits, {method}, 2 epochs, T=4, 1 thread: test_acc {summary['test_acc']:.4f} in {summary['wall_s']:.1f} s"
+    )
 
     rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -171,18 +218,38 @@ def test_train_then_eval_each_method(tmp_path, method, report):
 def test_npz_end_to_end(tmp_path):
     """Any labelled image arrays: two separable classes in NHWC uint8."""
     rng = np.random.default_rng(0)
+
     def images(n):
         y = np.arange(n) % 2
         x = rng.integers(0, 60, size=(n, 6, 6, 3)).astype(np.uint8)
         x[y == 1, :3] += 150  # class 1: bright top half
         return x, y
+
     x_train, y_train = images(256)
     x_test, y_test = images(64)
     np.savez(tmp_path / "toy.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     run = tmp_path / "run"
-    proc = esdsnn("train", "--dataset", "npz", "--data-path", "toy.npz", "--arch", "digits_resnet",
-                  "--method", "ratebp", "--epochs", 4, "--batch-size", 32, "--threads", 1, "--no-progress",
-                  "--out", run, cwd=tmp_path)
+    proc = esdsnn(
+        "train",
+        "--dataset",
+        "npz",
+        "--data-path",
+        "toy.npz",
+        "--arch",
+        "digits_resnet",
+        "--method",
+        "ratebp",
+        "--epochs",
+        4,
+        "--batch-size",
+        32,
+        "--threads",
+        1,
+        "--no-progress",
+        "--out",
+        run,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == "npz" and summary["test_acc"] >= 0.9
@@ -204,8 +271,7 @@ def test_config_file_and_flags(tmp_path):
 
 def test_nan_guard(tmp_path):
     run = tmp_path / "run"
-    proc = esdsnn("train", "--lr", "1e6", "--epochs", 2, "--threads", 1, "--no-progress", "--out", run,
-                  cwd=tmp_path)
+    proc = esdsnn("train", "--lr", "1e6", "--epochs", 2, "--threads", 1, "--no-progress", "--out", run, cwd=tmp_path)
     assert_user_error(proc, "training diverged at epoch", "lower --lr", "check the data")
     for ckpt in run.glob("*.pt"):  # whatever was written before the divergence still loads
         load_checkpoint(ckpt)
@@ -215,9 +281,26 @@ def test_nan_guard(tmp_path):
 def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "esdsnn", "train", "--method", "ratebp", "--epochs", "3", "--threads", "1",
-         "--no-progress", "--out", str(run)],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "esdsnn",
+            "train",
+            "--method",
+            "ratebp",
+            "--epochs",
+            "3",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(run),
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.time() + 300

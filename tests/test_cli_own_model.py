@@ -1,5 +1,6 @@
 """A researcher's own model named on the command line (--arch package.module:factory): train, eval,
 report and resume rebuild it from config.yaml; a module that does not import is one error line."""
+
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import textwrap
 
 import yaml
 
-FACTORY = textwrap.dedent('''
+FACTORY = textwrap.dedent("""
     import torch.nn as nn
     from esdsnn import layers as snn
 
@@ -17,22 +18,48 @@ FACTORY = textwrap.dedent('''
             snn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), snn.LIF(**lif),
             snn.Conv2d(16, 32, 3, padding=1, stride=2, bias=False), snn.BatchNorm2d(32), snn.LIF(**lif),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
-''')
+""")
 
 
 def run(args, cwd, pythonpath):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "esdsnn", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "esdsnn", *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_own_factory_trains_evaluates_reports_and_resumes(tmp_path):
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "mynets.py").write_text(FACTORY)
     out = tmp_path / "run"
-    train = run(["train", "--arch", "mynets:csnn", "--method", "esd", "--stages", "2", "--epochs", 1, "--T", 2,
-                 "--decay", 0.3, "--threads", 1, "--no-progress", "--out", out], tmp_path, tmp_path / "code")
+    train = run(
+        [
+            "train",
+            "--arch",
+            "mynets:csnn",
+            "--method",
+            "esd",
+            "--stages",
+            "2",
+            "--epochs",
+            1,
+            "--T",
+            2,
+            "--decay",
+            0.3,
+            "--threads",
+            1,
+            "--no-progress",
+            "--out",
+            out,
+        ],
+        tmp_path,
+        tmp_path / "code",
+    )
     assert train.returncode == 0, train.stderr
     assert "1: BatchNorm2d -> RateBatchNorm2d" in train.stderr  # the plain BatchNorm, converted with a notice
     saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -49,16 +76,24 @@ def test_own_factory_trains_evaluates_reports_and_resumes(tmp_path):
 
 def test_a_factory_that_does_not_import_or_fails_is_one_line(tmp_path):
     (tmp_path / "code").mkdir()
-    (tmp_path / "code" / "broken.py").write_text("def net(num_classes, in_channels, **lif):\n    raise RuntimeError('no')\n")
-    for arch, fragment in (("nothere:net", "cannot import nothere"), ("broken:missing", "has no function missing"),
-                           ("broken:net", "model factory broken:net failed: RuntimeError: no")):
-        proc = run(["train", "--arch", arch, "--epochs", 1, "--no-progress", "--out", tmp_path / arch.replace(":", "-")],
-                   tmp_path, tmp_path / "code")
+    (tmp_path / "code" / "broken.py").write_text(
+        "def net(num_classes, in_channels, **lif):\n    raise RuntimeError('no')\n"
+    )
+    for arch, fragment in (
+        ("nothere:net", "cannot import nothere"),
+        ("broken:missing", "has no function missing"),
+        ("broken:net", "model factory broken:net failed: RuntimeError: no"),
+    ):
+        proc = run(
+            ["train", "--arch", arch, "--epochs", 1, "--no-progress", "--out", tmp_path / arch.replace(":", "-")],
+            tmp_path,
+            tmp_path / "code",
+        )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
 
 
-NOT_LOGITS = textwrap.dedent('''
+NOT_LOGITS = textwrap.dedent("""
     import torch.nn as nn
     from esdsnn import layers as snn
 
@@ -89,7 +124,7 @@ NOT_LOGITS = textwrap.dedent('''
 
     def mean_over_time(num_classes, in_channels, **lif):
         return MeanOverTime(in_channels, num_classes, T=2)
-''')
+""")
 
 
 def test_a_model_that_does_not_return_logits_is_one_line_before_training(tmp_path, monkeypatch, capsys):
@@ -97,12 +132,30 @@ def test_a_model_that_does_not_return_logits_is_one_line_before_training(tmp_pat
 
     (tmp_path / "notlogits.py").write_text(NOT_LOGITS)
     monkeypatch.syspath_prepend(str(tmp_path))
-    for factory, fragment in (("with_features", "the model returns a tuple of 2 values; it must return one tensor"),
-                              ("feature_map", "the model returns a feature map, [8, 4, 4] per step and sample, not logits"),
-                              ("mean_over_time", "it averages over the time steps itself")):
+    for factory, fragment in (
+        ("with_features", "the model returns a tuple of 2 values; it must return one tensor"),
+        ("feature_map", "the model returns a feature map, [8, 4, 4] per step and sample, not logits"),
+        ("mean_over_time", "it averages over the time steps itself"),
+    ):
         out = tmp_path / factory
-        code = main(["train", "--arch", f"notlogits:{factory}", "--method", "bptt", "--T", "2", "--epochs", "1",
-                     "--threads", "1", "--no-progress", "--out", str(out)])
+        code = main(
+            [
+                "train",
+                "--arch",
+                f"notlogits:{factory}",
+                "--method",
+                "bptt",
+                "--T",
+                "2",
+                "--epochs",
+                "1",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("esdsnn: error: ") and fragment in err[0], err
         assert "stages=" not in err[0] and "esdsnn.predict" not in err[0]  # no Python-API hint on the command line

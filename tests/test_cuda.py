@@ -1,6 +1,7 @@
 """The CUDA path, checked against the CPU (skipped without a GPU; `pytest -m cuda` runs them, as
 benchmarks/gpu.sh does on a lent GPU): float32 by default (no TensorFloat-32), RateBP = BPTT at
 T = 1, every method steps with finite gradients, bf16-mixed steps, memory flat in T for ESD."""
+
 import copy
 
 import pytest
@@ -22,7 +23,7 @@ def _pair(method_a, method_b, arch="resnet18", T=1):
 
 def _max_rel_diff(a, b):
     out = 0.0
-    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+    for (_name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
         scale = max(pa.grad.abs().max().item(), 1e-12)
         out = max(out, (pa.grad - pb.grad).abs().max().item() / scale)
     return out

@@ -3,6 +3,7 @@ blocks in a fresh process (tests/docs_runner.py, which lists the substitutions t
 commands cheap); every fence is either run or declared not to be code; the README's test command
 is CI's; the site builds with ``mkdocs build --strict``; and the runner itself fails on a broken
 block."""
+
 import importlib.util
 import json
 import os
@@ -54,9 +55,23 @@ def test_the_fence_check_catches_unmarked_blocks(tmp_path):
 @pytest.mark.parametrize("page", [p for p in PAGES if runnable(p)])
 def test_page_runs(page, tmp_path):
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "docs_runner.py"), page, "--work", str(tmp_path / "work"),
-                           "--report", str(report)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "docs_runner.py"),
+            page,
+            "--work",
+            str(tmp_path / "work"),
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, f"{page}: a code block failed\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     result = json.loads(report.read_text())
     assert result["ran"], f"{page}: nothing ran"
@@ -67,15 +82,23 @@ def test_page_runs(page, tmp_path):
 def test_the_runner_fails_on_a_broken_block(tmp_path):
     """A broken Python block, a failing command, and an unknown command each stop the page with
     the block's line."""
-    for n, (block, expected) in enumerate([
-        ("```python\nimport esdsnn\nesdsnn.create_model('no-such-model')\n```", "page0.md:3"),
-        ("```bash\nesdsnn train --method no-such-method\n```", "exited 2"),
-        ("```bash\nrm -rf /\n```", "do not know how to run"),
-    ]):
+    for n, (block, expected) in enumerate(
+        [
+            ("```python\nimport esdsnn\nesdsnn.create_model('no-such-model')\n```", "page0.md:3"),
+            ("```bash\nesdsnn train --method no-such-method\n```", "exited 2"),
+            ("```bash\nrm -rf /\n```", "do not know how to run"),
+        ]
+    ):
         page = tmp_path / f"page{n}.md"
         page.write_text(f"# a page\n\n{block}\n")
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "docs_runner.py"), str(page), "--work",
-                               str(tmp_path / f"work{n}")], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "tests" / "docs_runner.py"), str(page), "--work", str(tmp_path / f"work{n}")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert proc.returncode != 0 and expected in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
@@ -86,9 +109,27 @@ def test_substitutions_make_documented_commands_small(tmp_path):
         return docs_runner.esdsnn_args(docs_runner.shell_commands(line)[0][1:], fixtures)
 
     assert shrink("esdsnn compare --methods bptt,ratebp,esd,kd --seeds 3 --epochs 10") == [
-        "compare", "--methods", "esd", "--seeds", "1", "--epochs", "1", "--threads", "1", "--no-report"]
+        "compare",
+        "--methods",
+        "esd",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--no-report",
+    ]
     assert shrink("esdsnn train --resume runs/x --epochs 30") == [
-        "train", "--resume", "runs/x", "--epochs", "2", "--threads", "1", "--no-report"]
+        "train",
+        "--resume",
+        "runs/x",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--no-report",
+    ]
     bench = shrink("esdsnn bench --methods esd,bptt,ratebp --T 2,4,6 --batch 32 --repeats 3 --warmup 1")
     assert bench[bench.index("--T") + 1] == "2" and bench[bench.index("--batch") + 1] == "2"
     assert bench[bench.index("--methods") + 1] == "esd"
@@ -104,7 +145,7 @@ def test_the_readme_test_command_is_ci_s():
     ci = (ROOT / ".ci" / "run").read_text()
     test_command = readme[1].code.strip()
     assert test_command.startswith("python3 -m venv .venv && ")
-    assert test_command[len("python3 -m venv .venv && "):] in ci.splitlines()
+    assert test_command[len("python3 -m venv .venv && ") :] in ci.splitlines()
     assert re.search(r"\.venv/bin/esdsnn train$", readme[0].code.strip())
 
 
@@ -113,8 +154,14 @@ def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs", reason="pip install -e '.[docs]'")
     pytest.importorskip("mkdocstrings")
     pytest.importorskip("material", reason="pip install -e '.[docs]' (mkdocs-material)")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert (tmp_path / "site" / "api" / "layers" / "index.html").read_text().count('id="esdsnn.layers.LIF"') == 1

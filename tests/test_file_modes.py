@@ -1,5 +1,6 @@
 """Files esdsnn writes get the mode the user's umask asks for (as ``open()`` would give them), not
 the 0600 of a temporary file."""
+
 import os
 import stat
 
@@ -37,8 +38,11 @@ def test_atomic_writers_follow_the_umask(tmp_path, umask, mask, expected):
     with atomic_write(tmp_path / "blob.bin", "wb") as fh:
         fh.write(b"\0")
     save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.zeros(2)}, "config": {}, "epoch": 1})
-    save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(2)}, "config": {}, "epoch": 2},
-                    keep_previous=tmp_path / "last.prev.pt")
+    save_checkpoint(
+        tmp_path / "last.pt",
+        {"model": {"w": torch.ones(2)}, "config": {}, "epoch": 2},
+        keep_previous=tmp_path / "last.prev.pt",
+    )
     for name in ("report.md", "summary.json", "blob.bin", "last.pt", "last.prev.pt"):
         assert _mode(tmp_path / name) == expected, name
     # the same as a plain open() under this umask
@@ -65,10 +69,36 @@ def test_umask_read_leaves_it_unchanged(umask):
 def test_a_trained_run_is_readable_by_others_under_umask_022(tmp_path, umask):
     umask(0o022)
     run = tmp_path / "run"
-    code = main(["train", "--dataset", "digits", "--epochs", "1", "--T", "1", "--batch-size", "128",
-                 "--threads", "1", "--no-progress", "--report", "--out", str(run)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--T",
+            "1",
+            "--batch-size",
+            "128",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--report",
+            "--out",
+            str(run),
+        ]
+    )
     assert code == 0
-    names = ("metrics.csv", "summary.json", "config.yaml", "last.pt", "best.pt", "report.md",
-             "firing_rates.json", "firing_rates.png", "training_curves.png")
+    names = (
+        "metrics.csv",
+        "summary.json",
+        "config.yaml",
+        "last.pt",
+        "best.pt",
+        "report.md",
+        "firing_rates.json",
+        "firing_rates.png",
+        "training_curves.png",
+    )
     modes = {name: oct(_mode(run / name)) for name in names}
     assert modes == {name: oct(0o644) for name in names}

@@ -1,5 +1,6 @@
 """The package as users install it: torch as a lower bound (an installed torch stays), the
 recipes inside the package, the licence, the citation and the changelog of this version."""
+
 from importlib import metadata, resources
 from pathlib import Path
 

@@ -8,6 +8,7 @@ Quick use::
     out = method(x, y); out.loss.backward()
     logits = esdsnn.predict(model, x, T=6)
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -44,7 +45,20 @@ def predict(model: nn.Module, x: Tensor, T: int) -> Tensor:
 
 
 __all__ = [
-    "CheckpointError", "ConfigError", "DataError", "EsdsnnError", "MethodOutput", "TrainingDiverged",
-    "TrainingMethod", "create_method", "create_model", "export_nir", "from_spikingjelly", "layers", "list_methods",
-    "list_models", "predict", "__version__",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "EsdsnnError",
+    "MethodOutput",
+    "TrainingDiverged",
+    "TrainingMethod",
+    "__version__",
+    "create_method",
+    "create_model",
+    "export_nir",
+    "from_spikingjelly",
+    "layers",
+    "list_methods",
+    "list_models",
+    "predict",
 ]

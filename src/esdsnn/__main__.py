@@ -1,4 +1,5 @@
 """``python -m esdsnn`` is the ``esdsnn`` command."""
+
 import sys
 
 from esdsnn.cli import main

@@ -8,14 +8,16 @@ crash right after the rename cannot lose the new file.
 mode ``open()`` would have given it (``0o666 & ~umask``) before the rename, so run files can be
 shared like any other file the user writes.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 
 def current_umask() -> int:

@@ -1,6 +1,7 @@
 """What esdsnn offers, as text for people: the ready configs (``esdsnn configs``) and the methods
 with the settings each reads (``esdsnn methods``). The command line prints these; the facts come
 from the recipes (:mod:`esdsnn.recipes`) and the method registry (:mod:`esdsnn.methods`)."""
+
 from __future__ import annotations
 
 from esdsnn.errors import ConfigError
@@ -11,14 +12,20 @@ def configs_table() -> str:
     accuracy the paper reports for it."""
     from esdsnn.recipes import recipe_files
 
-    rows = ["| name | data set | model | method | T | epochs | batch | paper top-1 |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| name | data set | model | method | T | epochs | batch | paper top-1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in recipe_files():
         s = r.settings
         paper = f"{r.paper_top1:.2f} %" if r.paper_top1 is not None else "—"
-        rows.append(f"| {r.name} | {s.get('dataset', '')} | {s.get('arch', '')} | {s.get('method', 'esd')} | "
-                    f"{s.get('T', '')} | {s.get('epochs', '')} | {s.get('batch_size', '')} | {paper} |")
-    return "\n".join(rows) + ("\n\nRun one with: esdsnn train --config NAME --data-path DIR "
-                              "(esdsnn configs NAME prints its settings)\n")
+        rows.append(
+            f"| {r.name} | {s.get('dataset', '')} | {s.get('arch', '')} | {s.get('method', 'esd')} | "
+            f"{s.get('T', '')} | {s.get('epochs', '')} | {s.get('batch_size', '')} | {paper} |"
+        )
+    return "\n".join(rows) + (
+        "\n\nRun one with: esdsnn train --config NAME --data-path DIR (esdsnn configs NAME prints its settings)\n"
+    )
 
 
 def config_text(name: str) -> str:
@@ -48,8 +55,10 @@ def method_text(name: str) -> str:
     from esdsnn.methods.registry import method_settings, method_spec
 
     spec = method_spec(name)
-    lines = [f"{name}: {spec.description}", f"  pass: {spec.training_pass}; trained model spikes: "
-                                              f"{'yes' if spec.spiking else 'no'}"]
+    lines = [
+        f"{name}: {spec.description}",
+        f"  pass: {spec.training_pass}; trained model spikes: {'yes' if spec.spiking else 'no'}",
+    ]
     if spec.teacher_method:
         lines.append(f"  teacher: a trained --method {spec.teacher_method} run, given as --teacher-run DIR")
     if spec.ablation_of:

@@ -8,13 +8,15 @@ after-training step. Every user error (an :class:`EsdsnnError` or an argument er
 exactly one line ``esdsnn: error: <message>`` on stderr and exit code 2; Ctrl-C during training
 saves a checkpoint and exits with 130.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import typing
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from esdsnn.errors import EsdsnnError
 
@@ -45,7 +47,14 @@ def _out(line: str) -> None:
 
 
 # ---- train ---------------------------------------------------------------------------------------
-_METAVARS = {"data_path": "PATH", "out": "DIR", "teacher_run": "DIR", "init_from": "RUN_DIR|FILE", "device": "DEVICE", "loss_scale": "auto|X"}
+_METAVARS = {
+    "data_path": "PATH",
+    "out": "DIR",
+    "teacher_run": "DIR",
+    "init_from": "RUN_DIR|FILE",
+    "device": "DEVICE",
+    "loss_scale": "auto|X",
+}
 
 
 def _metavar(hint: Any) -> str:
@@ -69,8 +78,9 @@ def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional
     from esdsnn.defaults import default_help
 
     for old in RENAMED:  # still read, with a notice (esdsnn.config)
-        group.add_argument("--" + old.replace("_", "-"), dest=old, type=str, default=argparse.SUPPRESS,
-                           help=argparse.SUPPRESS)
+        group.add_argument(
+            "--" + old.replace("_", "-"), dest=old, type=str, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     for leaf in config_leaves():
         if leaf.name in skip:
             continue
@@ -82,23 +92,23 @@ def _add_config_flags(group: Any, skip: frozenset = frozenset(), helps: Optional
         elif "default" not in help_text:
             help_text += f" (default: {leaf.default})"
         if leaf.hint is bool or set(typing.get_args(leaf.hint)) == {bool, type(None)}:  # a switch
-            group.add_argument(flag, dest=leaf.name, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(
+                flag, dest=leaf.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             options = choices(leaf.hint)
             metavar = "|".join(options) if options else _METAVARS.get(leaf.name) or _metavar(leaf.hint)
-            group.add_argument(flag, dest=leaf.name, type=str, default=argparse.SUPPRESS, metavar=metavar,
-                               help=help_text)
+            group.add_argument(
+                flag, dest=leaf.name, type=str, default=argparse.SUPPRESS, metavar=metavar, help=help_text
+            )
 
 
 def run_train(args: argparse.Namespace) -> int:
     from esdsnn.analysis.report import report_after_training
-    from esdsnn.config import TrainConfig, load_config
+    from esdsnn.config import RENAMED, TrainConfig, load_config
     from esdsnn.errors import ConfigError
     from esdsnn.methods import method_spec
     from esdsnn.train import resume_config, train
-
-    from esdsnn.config import RENAMED
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names() or k in RENAMED}
     if args.resume:
@@ -114,12 +124,16 @@ def run_train(args: argparse.Namespace) -> int:
         # 130 for Ctrl-C, 143 for SIGTERM (128 + the signal), as a shell reports them
         code = 128 + int(result.signal) if result.signal else EXIT_INTERRUPTED
         if result.rank == 0:
-            where = (f"in epoch {result.epoch + 1} after step {result.step}/{result.steps_per_epoch}"
-                     if result.step else f"after epoch {result.epoch}")
+            where = (
+                f"in epoch {result.epoch + 1} after step {result.step}/{result.steps_per_epoch}"
+                if result.step
+                else f"after epoch {result.epoch}"
+            )
             print(
                 f"{PROG}: interrupted {where}; checkpoint saved in "
                 f"{result.run_dir / 'last.pt'}; continue with: {PROG} train --resume {result.run_dir}",
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
         return code
     if result.rank != 0:  # under torchrun only rank 0 reports
@@ -138,8 +152,12 @@ def run_train(args: argparse.Namespace) -> int:
 # ---- eval ----------------------------------------------------------------------------------------
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="DIR", help="run directory written by esdsnn train")
-    parser.add_argument("--checkpoint", default="last", metavar="last|best|FILE",
-                        help="which checkpoint to evaluate (default: last, the one summary.json reports)")
+    parser.add_argument(
+        "--checkpoint",
+        default="last",
+        metavar="last|best|FILE",
+        help="which checkpoint to evaluate (default: last, the one summary.json reports)",
+    )
     parser.add_argument("--device", default=None, help="device to evaluate on (default: the run's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -153,11 +171,20 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"threads must be >= 1, got {args.threads}")
     result = evaluate(args.run, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
     if args.json:
-        _out(json.dumps({
-            "test_acc": result.test_acc, "correct": result.correct, "total": result.total,
-            "checkpoint": str(result.checkpoint), "epoch": result.epoch, "step": result.step, "T": result.T,
-            "still_training": result.still_training,
-        }))
+        _out(
+            json.dumps(
+                {
+                    "test_acc": result.test_acc,
+                    "correct": result.correct,
+                    "total": result.total,
+                    "checkpoint": str(result.checkpoint),
+                    "epoch": result.epoch,
+                    "step": result.step,
+                    "T": result.T,
+                    "still_training": result.still_training,
+                }
+            )
+        )
     else:
         where = f"epoch {result.epoch}" + (f", step {result.step} of epoch {result.epoch + 1}" if result.step else "")
         training = "; the run is still training" if result.still_training else ""
@@ -181,37 +208,83 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--arch", default=DEFAULT_ARCH, help=f"model (default: {DEFAULT_ARCH})")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods")
-    parser.add_argument("--baseline", choices=sorted(BASELINES), default=None,
-                        help="also time another framework's BPTT on the same network (spikingjelly; "
-                             "ESDSNN_SPIKINGJELLY_PATH=DIR puts a separate install first)")
-    parser.add_argument("--neurons", choices=list(NEURON_LOOPS), default="eager",
-                        help="esdsnn's neuron loops: eager, compiled (torch.compile, as train --compile) or both")
-    parser.add_argument("--precision", default="32", metavar="P1,P2,...",
-                        help="precision(s) to measure each configuration under, as train --precision: 32, bf16-mixed, "
-                             "16-mixed (CUDA); the baseline runs under the same autocast (default: 32)")
+    parser.add_argument(
+        "--baseline",
+        choices=sorted(BASELINES),
+        default=None,
+        help="also time another framework's BPTT on the same network (spikingjelly; "
+        "ESDSNN_SPIKINGJELLY_PATH=DIR puts a separate install first)",
+    )
+    parser.add_argument(
+        "--neurons",
+        choices=list(NEURON_LOOPS),
+        default="eager",
+        help="esdsnn's neuron loops: eager, compiled (torch.compile, as train --compile) or both",
+    )
+    parser.add_argument(
+        "--precision",
+        default="32",
+        metavar="P1,P2,...",
+        help="precision(s) to measure each configuration under, as train --precision: 32, bf16-mixed, "
+        "16-mixed (CUDA); the baseline runs under the same autocast (default: 32)",
+    )
     for old in ("amp", "spike_dtype"):  # the old flags, read with a notice (as train reads them)
         parser.add_argument("--" + old.replace("_", "-"), dest=old, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--T", dest="Ts", type=_int_list, default=list(DEFAULT_TS), metavar="T1,T2,...",
-                        help="time steps to measure (default: 1,2,4,6,8)")
+    parser.add_argument(
+        "--T",
+        dest="Ts",
+        type=_int_list,
+        default=list(DEFAULT_TS),
+        metavar="T1,T2,...",
+        help="time steps to measure (default: 1,2,4,6,8)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: 32 on CPU, 128 on CUDA)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, recorded with the figures (default: 1)")
-    parser.add_argument("--dataset", choices=list(DATASET_INPUTS), default=None,
-                        help="take the input shape and classes of this data set (default: the one the arch is for)")
-    parser.add_argument("--input-shape", type=_int_list, default=None, metavar="C,H,W",
-                        help="input shape (default: the data set's, e.g. 1,8,8 for digits_resnet, 3,32,32 for resnet18)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads, recorded with the figures (default: 1)"
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=list(DATASET_INPUTS),
+        default=None,
+        help="take the input shape and classes of this data set (default: the one the arch is for)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=_int_list,
+        default=None,
+        metavar="C,H,W",
+        help="input shape (default: the data set's, e.g. 1,8,8 for digits_resnet, 3,32,32 for resnet18)",
+    )
     parser.add_argument("--num-classes", type=int, default=None, help="classes (default: the data set's)")
     parser.add_argument("--repeats", type=int, default=5, help="timed steps per configuration; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="cap on one configuration's worker; a configuration over it is a failed row (default: none)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="cap on one configuration's worker; a configuration over it is a failed row (default: none)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="where bench.json, bench.md and bench.png go (default: a new bench/<UTC time> folder)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="where bench.json, bench.md and bench.png go (default: a new bench/<UTC time> folder)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace the benchmark files already in --out")
-    parser.add_argument("--loaders", action=argparse.BooleanOptionalAction, default=False,
-                        help="also measure the CIFAR and CIFAR10-DVS input pipelines (images/s)")
-    parser.add_argument("--steps", action=argparse.BooleanOptionalAction, default=True,
-                        help="measure training steps (--no-steps --loaders: input pipelines only)")
+    parser.add_argument(
+        "--loaders",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also measure the CIFAR and CIFAR10-DVS input pipelines (images/s)",
+    )
+    parser.add_argument(
+        "--steps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure training steps (--no-steps --loaders: input pipelines only)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
 
 
@@ -230,10 +303,23 @@ def run_bench(args: argparse.Namespace) -> int:
     out = bench.prepare_out_dir(args.out, args.overwrite)
     if args.steps:
         records = bench.run_bench(
-            arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
-            threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-            baseline=args.baseline, neurons=args.neurons, precisions=precisions, repeats=args.repeats,
-            warmup=args.warmup, device=args.device, out_dir=out, progress=args.progress, timeout_s=args.timeout,
+            arch=args.arch,
+            methods=[m for m in args.methods.split(",") if m],
+            Ts=args.Ts,
+            batch=args.batch,
+            threads=args.threads,
+            input_shape=args.input_shape,
+            num_classes=args.num_classes,
+            dataset=args.dataset,
+            baseline=args.baseline,
+            neurons=args.neurons,
+            precisions=precisions,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=args.device,
+            out_dir=out,
+            progress=args.progress,
+            timeout_s=args.timeout,
         )
         _out(bench.bench_markdown(records))
     if args.loaders:
@@ -301,8 +387,10 @@ def run_export(args: argparse.Namespace) -> int:
 
     run = load_run(args.run, checkpoint=args.checkpoint, device="cpu")
     graph = write_nir(run.model.eval(), run.input_shape, args.out)
-    _out(f"{len(graph.nodes)} NIR nodes, {len(graph.edges)} edges (BatchNorm folded; readout: the mean over "
-         f"T={run.steps} steps) written to {args.out}")
+    _out(
+        f"{len(graph.nodes)} NIR nodes, {len(graph.edges)} edges (BatchNorm folded; readout: the mean over "
+        f"T={run.steps} steps) written to {args.out}"
+    )
     return 0
 
 
@@ -315,14 +403,30 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     from esdsnn.compare import DEFAULT_METHODS, DEFAULT_SEEDS
 
     parser.add_argument("--config", metavar="FILE.yaml", help="shared settings from a YAML file (flags override it)")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M1,M2,...",
-                        help=f"methods to compare (default: {','.join(DEFAULT_METHODS)}); a distilling method (kd) also trains its teacher per seed")
-    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
-                        help=f"runs per method, with seeds --seed + 0..N-1 (default: {DEFAULT_SEEDS})")
-    parser.add_argument("--out", default="runs/compare", metavar="DIR",
-                        help="folder of the runs (DIR/<method>/seed-<seed>/) and of compare.md/.csv/.png (default: runs/compare)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain (deleting them) runs in DIR whose settings differ; without it they are an error")
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        metavar="M1,M2,...",
+        help=f"methods to compare (default: {','.join(DEFAULT_METHODS)}); a distilling method (kd) also trains its teacher per seed",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=DEFAULT_SEEDS,
+        metavar="N",
+        help=f"runs per method, with seeds --seed + 0..N-1 (default: {DEFAULT_SEEDS})",
+    )
+    parser.add_argument(
+        "--out",
+        default="runs/compare",
+        metavar="DIR",
+        help="folder of the runs (DIR/<method>/seed-<seed>/) and of compare.md/.csv/.png (default: runs/compare)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain (deleting them) runs in DIR whose settings differ; without it they are an error",
+    )
     _add_config_flags(
         parser.add_argument_group("settings shared by all runs (each also a key of --config)"),
         skip=frozenset(_COMPARE_SKIP),
@@ -339,8 +443,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.field_names() and k not in _COMPARE_SKIP}
-    result = run_comparison(base_config(args.config, overrides), methods, args.seeds, args.out,
-                            echo=_out, overwrite=args.overwrite)
+    result = run_comparison(
+        base_config(args.config, overrides), methods, args.seeds, args.out, echo=_out, overwrite=args.overwrite
+    )
     _out("")
     _out(result.markdown.rstrip("\n"))
     _out(f"tables and figure in {result.out} ({', '.join(p.name for p in result.files.values())})")
@@ -375,12 +480,23 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 COMMANDS: dict[str, Command] = {
     "train": ("train a spiking network (default: ESD on the bundled digits)", add_train_arguments, run_train),
     "eval": ("reload a run's checkpoint and print its test accuracy", add_eval_arguments, run_eval),
-    "bench": ("time and peak memory of a training step against T; input-pipeline throughput", add_bench_arguments, run_bench),
+    "bench": (
+        "time and peak memory of a training step against T; input-pipeline throughput",
+        add_bench_arguments,
+        run_bench,
+    ),
     "report": ("firing rates, SOPs, energy estimate and plots of a saved run", add_report_arguments, run_report),
-    "compare": ("train several methods x seeds and tabulate accuracy, time, memory, firing", add_compare_arguments, run_compare),
+    "compare": (
+        "train several methods x seeds and tabulate accuracy, time, memory, firing",
+        add_compare_arguments,
+        run_compare,
+    ),
     "export": ("write a trained run's model to a file for other tools (NIR)", add_export_arguments, run_export),
-    "configs": ("list the paper's ready configs (with the paper's top-1), or print one", add_configs_arguments,
-                run_configs),
+    "configs": (
+        "list the paper's ready configs (with the paper's top-1), or print one",
+        add_configs_arguments,
+        run_configs,
+    ),
     "methods": ("list the training methods, or print one's settings and defaults", add_methods_arguments, run_methods),
 }
 
@@ -388,8 +504,7 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     from esdsnn import __version__
 
-    parser = _Parser(prog=PROG, description="Train spiking neural networks with RateBP and ESD.",
-                     allow_abbrev=False)
+    parser = _Parser(prog=PROG, description="Train spiking neural networks with RateBP and ESD.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
@@ -407,8 +522,10 @@ def _os_error(exc: OSError) -> str:
     reason = exc.strerror or _one_line(str(exc))
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return f"no space left on the device{' of' + where if where else ''} ({reason}); free some space and run the command again"
-    return (f"cannot access{where}: {reason}; check that the folder exists and is writable, or choose another "
-            f"folder (--out)")
+    return (
+        f"cannot access{where}: {reason}; check that the folder exists and is writable, or choose another "
+        f"folder (--out)"
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -430,8 +547,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         if not out_of_memory(exc):
             raise
-        print(f"{PROG}: error: out of memory ({brief(exc, 160)}); use a smaller batch or T, or another "
-              f"--device", file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: error: out of memory ({brief(exc, 160)}); use a smaller batch or T, or another --device",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)

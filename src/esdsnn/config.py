@@ -23,14 +23,16 @@ still read under their old names, with a notice (:data:`RENAMED`); a run's saved
 (:meth:`TrainConfig.from_saved`) gives settings it predates the values that run used
 (:data:`SAVED_BEFORE`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, NamedTuple, Optional, Union
+from typing import Any, Literal, NamedTuple, Optional, Union
 
 import yaml
 
@@ -73,14 +75,18 @@ class OptimConfig:
     """SGD with momentum and a cosine schedule to 0 (SPEC §7)."""
 
     epochs: Optional[int] = option(
-        None, "training epochs; with --resume, a larger N extends the run (the cosine is re-planned over N epochs)",
-        resumable=True, changes_result=True)
-    batch_size: Optional[int] = option(None, "global batch size: under torchrun each of N processes takes "
-                                             "batch_size/N")
+        None,
+        "training epochs; with --resume, a larger N extends the run (the cosine is re-planned over N epochs)",
+        resumable=True,
+        changes_result=True,
+    )
+    batch_size: Optional[int] = option(None, "global batch size: under torchrun each of N processes takes batch_size/N")
     lr: Optional[float] = option(None, "initial learning rate (SGD, cosine to 0)")
     lr_schedule: Optional[LrSchedule] = option(
-        None, "when the cosine learning rate moves: once per epoch (epoch) or after every training step (step: a "
-              "short run still anneals to 0)")
+        None,
+        "when the cosine learning rate moves: once per epoch (epoch) or after every training step (step: a "
+        "short run still anneals to 0)",
+    )
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(5e-4, "weight decay on conv/linear weights (none on BN params and biases)")
 
@@ -100,30 +106,45 @@ class RunConfig:
     floating-point details of another device."""
 
     out: Optional[str] = option(None, "run directory; default runs/<timestamp>-<method>")
-    threads: Optional[int] = option(None, "torch CPU threads (fewer when steps slow down, if chosen from the free "
-                                          "cores)", resumable=True)
+    threads: Optional[int] = option(
+        None, "torch CPU threads (fewer when steps slow down, if chosen from the free cores)", resumable=True
+    )
     device: str = option("auto", "auto, cpu, cuda or cuda:N", resumable=True)
-    progress: bool = option(True, "show a progress bar per epoch on a terminal; elsewhere (a log file) one line "
-                                  "every --log-every seconds", resumable=True)
-    log_every: float = option(30.0, "seconds between progress lines when stderr is not a terminal (0: none)",
-                              resumable=True)
-    eval_every: int = option(1, "evaluate for selection (the validation split, else the test set) every N epochs "
-                                   "and after the last", resumable=True)
-    workers: Optional[int] = option(None, "data workers (DVS conversion, ImageNet decoding); default: the loader's",
-                                resumable=True)
+    progress: bool = option(
+        True,
+        "show a progress bar per epoch on a terminal; elsewhere (a log file) one line every --log-every seconds",
+        resumable=True,
+    )
+    log_every: float = option(
+        30.0, "seconds between progress lines when stderr is not a terminal (0: none)", resumable=True
+    )
+    eval_every: int = option(
+        1,
+        "evaluate for selection (the validation split, else the test set) every N epochs and after the last",
+        resumable=True,
+    )
+    workers: Optional[int] = option(
+        None, "data workers (DVS conversion, ImageNet decoding); default: the loader's", resumable=True
+    )
     report: bool = option(True, "write the firing-rate and energy report at the end of training", resumable=True)
-    save_every_steps: int = option(0, "also save last.pt every N training steps (0: at the end of each epoch only)",
-                               resumable=True)
+    save_every_steps: int = option(
+        0, "also save last.pt every N training steps (0: at the end of each epoch only)", resumable=True
+    )
     precision: Precision = option(
-        "32", "number types: 32 (float32 everywhere: exact, the default), bf16-mixed (bfloat16 autocast and "
-              "bfloat16 convolutions on spikes; fast only where the device runs bf16 natively, and it changes "
-              "the run) or 16-mixed (float16 autocast with a gradient scaler, CUDA only)", changes_result=True)
+        "32",
+        "number types: 32 (float32 everywhere: exact, the default), bf16-mixed (bfloat16 autocast and "
+        "bfloat16 convolutions on spikes; fast only where the device runs bf16 natively, and it changes "
+        "the run) or 16-mixed (float16 autocast with a gradient scaler, CUDA only)",
+        changes_result=True,
+    )
     channels_last: bool = option(False, "channels-last memory format for the model and image batches")
-    compile: bool = option(False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)",
-                       resumable=True)
+    compile: bool = option(
+        False, "torch.compile the neurons' time loops (the first steps compile, about 20 s)", resumable=True
+    )
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over the global batch of all processes")
-    tensorboard: bool = option(True, "also log per-epoch metrics to TensorBoard (tb/) when tensorboard is installed",
-                           resumable=True)
+    tensorboard: bool = option(
+        True, "also log per-epoch metrics to TensorBoard (tb/) when tensorboard is installed", resumable=True
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -132,13 +153,20 @@ class RunConfig:
         _check(self.log_every >= 0, f"log_every must be >= 0 seconds, got {self.log_every}")
         _check(self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         _check(self.save_every_steps >= 0, f"save_every_steps must be >= 0, got {self.save_every_steps}")
-        _check(bool(_DEVICE_RE.match(self.device)), f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        _check(
+            bool(_DEVICE_RE.match(self.device)), f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}"
+        )
 
 
 #: The sections of TrainConfig and their component types.
 SECTIONS: dict[str, type] = {
-    "optim": OptimConfig, "neuron": LIFConfig, "distill": DistillConfig, "kd": KDConfig,
-    "augment": AugmentConfig, "data": DataOptions, "run": RunConfig,
+    "optim": OptimConfig,
+    "neuron": LIFConfig,
+    "distill": DistillConfig,
+    "kd": KDConfig,
+    "augment": AugmentConfig,
+    "data": DataOptions,
+    "run": RunConfig,
 }
 
 
@@ -154,13 +182,19 @@ class TrainConfig:
     T: int = option(4, "number of time steps")
     seed: int = option(60, "random seed (initialisation and batch order)")
     loss_scale: Union[str, float] = option("auto", "'auto' (1/T for RateBP methods, 1 for BPTT) or a number")
-    teacher_run: Optional[str] = option(None, "run directory of the trained teacher of a distilling method (kd: an ann run)")
+    teacher_run: Optional[str] = option(
+        None, "run directory of the trained teacher of a distilling method (kd: an ann run)"
+    )
     val_fraction: Optional[float] = option(
-        None, "fraction of the training data held out (stratified, seeded) to select the best epoch; the test "
-              "set is then measured at the end; 0: selection on the test set, as the paper's recipes do")
+        None,
+        "fraction of the training data held out (stratified, seeded) to select the best epoch; the test "
+        "set is then measured at the end; 0: selection on the test set, as the paper's recipes do",
+    )
     init_from: Optional[str] = option(
-        None, "start from the weights of a run (RUN_DIR: its best.pt, else last.pt) or a checkpoint FILE; layers "
-              "whose shapes differ (a new head) start fresh, and the run says what was loaded")
+        None,
+        "start from the weights of a run (RUN_DIR: its best.pt, else last.pt) or a checkpoint FILE; layers "
+        "whose shapes differ (a new head) start fresh, and the run says what was loaded",
+    )
     optim: OptimConfig = field(default_factory=OptimConfig)
     neuron: LIFConfig = field(default_factory=LIFConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -173,35 +207,52 @@ class TrainConfig:
         hints = _hints(TrainConfig)
         for name in _TOP:
             object.__setattr__(self, name, coerce_value(name, getattr(self, name), hints[name], "config"))
-        _check(self.method in list_methods(), f"unknown method {self.method!r}; choose one of {', '.join(list_methods())}")
+        _check(
+            self.method in list_methods(), f"unknown method {self.method!r}; choose one of {', '.join(list_methods())}"
+        )
         spec = method_spec(self.method)
         for key, value in spec.forced.items():  # what the method fixes is what the run records
             section = LEAVES[key].section
             given = getattr(getattr(self, section), key)
-            _check(given in (value, LEAVES[key].default),
-                   f"method {self.method} fixes {key} = {value!r}; drop {key} ({given!r}), or choose another method")
+            _check(
+                given in (value, LEAVES[key].default),
+                f"method {self.method} fixes {key} = {value!r}; drop {key} ({given!r}), or choose another method",
+            )
             object.__setattr__(self, section, dataclasses.replace(getattr(self, section), **{key: value}))
         _check(self.T >= 1, f"T must be >= 1, got {self.T}")
         _check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         if isinstance(self.loss_scale, str):
-            _check(self.loss_scale == "auto", f"loss_scale must be 'auto' or a positive number, got {self.loss_scale!r}")
+            _check(
+                self.loss_scale == "auto", f"loss_scale must be 'auto' or a positive number, got {self.loss_scale!r}"
+            )
         else:
             _check(self.loss_scale > 0, f"loss_scale must be 'auto' or a positive number, got {self.loss_scale}")
-        _check(spec.teacher_method is None or self.teacher_run is not None,
-               f"method {self.method} needs a teacher: train one with --method {spec.teacher_method}, "
-               f"then pass --teacher-run RUN_DIR")
-        _check(spec.teacher_method is not None or self.teacher_run is None,
-               f"--teacher-run is read only by a distilling method (kd); {self.method} has no teacher: drop "
-               f"--teacher-run, or use --method kd")
-        _check(self.val_fraction is None or 0 <= self.val_fraction < 1,
-               f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        _check(
+            spec.teacher_method is None or self.teacher_run is not None,
+            f"method {self.method} needs a teacher: train one with --method {spec.teacher_method}, "
+            f"then pass --teacher-run RUN_DIR",
+        )
+        _check(
+            spec.teacher_method is not None or self.teacher_run is None,
+            f"--teacher-run is read only by a distilling method (kd); {self.method} has no teacher: drop "
+            f"--teacher-run, or use --method kd",
+        )
+        _check(
+            self.val_fraction is None or 0 <= self.val_fraction < 1,
+            f"val_fraction must be in [0, 1), got {self.val_fraction}",
+        )
         if self.arch is not None and ":" in self.arch:
             model_factory(self.arch)  # importable, with that function: else a one-line error now
         elif self.arch is not None:
-            _check(self.arch in list_models(), f"unknown arch {self.arch!r}; choose one of {', '.join(list_models())}, "
-                                               f"or your own factory as package.module:function")
-        _check(self.dataset in list_datasets(),
-               f"unknown dataset {self.dataset!r}; choose one of {', '.join(list_datasets())}")
+            _check(
+                self.arch in list_models(),
+                f"unknown arch {self.arch!r}; choose one of {', '.join(list_models())}, "
+                f"or your own factory as package.module:function",
+            )
+        _check(
+            self.dataset in list_datasets(),
+            f"unknown dataset {self.dataset!r}; choose one of {', '.join(list_datasets())}",
+        )
 
     # ---- the flat view ----------------------------------------------------------------------
     @classmethod
@@ -222,7 +273,7 @@ class TrainConfig:
         return {k: coerce_value(k, v, LEAVES[k].hint, source) for k, v in values.items()}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
         """Build and validate a config from flat settings. A missing setting takes the recipe's
         value when the data set has a recipe that sets it (:func:`esdsnn.defaults.recipe_base`),
         else its default."""
@@ -239,7 +290,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if LEAVES[k].section is None}, **sections)
 
     @classmethod
-    def from_saved(cls, values: Mapping[str, Any], *, source: str = "config") -> "TrainConfig":
+    def from_saved(cls, values: Mapping[str, Any], *, source: str = "config") -> TrainConfig:
         """The config a run saved (its ``config.yaml`` or checkpoint): a setting added since it was
         saved takes the value that run used (:data:`SAVED_BEFORE`), not today's default."""
         before = SAVED_BEFORE.get(str(values.get("dataset")), {})
@@ -250,19 +301,22 @@ class TrainConfig:
         settings and data options only where they apply to the data set."""
         info = dataset_info(self.dataset)
         applies = set(info.augmentations) | set(info.options)
-        return {name: list(v) if isinstance(v, tuple) else v for name, v in ((n, self.get(n)) for n in LEAVES)
-                if LEAVES[name].section not in ("augment", "data") or name in applies}
+        return {
+            name: list(v) if isinstance(v, tuple) else v
+            for name, v in ((n, self.get(n)) for n in LEAVES)
+            if LEAVES[name].section not in ("augment", "data") or name in applies
+        }
 
     def get(self, name: str) -> Any:
         """The value of the setting with flat name ``name``."""
         leaf = LEAVES[name]
         return getattr(getattr(self, leaf.section) if leaf.section else self, name)
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with flat ``changes`` applied (coerced and validated like any other input)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
-    def resolved(self, facts: Optional[DataFacts] = None) -> "TrainConfig":
+    def resolved(self, facts: Optional[DataFacts] = None) -> TrainConfig:
         """A copy with the data-set-dependent ``None`` fields filled in (``out`` stays as is).
         Without ``facts`` (the data not read yet), a data set without a recipe keeps ``arch`` and
         ``batch_size`` unset; :meth:`chosen_defaults` says what was filled and why."""
@@ -270,12 +324,13 @@ class TrainConfig:
 
     def chosen_defaults(self, facts: Optional[DataFacts] = None) -> dict[str, Choice]:
         """The defaults that :meth:`resolved` fills in (settings left unset only), with reasons."""
-        scale = (method_spec(self.method).auto_loss_scale(self.T, self.to_dict()) if self.loss_scale == "auto"
-                 else 1.0)  # a scale set by hand: lr is the user's business on that scale
+        scale = (
+            method_spec(self.method).auto_loss_scale(self.T, self.to_dict()) if self.loss_scale == "auto" else 1.0
+        )  # a scale set by hand: lr is the user's business on that scale
         table = fixed_defaults(self.dataset, scale) if facts is None else sized_defaults(self.dataset, facts, scale)
         return {k: c for k, c in table.items() if k in DATA_DEPENDENT and self.get(k) is None}
 
-    def _with_defaults(self, chosen: dict[str, Choice]) -> "TrainConfig":
+    def _with_defaults(self, chosen: dict[str, Choice]) -> TrainConfig:
         changes = {k: c.value for k, c in chosen.items()}
         info = dataset_info(self.dataset)
         for name in SWITCHES:  # augmentation: the data set's default where it applies (else unset)
@@ -297,13 +352,16 @@ class TrainConfig:
         info = dataset_info(self.dataset)
         for name in SWITCHES:
             if name not in info.augmentations and self.get(name):
-                raise ConfigError(f"--{name} does not apply to {self.dataset} (its augmentations: "
-                                  f"{', '.join(info.augmentations) or 'none'}); drop it")
+                raise ConfigError(
+                    f"--{name} does not apply to {self.dataset} (its augmentations: "
+                    f"{', '.join(info.augmentations) or 'none'}); drop it"
+                )
         for name, leaf in LEAVES.items():
             if leaf.section == "data" and name not in info.options and self.get(name) != leaf.default:
                 owners = [d for d in list_datasets() if name in dataset_info(d).options]
-                raise ConfigError(f"--{name.replace('_', '-')} applies to {', '.join(owners)} only, not "
-                                  f"{self.dataset}; drop it")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} applies to {', '.join(owners)} only, not {self.dataset}; drop it"
+                )
 
 
 def _default(name: str, base: Optional[Mapping[str, Any]] = None) -> Any:
@@ -325,8 +383,10 @@ def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:
         if table is not None:
             key = str(value).strip().lower()
             if key not in table:
-                raise ConfigError(f"{old} (in {source}) must be one of {', '.join(table)}, got {value!r}; "
-                                  f"it is now --{new.replace('_', '-')} {' | '.join(choices(LEAVES[new].hint))}")
+                raise ConfigError(
+                    f"{old} (in {source}) must be one of {', '.join(table)}, got {value!r}; "
+                    f"it is now --{new.replace('_', '-')} {' | '.join(choices(LEAVES[new].hint))}"
+                )
             value = table[key]
         flag = f"--{new.replace('_', '-')}"
         if value is None:
@@ -360,15 +420,25 @@ def _leaves() -> dict[str, Leaf]:
     top = _hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         owner = SECTIONS.get(f.name)
-        items = [(None, f, top[f.name])] if owner is None else [
-            (f.name, g, _hints(owner)[g.name]) for g in dataclasses.fields(owner)]
+        items = (
+            [(None, f, top[f.name])]
+            if owner is None
+            else [(f.name, g, _hints(owner)[g.name]) for g in dataclasses.fields(owner)]
+        )
         for section, g, hint in items:
             if g.name in leaves or g.name in SECTIONS:
                 raise TypeError(f"setting {g.name!r} is declared twice in the config tree")
             default = g.default_factory() if g.default_factory is not dataclasses.MISSING else g.default
             resumable = bool(g.metadata.get("resumable"))
-            leaves[g.name] = Leaf(g.name, section, hint, default, g.metadata.get("help", ""), resumable,
-                                  not resumable or bool(g.metadata.get("changes_result")))
+            leaves[g.name] = Leaf(
+                g.name,
+                section,
+                hint,
+                default,
+                g.metadata.get("help", ""),
+                resumable,
+                not resumable or bool(g.metadata.get("changes_result")),
+            )
     return leaves
 
 
@@ -401,8 +471,9 @@ def resolve_config_path(path: str | Path) -> Path:
         return Path(path)
     found = find_recipe_file(str(path))
     if found is None:
-        raise ConfigError(f"config file {path} not found, and no ready config has that name "
-                          f"(esdsnn configs lists them)")
+        raise ConfigError(
+            f"config file {path} not found, and no ready config has that name (esdsnn configs lists them)"
+        )
     return found
 
 
@@ -448,7 +519,19 @@ def save_config(config: TrainConfig, path: str | Path, notes: tuple[str, ...] = 
 
 
 __all__ = [
-    "LEAVES", "Leaf", "OptimConfig", "RENAMED", "RESUMABLE_FIELDS", "RunConfig", "SAME_RESULT_FIELDS", "SAVED_BEFORE",
+    "LEAVES",
+    "RENAMED",
+    "RESUMABLE_FIELDS",
+    "SAME_RESULT_FIELDS",
+    "SAVED_BEFORE",
     "SECTIONS",
-    "TrainConfig", "choices", "config_leaves", "load_config", "read_yaml", "save_config",
+    "Leaf",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "choices",
+    "config_leaves",
+    "load_config",
+    "read_yaml",
+    "save_config",
 ]

@@ -17,6 +17,7 @@ Three kinds of data set (:class:`esdsnn.data.DatasetInfo`):
   the RateBP methods at T = 4, whose loss is scaled by 1/T; 0.1 for BPTT). Chosen by racing
   SpikingJelly's tutorial CSNN for 2 epochs on three sets (README, "Your own data").
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,14 +41,23 @@ SIZED_STEP = 0.1
 
 #: The CIFAR recipe's data-dependent settings (a registered data set with ``recipe=True`` and no
 #: recipe of its own gets these).
-RECIPE_DEFAULTS: dict[str, Any] = {**{k: DEFAULT_RECIPE[k] for k in DATA_DEPENDENT if k in DEFAULT_RECIPE},
-                                   "threads": None}
+RECIPE_DEFAULTS: dict[str, Any] = {
+    **{k: DEFAULT_RECIPE[k] for k in DATA_DEPENDENT if k in DEFAULT_RECIPE},
+    "threads": None,
+}
 # digits: tuned so that the default ESD run reaches >= 96% test accuracy (spike pass) in well
 # under 3 minutes on 2 CPU cores. One thread: the model is small, and two threads slow down many
 # times over as soon as the other core is busy (measured: 0.3-0.8 s vs 6-7 s per step on a
 # loaded 2-core machine).
-DIGITS_DEFAULTS: dict[str, Any] = {"arch": "digits_resnet", "epochs": 10, "batch_size": 64, "lr": 0.1,
-                                   "lr_schedule": "epoch", "threads": 1, "val_fraction": SIZED_VAL_FRACTION}
+DIGITS_DEFAULTS: dict[str, Any] = {
+    "arch": "digits_resnet",
+    "epochs": 10,
+    "batch_size": 64,
+    "lr": 0.1,
+    "lr_schedule": "epoch",
+    "threads": 1,
+    "val_fraction": SIZED_VAL_FRACTION,
+}
 
 
 class Choice(NamedTuple):
@@ -67,13 +77,14 @@ class DataFacts:
     time_steps: Optional[int] = None
 
     @classmethod
-    def of(cls, bundle: Any) -> "DataFacts":
+    def of(cls, bundle: Any) -> DataFacts:
         return cls(tuple(bundle.input_shape), bundle.num_classes, bundle.num_train, bundle.time_steps)
 
 
 def busy_cores(interval: float = 0.3) -> Optional[float]:
     """How many cores other work keeps busy now: the non-idle share of ``/proc/stat`` over
     ``interval`` seconds (Linux), times the core count; None where it cannot be read."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as fh:
             values = [int(v) for v in fh.readline().split()[1:]]
@@ -116,17 +127,24 @@ def fixed_defaults(dataset: str, loss_scale: float = 1.0) -> dict[str, Choice]:
     if dataset_info(dataset).recipe:
         title = TITLES.get(dataset, "CIFAR") if dataset in RECIPES else "CIFAR"
         reasons = {"val_fraction": "the paper's recipe selects on the test set"}
-        return {k: Choice(v, reasons.get(k, f"the paper's {title} recipe (SPEC §7)"))
-                for k, v in recipe_defaults(dataset).items()}
+        return {
+            k: Choice(v, reasons.get(k, f"the paper's {title} recipe (SPEC §7)"))
+            for k, v in recipe_defaults(dataset).items()
+        }
     lr = SIZED_STEP / loss_scale
-    lr_reason = "SGD with BatchNorm" if loss_scale == 1 else (
-        f"SGD with BatchNorm, {SIZED_STEP:g} on the loss before this method's scale of {loss_scale:g}")
+    lr_reason = (
+        "SGD with BatchNorm"
+        if loss_scale == 1
+        else (f"SGD with BatchNorm, {SIZED_STEP:g} on the loss before this method's scale of {loss_scale:g}")
+    )
     return {
         "epochs": Choice(SIZED_EPOCHS, "a short budget for data without a recipe; raise --epochs for more"),
         "lr": Choice(float(f"{lr:.6g}"), lr_reason),
         "lr_schedule": Choice("step", "a cosine per step: a run of a few epochs still anneals to 0"),
         "threads": free_cores_choice(),
-        "val_fraction": Choice(SIZED_VAL_FRACTION, "data without a recipe: the best epoch is selected on held-out data"),
+        "val_fraction": Choice(
+            SIZED_VAL_FRACTION, "data without a recipe: the best epoch is selected on held-out data"
+        ),
     }
 
 
@@ -135,14 +153,17 @@ def sized_defaults(dataset: str, facts: DataFacts, loss_scale: float = 1.0) -> d
     chosen = fixed_defaults(dataset, loss_scale)
     if dataset == "digits" or dataset_info(dataset).recipe:
         return chosen
-    c, h, w = facts.input_shape[-3:]
+    _c, h, w = facts.input_shape[-3:]
     side = max(h, w)
     if side <= SMALL_SIDE:
         arch = Choice("digits_resnet", f"{h}×{w} inputs (≤ {SMALL_SIDE} px): a small ResNet at full resolution")
     elif side <= COMPACT_SIDE:
-        arch = Choice("small_resnet", f"{h}×{w} inputs ({SMALL_SIDE + 1}–{COMPACT_SIDE} px): a stride-2 stem (stages "
-                                      f"at {_half(h)}×{_half(w)} px and below), a head that keeps a 2×2 grid of where "
-                                      "features are")
+        arch = Choice(
+            "small_resnet",
+            f"{h}×{w} inputs ({SMALL_SIDE + 1}–{COMPACT_SIDE} px): a stride-2 stem (stages "
+            f"at {_half(h)}×{_half(w)} px and below), a head that keeps a 2×2 grid of where "
+            "features are",
+        )
     else:
         arch = Choice("resnet18", f"{h}×{w} inputs (> {COMPACT_SIDE} px): ResNet-18; expect long epochs on a CPU")
     chosen["arch"] = arch
@@ -174,7 +195,7 @@ def recipe_base(dataset: str) -> dict[str, Any]:
 
 _SIZED_HELP = {
     "arch": f"sized to the input: digits_resnet up to {SMALL_SIDE} px, small_resnet up to {COMPACT_SIDE} px, "
-            "resnet18 beyond",
+    "resnet18 beyond",
     "epochs": str(SIZED_EPOCHS),
     "batch_size": f"{SIZED_BATCH}, or about a tenth of the samples below {FEW_SAMPLES}",
     "lr": f"{SIZED_STEP:g}, x T for the methods that scale their loss by 1/T (RateBP-based)",
@@ -188,8 +209,9 @@ def _by_value(values: dict[str, Any]) -> str:
     """``"300 on cifar10, cifar100; 100 on imagenet"`` from ``{data set: value}``."""
     groups: dict[str, list[str]] = {}
     for name, value in values.items():
-        groups.setdefault("torch's setting" if value is None else f"{value:g}" if isinstance(value, float)
-                          else str(value), []).append(name)
+        groups.setdefault(
+            "torch's setting" if value is None else f"{value:g}" if isinstance(value, float) else str(value), []
+        ).append(name)
     return "; ".join(f"{value} on {', '.join(names)}" for value, names in groups.items())
 
 
@@ -200,8 +222,10 @@ def default_help(name: str, general: Any) -> str | None:
     recipes = [d for d in list_datasets() if dataset_info(d).recipe]
     if name in DATA_DEPENDENT:
         digits = DIGITS_DEFAULTS[name]
-        return (f"default: {_by_value({'digits': digits})}; {_by_value({d: recipe_defaults(d)[name] for d in recipes})}"
-                f"; else {_SIZED_HELP[name]}")
+        return (
+            f"default: {_by_value({'digits': digits})}; {_by_value({d: recipe_defaults(d)[name] for d in recipes})}"
+            f"; else {_SIZED_HELP[name]}"
+        )
     special = {d: recipe_base(d)[name] for d in recipes if recipe_base(d).get(name, general) != general}
     if not special:
         return None
@@ -212,5 +236,16 @@ def _half(side: int) -> int:
     return (side + 1) // 2
 
 
-__all__ = ["Choice", "DATA_DEPENDENT", "DataFacts", "RECIPE_DEFAULTS", "SIZED_EPOCHS", "SIZED_STEP", "default_help",
-           "fixed_defaults", "recipe_base", "recipe_defaults", "sized_defaults"]
+__all__ = [
+    "DATA_DEPENDENT",
+    "RECIPE_DEFAULTS",
+    "SIZED_EPOCHS",
+    "SIZED_STEP",
+    "Choice",
+    "DataFacts",
+    "default_help",
+    "fixed_defaults",
+    "recipe_base",
+    "recipe_defaults",
+    "sized_defaults",
+]

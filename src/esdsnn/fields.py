@@ -4,6 +4,7 @@ The help becomes the command-line flag's help (:mod:`esdsnn.config` walks the fi
 setting is declared once, where its component lives; a ``Literal`` field's type is its list of
 choices, both for the flag and for :func:`check_choices`; :func:`coerce_value` turns a YAML value or
 a flag's string into the field's type."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,11 +38,14 @@ def choices(hint: Any) -> Optional[tuple[Any, ...]]:
     return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...], bool], ...]:
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, options, _optional_inner(hints[f.name]) is not None) for f in dataclasses.fields(cls)
-                 if (options := choices(hints[f.name])) is not None)
+    return tuple(
+        (f.name, options, _optional_inner(hints[f.name]) is not None)
+        for f in dataclasses.fields(cls)
+        if (options := choices(hints[f.name])) is not None
+    )
 
 
 def check_choices(instance: Any) -> None:

@@ -6,23 +6,48 @@ with ``--dataset X`` and no config takes X's recipe for every setting it does no
 A setting that differs between the runs of a data set (CIFAR's T of 6, 4 or 2; the architecture)
 is left at the general default where that is one of the recipe's values (T = 4, ResNet-18).
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
-_CIFAR: dict[str, Any] = {"arch": "resnet18", "epochs": 300, "batch_size": 128, "lr": 0.1, "lr_schedule": "epoch",
-                          "val_fraction": 0.0}
+_CIFAR: dict[str, Any] = {
+    "arch": "resnet18",
+    "epochs": 300,
+    "batch_size": 128,
+    "lr": 0.1,
+    "lr_schedule": "epoch",
+    "val_fraction": 0.0,
+}
 
 RECIPES: dict[str, Mapping[str, Any]] = {
     "cifar10": _CIFAR,
     "cifar100": _CIFAR,
-    "cifar10-dvs": {"arch": "resnet18", "T": 10, "epochs": 300, "batch_size": 32, "lr": 0.1, "lr_schedule": "epoch",
-                    "val_fraction": 0.0, "beta": 0.1},
-    "imagenet": {"arch": "preact_resnet34", "T": 4, "epochs": 100, "batch_size": 512, "lr": 0.2,
-                 "lr_schedule": "epoch", "weight_decay": 2e-5, "alpha": 0.7, "val_fraction": 0.0},
+    "cifar10-dvs": {
+        "arch": "resnet18",
+        "T": 10,
+        "epochs": 300,
+        "batch_size": 32,
+        "lr": 0.1,
+        "lr_schedule": "epoch",
+        "val_fraction": 0.0,
+        "beta": 0.1,
+    },
+    "imagenet": {
+        "arch": "preact_resnet34",
+        "T": 4,
+        "epochs": 100,
+        "batch_size": 512,
+        "lr": 0.2,
+        "lr_schedule": "epoch",
+        "weight_decay": 2e-5,
+        "alpha": 0.7,
+        "val_fraction": 0.0,
+    },
 }
 
 #: The recipe of a data set registered with ``recipe=True`` and none of its own: CIFAR's.
@@ -73,5 +98,13 @@ def find_recipe_file(name: str) -> Optional[Path]:
     return path if "/" not in stem and path.is_file() else None
 
 
-__all__ = ["CONFIG_DIR", "DEFAULT_RECIPE", "RECIPES", "RecipeFile", "TITLES", "find_recipe_file", "recipe",
-           "recipe_files"]
+__all__ = [
+    "CONFIG_DIR",
+    "DEFAULT_RECIPE",
+    "RECIPES",
+    "TITLES",
+    "RecipeFile",
+    "find_recipe_file",
+    "recipe",
+    "recipe_files",
+]

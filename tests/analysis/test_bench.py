@@ -1,4 +1,5 @@
 """Training-step benchmark: fresh-process workers, records, table and figure."""
+
 import json
 import math
 
@@ -9,7 +10,9 @@ import esdsnn
 from esdsnn.analysis.bench import RECORD_KEYS, _run_worker, bench_markdown, measure_config, run_bench
 from esdsnn.errors import ConfigError
 
-SMALL = dict(arch="digits_resnet", batch=4, threads=1, input_shape=(1, 8, 8), num_classes=10, repeats=2, warmup=1, device="cpu")
+SMALL = dict(
+    arch="digits_resnet", batch=4, threads=1, input_shape=(1, 8, 8), num_classes=10, repeats=2, warmup=1, device="cpu"
+)
 
 
 def test_run_bench_end_to_end(tmp_path):
@@ -94,8 +97,9 @@ def test_every_configuration_runs_under_each_precision_and_says_so(tmp_path):
     each record naming its precision, whether the device runs it natively, and the CPU capability."""
     from esdsnn.runtime.precision import cpu_capability, native_bf16
 
-    records = run_bench(methods=["esd"], Ts=[1], out_dir=tmp_path, progress=False, precisions=["32", "bf16-mixed"],
-                        **SMALL)
+    records = run_bench(
+        methods=["esd"], Ts=[1], out_dir=tmp_path, progress=False, precisions=["32", "bf16-mixed"], **SMALL
+    )
     assert [r["precision"] for r in records] == ["32", "bf16-mixed"]
     for r in records:
         assert "error" not in r, r.get("error")

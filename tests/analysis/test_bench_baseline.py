@@ -1,5 +1,6 @@
 """``bench --baseline spikingjelly``: the SpikingJelly twin is the same network, and its rows are
 written beside esdsnn's."""
+
 import json
 import os
 
@@ -74,8 +75,18 @@ def test_missing_spikingjelly_is_a_one_line_row(tmp_path, monkeypatch):
     (fake / "spikingjelly").mkdir(parents=True)
     (fake / "spikingjelly" / "__init__.py").write_text("raise ImportError('no spikingjelly here')\n")
     monkeypatch.setenv(bench.SPIKINGJELLY_PATH_ENV, str(fake))
-    cfg = dict(arch="digits_resnet", method="spikingjelly-bptt", T=1, batch=2, threads=1, input_shape=[1, 8, 8],
-               num_classes=10, repeats=1, warmup=0, device="cpu")
+    cfg = dict(
+        arch="digits_resnet",
+        method="spikingjelly-bptt",
+        T=1,
+        batch=2,
+        threads=1,
+        input_shape=[1, 8, 8],
+        num_classes=10,
+        repeats=1,
+        warmup=0,
+        device="cpu",
+    )
     r = bench._run_worker(cfg, timeout_s=300)
     assert r["step_s"] is None and "pip install --no-deps spikingjelly==2.0.0" in r["error"]
     assert "\n" not in r["error"] and "Traceback" not in r["error"]

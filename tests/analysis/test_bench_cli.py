@@ -1,5 +1,6 @@
 """``esdsnn bench`` around the measurement: its output folder, the input shape, and one-line
 errors for an unwritable folder and for running out of memory."""
+
 import json
 import re
 
@@ -9,8 +10,21 @@ from esdsnn.analysis import bench
 from esdsnn.cli import main
 from esdsnn.errors import ConfigError
 
-TINY_ARGS = ["--arch", "digits_resnet", "--methods", "bptt", "--T", "1", "--batch", "2", "--repeats", "1",
-             "--warmup", "0", "--no-progress"]
+TINY_ARGS = [
+    "--arch",
+    "digits_resnet",
+    "--methods",
+    "bptt",
+    "--T",
+    "1",
+    "--batch",
+    "2",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--no-progress",
+]
 
 
 def test_input_shape_follows_the_arch_or_the_data_set():
@@ -61,8 +75,18 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, capsys, where
 
 def test_out_of_memory_in_a_worker_is_one_line_with_the_fix(tmp_path):
     """A real allocation failure (an absurd batch) in a fresh worker, and the OS killing one."""
-    cfg = dict(arch="digits_resnet", method="bptt", T=2, batch=2**40, threads=1, input_shape=[1, 8, 8],
-               num_classes=10, repeats=1, warmup=0, device="cpu")
+    cfg = dict(
+        arch="digits_resnet",
+        method="bptt",
+        T=2,
+        batch=2**40,
+        threads=1,
+        input_shape=[1, 8, 8],
+        num_classes=10,
+        repeats=1,
+        warmup=0,
+        device="cpu",
+    )
     r = bench._run_worker(cfg, timeout_s=300)
     assert r["step_s"] is None and r["error"].startswith("out of memory")
     assert "--batch" in r["error"] and "--method esd" in r["error"] and "\n" not in r["error"]
@@ -73,8 +97,22 @@ def test_out_of_memory_in_a_worker_is_one_line_with_the_fix(tmp_path):
 
 
 def test_compiled_neuron_rows_are_labelled_and_bad_choices_refused(tmp_path):
-    rows = [{"method": "bptt", "T": 2, "step_s": 1.0, "peak_mem_bytes": 2**20, "limit_s": None, "neurons": n,
-             "arch": "resnet18", "batch": 2, "device": "cpu", "threads": 1, "torch": "2"} for n in ("eager", "compiled")]
+    rows = [
+        {
+            "method": "bptt",
+            "T": 2,
+            "step_s": 1.0,
+            "peak_mem_bytes": 2**20,
+            "limit_s": None,
+            "neurons": n,
+            "arch": "resnet18",
+            "batch": 2,
+            "device": "cpu",
+            "threads": 1,
+            "torch": "2",
+        }
+        for n in ("eager", "compiled")
+    ]
     md = bench.bench_markdown(rows)
     assert "| bptt | 2 |" in md and "| bptt (compiled) | 2 |" in md
     with pytest.raises(ConfigError, match="neurons"):

@@ -1,4 +1,5 @@
 """`esdsnn report` on a saved run, and bad input to `report`/`bench`."""
+
 import json
 
 from esdsnn.cli import main

@@ -1,4 +1,5 @@
 """esdsnn compare: runs per method × seed in fresh processes, reuse and resume, the table, kd's teacher."""
+
 import csv
 import importlib.util
 import json
@@ -13,7 +14,14 @@ import pytest
 import yaml
 
 from esdsnn.analysis.comparison import (
-    COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, CSV_COLUMNS, noise_note, summarise, tables_from_json,
+    COMPARE_CSV,
+    COMPARE_JSON,
+    COMPARE_MD,
+    COMPARE_PNG,
+    CSV_COLUMNS,
+    noise_note,
+    summarise,
+    tables_from_json,
 )
 from esdsnn.cli import main
 from esdsnn.compare.runner import RUN_SIDECAR, base_config, plan_runs, run_comparison, run_state
@@ -35,7 +43,11 @@ def test_compare_writes_table_and_reuses_finished_runs(tmp_path):
     result = run_comparison(base_config(None, TINY), ["bptt", "esd"], 2, out, echo=lines.append)
 
     assert sorted(p.relative_to(out).as_posix() for p in out.glob("*/seed*")) == [
-        "bptt/seed-60", "bptt/seed-61", "esd/seed-60", "esd/seed-61"]
+        "bptt/seed-60",
+        "bptt/seed-61",
+        "esd/seed-60",
+        "esd/seed-61",
+    ]
     for name in (COMPARE_MD, COMPARE_CSV, COMPARE_PNG, COMPARE_JSON):
         assert (out / name).is_file()
     assert (out / COMPARE_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -60,7 +72,10 @@ def test_compare_writes_table_and_reuses_finished_runs(tmp_path):
 
     md = (out / COMPARE_MD).read_text()
     assert md == result.markdown
-    assert "| method | n | test accuracy (%, mean ± std) | vs best (pp) | time / epoch (s) | peak RSS (MiB) | avg firing rate |" in md
+    assert (
+        "| method | n | test accuracy (%, mean ± std) | vs best (pp) | time / epoch (s) | peak RSS (MiB) | avg firing rate |"
+        in md
+    )
     assert md.count("\n| bptt | 2 |") == 1 and md.count("\n| esd | 2 |") == 1
     assert "Noise:" in md and "1 thread(s)" in md and "T=1" in md
 
@@ -76,7 +91,7 @@ def test_compare_writes_table_and_reuses_finished_runs(tmp_path):
     assert [r["peak_rss_bytes"] for r in again.records] == [r["peak_rss_bytes"] for r in records]
 
     # the tables can be rebuilt from compare.json alone
-    rows2, md2 = tables_from_json(out)
+    _rows2, md2 = tables_from_json(out)
     assert md2.splitlines()[:4] == md.splitlines()[:4]
 
 
@@ -103,10 +118,35 @@ def test_kd_trains_an_ann_teacher_per_seed_and_passes_it(tmp_path):
 
 def test_interrupted_compare_resumes_the_incomplete_run(tmp_path):
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "esdsnn", "compare", "--methods", "bptt", "--seeds", "1", "--out", str(out),
-           "--epochs", "3", "--T", "1", "--batch-size", "128", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-                            start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "esdsnn",
+        "compare",
+        "--methods",
+        "bptt",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--T",
+        "1",
+        "--batch-size",
+        "128",
+        "--threads",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        start_new_session=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -138,8 +178,13 @@ def test_runs_with_other_settings_are_an_error_before_anything_trains(tmp_path):
 def test_plan_seeds_dirs_and_shared_teacher(tmp_path):
     plans = plan_runs(base_config(None, dict(TINY, seed=5)), ["ann", "kd", "bptt"], 2, tmp_path)
     assert [(p.method, p.seed, p.run_dir.relative_to(tmp_path).as_posix()) for p in plans] == [
-        ("ann", 5, "ann/seed-5"), ("ann", 6, "ann/seed-6"), ("kd", 5, "kd/seed-5"), ("kd", 6, "kd/seed-6"),
-        ("bptt", 5, "bptt/seed-5"), ("bptt", 6, "bptt/seed-6")]
+        ("ann", 5, "ann/seed-5"),
+        ("ann", 6, "ann/seed-6"),
+        ("kd", 5, "kd/seed-5"),
+        ("kd", 6, "kd/seed-6"),
+        ("bptt", 5, "bptt/seed-5"),
+        ("bptt", 6, "bptt/seed-6"),
+    ]
     assert all(p.role == "method" for p in plans)  # ann compared in its own right, and teaching kd
     assert plans[2].teacher is plans[0] and plans[3].teacher is plans[1]
     with pytest.raises(ConfigError, match="seeds must be"):
@@ -149,15 +194,27 @@ def test_plan_seeds_dirs_and_shared_teacher(tmp_path):
 
 
 def _record(method, acc, role="method"):
-    return {"method": method, "role": role, "status": "completed", "test_acc": acc, "epoch_s_mean": 1.0,
-            "peak_rss_bytes": 2**20, "avg_firing_rate": 0.1, "energy_mj_per_sample": 0.01}
+    return {
+        "method": method,
+        "role": role,
+        "status": "completed",
+        "test_acc": acc,
+        "epoch_s_mean": 1.0,
+        "peak_rss_bytes": 2**20,
+        "avg_firing_rate": 0.1,
+        "energy_mj_per_sample": 0.01,
+    }
 
 
 def test_noise_verdicts_by_hand():
     # means: esd .91 (std .01), ratebp .90 (std .01), sd .88 (std .0): combined std with esd is
     # sqrt(2)*.01 = .0141 for ratebp (diff .01: within) and .01 for sd (diff .03: beyond).
-    records = [_record("ratebp", a) for a in (0.89, 0.91)] + [_record("esd", a) for a in (0.90, 0.92)] \
-        + [_record("sd", a) for a in (0.88, 0.88)] + [_record("ann", a, "teacher") for a in (0.99, 0.99)]
+    records = (
+        [_record("ratebp", a) for a in (0.89, 0.91)]
+        + [_record("esd", a) for a in (0.90, 0.92)]
+        + [_record("sd", a) for a in (0.88, 0.88)]
+        + [_record("ann", a, "teacher") for a in (0.99, 0.99)]
+    )
     rows = {r["method"]: r for r in summarise(records)}
     assert rows["esd"]["best"] and rows["esd"]["test_acc_std"] == pytest.approx(0.01 * 2**0.5)
     assert rows["ratebp"]["within_noise_of_best"] is True and rows["ratebp"]["vs_best"] == pytest.approx(-0.01)
@@ -172,12 +229,15 @@ def test_noise_verdicts_by_hand():
     assert "fewer than 2 completed seeds" in noise_note(one_seed)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--methods", "bptt,nope"], "unknown method(s) 'nope'"),
-    (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--methods", ""], "--methods is empty"),
-    (["--epochs", "0"], "epochs must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--methods", "bptt,nope"], "unknown method(s) 'nope'"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--methods", ""], "--methods is empty"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["compare", "--out", str(tmp_path / "c"), *argv]) == 2
     err = capsys.readouterr().err
@@ -200,5 +260,5 @@ def test_shapes_npz_script_makes_a_loadable_data_set(tmp_path):
         assert data["x_train"].std() > 20  # not blank images
     from esdsnn.data.arrays import read_npz
 
-    x_train, y_train, x_test, y_test = read_npz(path)
+    x_train, y_train, _x_test, _y_test = read_npz(path)
     assert x_train.shape == (60, 3, 16, 16) and int(y_train.max()) == 5

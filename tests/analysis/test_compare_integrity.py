@@ -2,6 +2,7 @@
 a finished shorter or re-planned run is refused with the fix, runs in training and a second
 comparison are refused, options no compared method reads are refused, and the table and figure
 state the settings read from the runs."""
+
 import json
 
 import pytest
@@ -22,9 +23,23 @@ def fake_finished(plan, **summary):
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     save_config(plan.config, plan.run_dir / "config.yaml")
     c = plan.config
-    record = dict(status="completed", test_acc=0.5, test_total=360, epochs=c.optim.epochs, method=c.method,
-                  arch=c.arch or "digits_resnet", T=c.T, batch_size=c.optim.batch_size or 16, lr=c.optim.lr,
-                  dataset=c.dataset, seed=c.seed, torch="x", device="cpu", threads=1, cpu_count=2)
+    record = dict(
+        status="completed",
+        test_acc=0.5,
+        test_total=360,
+        epochs=c.optim.epochs,
+        method=c.method,
+        arch=c.arch or "digits_resnet",
+        T=c.T,
+        batch_size=c.optim.batch_size or 16,
+        lr=c.optim.lr,
+        dataset=c.dataset,
+        seed=c.seed,
+        torch="x",
+        device="cpu",
+        threads=1,
+        cpu_count=2,
+    )
     (plan.run_dir / "summary.json").write_text(json.dumps({**record, **summary}))
     (plan.run_dir / "metrics.csv").write_text("epoch,epoch_s\n1,1.0\n")
 
@@ -39,8 +54,23 @@ def test_a_finished_shorter_run_is_refused_not_reported_as_the_longer_one(tmp_pa
     assert state == "mismatch" and "epochs: 1 -> 2" in why and "a finished 1-epoch run is not extended" in why
 
     capsys.readouterr()
-    argv = ["compare", "--methods", "bptt", "--seeds", "1", "--out", str(out), "--epochs", "2", "--T", "1",
-            "--batch-size", "128", "--threads", "1"]
+    argv = [
+        "compare",
+        "--methods",
+        "bptt",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--T",
+        "1",
+        "--batch-size",
+        "128",
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 2  # refused before anything trains, with the fix
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "epochs: 1 -> 2" in err[0] and "use another --out, or --overwrite to retrain" in err[0]
@@ -98,6 +128,17 @@ def test_the_header_table_and_figure_state_the_settings_read_from_the_runs(tmp_p
 
 
 def test_the_title_says_where_runs_differ():
-    records = [{"dataset": "digits", "arch": "a", "T": 4, "epochs": e, "batch_size": 64, "status": "completed",
-                "role": "method", "seed": 60} for e in (1, 2)]
+    records = [
+        {
+            "dataset": "digits",
+            "arch": "a",
+            "T": 4,
+            "epochs": e,
+            "batch_size": 64,
+            "status": "completed",
+            "role": "method",
+            "seed": 60,
+        }
+        for e in (1, 2)
+    ]
     assert settings_title(records) == "digits: a, T=4, 1/2 epochs, batch 64, 1 seed(s)"

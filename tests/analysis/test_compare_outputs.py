@@ -1,12 +1,20 @@
 """What a comparison writes, from known records (no training): the figure, the tables' units, the
 seed folders, and an output folder that cannot be written."""
+
 import csv
 import json
 import os
 
 import pytest
 
-from esdsnn.analysis.comparison import COMPARE_CSV, COMPARE_JSON, COMPARE_MD, compare_figure, summarise, write_compare_files
+from esdsnn.analysis.comparison import (
+    COMPARE_CSV,
+    COMPARE_JSON,
+    COMPARE_MD,
+    compare_figure,
+    summarise,
+    write_compare_files,
+)
 from esdsnn.cli import main
 from esdsnn.compare.runner import base_config, plan_runs
 from esdsnn.config import save_config
@@ -15,9 +23,18 @@ TINY = dict(epochs=1, T=1, batch_size=128, threads=1)
 
 
 def _record(method, acc, epoch_s, seed, role="method"):
-    return {"method": method, "role": role, "seed": seed, "status": "completed", "test_acc": acc,
-            "epoch_s_mean": epoch_s, "peak_rss_bytes": 300 * 2**20, "avg_firing_rate": 0.1,
-            "energy_mj_per_sample": 0.01, "test_total": 500}
+    return {
+        "method": method,
+        "role": role,
+        "seed": seed,
+        "status": "completed",
+        "test_acc": acc,
+        "epoch_s_mean": epoch_s,
+        "peak_rss_bytes": 300 * 2**20,
+        "avg_firing_rate": 0.1,
+        "energy_mj_per_sample": 0.01,
+        "test_total": 500,
+    }
 
 
 # bptt: two seeds, 0.90 and 0.92 (mean 91 %, sample std sqrt(2)·1 % = 1.414 %); esd: one seed, 80 %.
@@ -65,7 +82,7 @@ def test_single_seed_figure_says_there_are_no_error_bars():
 
 
 def test_files_hold_fractions_and_markdown_says_percent(tmp_path):
-    rows, markdown = write_compare_files(tmp_path, RECORDS, None, "digits")
+    _rows, _markdown = write_compare_files(tmp_path, RECORDS, None, "digits")
     with (tmp_path / COMPARE_CSV).open(newline="") as fh:
         table = {r["method"]: r for r in csv.DictReader(fh)}
     assert float(table["bptt"]["test_acc_mean"]) == pytest.approx(0.91)
@@ -97,8 +114,25 @@ def test_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys):
     locked.mkdir()
     locked.chmod(0o500)
     try:
-        code = main(["compare", "--methods", "bptt", "--seeds", "1", "--out", str(locked / "cmp"),
-                     "--epochs", "1", "--T", "1", "--batch-size", "128", "--threads", "1"])
+        code = main(
+            [
+                "compare",
+                "--methods",
+                "bptt",
+                "--seeds",
+                "1",
+                "--out",
+                str(locked / "cmp"),
+                "--epochs",
+                "1",
+                "--T",
+                "1",
+                "--batch-size",
+                "128",
+                "--threads",
+                "1",
+            ]
+        )
         captured = capsys.readouterr()
     finally:
         locked.chmod(0o700)

@@ -1,4 +1,5 @@
 """Firing rates, MACs/SOPs and the energy estimate against a hand computation."""
+
 import json
 
 import pytest
@@ -116,12 +117,12 @@ def test_registered_model_consistency():
     T = 3
     r = measure_firing(model, [(x, torch.arange(4))], T)
     lifs = [n for n, m in model.named_modules() if isinstance(m, LIF)]
-    assert sorted(l.name for l in r.layers) == sorted(lifs)
+    assert sorted(layer.name for layer in r.layers) == sorted(lifs)
     assert r.layers[0].name == "stem.1" and r.layers[0].neurons == 32 * 8 * 8
     for layer in r.layers:
         assert 0.0 <= layer.rate <= 1.0 and len(layer.step_rates) == T
-    total = sum(l.neurons for l in r.layers)
-    assert r.avg_rate == pytest.approx(sum(l.rate * l.neurons for l in r.layers) / total)
+    total = sum(layer.neurons for layer in r.layers)
+    assert r.avg_rate == pytest.approx(sum(layer.rate * layer.neurons for layer in r.layers) / total)
     ops = {op.name: op for op in r.ops}
     assert ops["stem.0.0"].counted_as == "mac" and ops["stem.0.0"].macs == 32 * 8 * 8 * 1 * 9
     assert ops["head.2"].counted_as == ("sop" if ops["head.2"].binary_input else "mac")
@@ -131,7 +132,9 @@ def test_registered_model_consistency():
         if op.counted_as == "sop":
             assert op.sops == pytest.approx(op.input_rate * T * op.macs_per_step)
     # the spike pass prediction agrees with esdsnn.predict
-    assert r.accuracy == pytest.approx(float((esdsnn.predict(model, x, T).argmax(-1) == torch.arange(4)).float().mean()))
+    assert r.accuracy == pytest.approx(
+        float((esdsnn.predict(model, x, T).argmax(-1) == torch.arange(4)).float().mean())
+    )
 
 
 def _flagged_net() -> TinyNet:
@@ -157,7 +160,9 @@ def test_dead_and_saturated_layers_are_flagged():
     dead, saturated = sorted(r.flag_lines())
     assert dead.startswith("- **dead layer** `stages.0.1`: no spike at all") and "lower its threshold" in dead
     assert "input normalisation" in dead and "learning rate" in dead
-    assert saturated.startswith("- **saturated layer** `stem.1`: mean rate 1.0000") and "raise its threshold" in saturated
+    assert (
+        saturated.startswith("- **saturated layer** `stem.1`: mean rate 1.0000") and "raise its threshold" in saturated
+    )
 
 
 def test_normal_layers_are_not_flagged_and_the_limits():
@@ -165,7 +170,14 @@ def test_normal_layers_are_not_flagged_and_the_limits():
     assert [layer.flag for layer in r.layers] == [None, None] and r.flag_lines() == []
     assert r.to_dict()["dead_layers"] == [] and r.to_dict()["saturated_layers"] == []
     assert [firing_flag(x) for x in (0.0, 0.00099, 0.001, 0.5, 0.9499, 0.95, 1.0)] == [
-        "dead", "dead", None, None, None, "saturated", "saturated"]
+        "dead",
+        "dead",
+        None,
+        None,
+        None,
+        "saturated",
+        "saturated",
+    ]
     old = r.to_dict()  # a firing_rates.json written before flags existed still reads
     del old["dead_layers"], old["saturated_layers"]
     for layer in old["layers"]:

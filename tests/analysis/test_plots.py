@@ -1,4 +1,5 @@
 """training_curves.png from a known metrics.csv: which lines each panel holds, with what data."""
+
 import csv
 import math
 
@@ -7,8 +8,24 @@ import pytest
 from esdsnn.analysis.plots import plot_training_curves, training_curves_figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
-COLUMNS = ["epoch", "lr", "loss", "ce_main", "ce_branches", "kd", "acc_main", "acc_head0", "acc_head1",
-           "firing_rate", "train_acc", "val_acc", "val_loss", "test_acc", "test_loss", "epoch_s"]
+COLUMNS = [
+    "epoch",
+    "lr",
+    "loss",
+    "ce_main",
+    "ce_branches",
+    "kd",
+    "acc_main",
+    "acc_head0",
+    "acc_head1",
+    "firing_rate",
+    "train_acc",
+    "val_acc",
+    "val_loss",
+    "test_acc",
+    "test_loss",
+    "epoch_s",
+]
 # Four epochs, as the new metrics.csv writes them: validation every epoch, test only at the end.
 ROWS = [
     [1, 0.1, 2.0, 1.5, 0.4, 0.1, 0.30, 0.20, 0.25, 0.12, 0.30, 0.28, 1.9, "", "", 1.0],
@@ -113,8 +130,11 @@ def test_columns_given_directly_and_nothing_to_plot(tmp_path):
 def test_firing_figure_marks_flagged_layers():
     from esdsnn.analysis.plots import firing_rates_figure
 
-    layers = [dict(name="stem.1", rate=1.0, flag="saturated"), dict(name="stages.0.1", rate=0.0, flag="dead"),
-              dict(name="stages.1.1", rate=0.2)]  # the last as an older firing_rates.json has it: no flag
+    layers = [
+        dict(name="stem.1", rate=1.0, flag="saturated"),
+        dict(name="stages.0.1", rate=0.0, flag="dead"),
+        dict(name="stages.1.1", rate=0.2),
+    ]  # the last as an older firing_rates.json has it: no flag
     fig = firing_rates_figure({"layers": layers, "avg_rate": 0.4, "T": 4, "samples": 8})
     (ax,) = fig.axes
     assert [round(p.get_height(), 6) for p in ax.patches] == [1.0, 0.0, 0.2]

@@ -1,4 +1,5 @@
 """The report of a saved run directory, and the figures it draws."""
+
 import csv
 import json
 
@@ -91,14 +92,19 @@ def test_report_flags_dead_and_saturated_layers(tmp_path):
     write_report(tmp_path / "run", TwoLIFNet((0.01, 100.0)), source, 3)
     d = json.loads((tmp_path / "run" / "firing_rates.json").read_text())
     assert [(layer["name"], layer["rate"], layer["flag"]) for layer in d["layers"]] == [
-        ("stem.1", 1.0, "saturated"), ("stages.0.1", 0.0, "dead")]
+        ("stem.1", 1.0, "saturated"),
+        ("stages.0.1", 0.0, "dead"),
+    ]
     assert d["dead_layers"] == ["stages.0.1"] and d["saturated_layers"] == ["stem.1"]
     md = (tmp_path / "run" / "report.md").read_text()
     assert "**Layers to check** (dead: mean rate < 0.001 spikes / neuron / step; saturated: mean rate ≥ 0.95)" in md
     (dead,) = [line for line in md.splitlines() if line.startswith("- **dead layer** `stages.0.1`")]
     (saturated,) = [line for line in md.splitlines() if line.startswith("- **saturated layer** `stem.1`")]
     assert "lower its threshold (--threshold)" in dead and "raise its threshold (--threshold)" in saturated
-    assert "spike-pass accuracy on these samples: " in md and "%" in md.split("spike-pass accuracy on these samples: ")[1].split("\n")[0]
+    assert (
+        "spike-pass accuracy on these samples: " in md
+        and "%" in md.split("spike-pass accuracy on these samples: ")[1].split("\n")[0]
+    )
     assert flagged_layers(tmp_path / "run") == "dead layer(s) stages.0.1; saturated layer(s) stem.1"
 
 
@@ -117,12 +123,20 @@ def test_the_report_says_in_words_where_the_best_epoch_was_selected():
     from esdsnn.analysis.report import render_report
 
     firing = esdsnn.analysis.firing.measure_firing(TwoLIFNet((1.0, 1.0)), [torch.full((2, 1, 1, 1), 0.9)], 2)
-    on_test = render_report(firing, title="r", summary={"test_acc": 0.9, "selected_on": "test", "best_epoch": 3,
-                                                        "best_test_acc": 0.92})
-    assert ("selected_on: test — the best epoch, 3, was selected on the test set itself, as the paper's recipes do; "
-            "its test accuracy is 92.00 %; that figure is not an unbiased estimate.") in on_test
-    on_val = render_report(firing, title="r", summary={"test_acc": 0.9, "selected_on": "val", "best_epoch": 2,
-                                                       "best_val_acc": 0.95, "best_test_acc": 0.91})
-    assert ("selected_on: val — the best epoch, 2, was selected on the validation split (95.00 % validation "
-            "accuracy); its test accuracy is 91.00 %.") in on_val
+    on_test = render_report(
+        firing, title="r", summary={"test_acc": 0.9, "selected_on": "test", "best_epoch": 3, "best_test_acc": 0.92}
+    )
+    assert (
+        "selected_on: test — the best epoch, 3, was selected on the test set itself, as the paper's recipes do; "
+        "its test accuracy is 92.00 %; that figure is not an unbiased estimate."
+    ) in on_test
+    on_val = render_report(
+        firing,
+        title="r",
+        summary={"test_acc": 0.9, "selected_on": "val", "best_epoch": 2, "best_val_acc": 0.95, "best_test_acc": 0.91},
+    )
+    assert (
+        "selected_on: val — the best epoch, 2, was selected on the validation split (95.00 % validation "
+        "accuracy); its test accuracy is 91.00 %."
+    ) in on_val
     assert "selected_on" not in render_report(firing, title="r", summary={"test_acc": 0.9})  # an older run

@@ -1,5 +1,6 @@
 """Helpers of the CIFAR10-DVS tests: AEDAT 2.0 files written as jAER writes them, a one-event-at-a-time
 frame reference, SpikingJelly's own reader run from its source, one-line error checks."""
+
 import ast
 import importlib.util
 import types
@@ -13,9 +14,11 @@ from esdsnn.data.dvs import CLASSES
 from esdsnn.errors import DataError
 
 # The header of a CIFAR10-DVS file as jAER writes it (CRLF line ends), then the events.
-HEADER = (b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
-          b"# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event\r\n"
-          b"# Timestamps tick is 1 us\r\n# created Mon Apr 03 10:41:17 CST 2017\r\n")
+HEADER = (
+    b"#!AER-DAT2.0\r\n# This is a raw AE data file - do not edit\r\n"
+    b"# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event\r\n"
+    b"# Timestamps tick is 1 us\r\n# created Mon Apr 03 10:41:17 CST 2017\r\n"
+)
 
 
 def dvs128_address(x_raw, y_raw, p_raw):
@@ -80,8 +83,12 @@ def spikingjelly_functions(module: str, names: set, methods: tuple = ()) -> dict
     with warnings.catch_warnings():  # its docstrings hold LaTeX escapes
         warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
         tree = ast.parse(source.read_text())
-    body = [n for n in tree.body if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant))
-            or (isinstance(n, ast.FunctionDef) and n.name in names)]
+    body = [
+        n
+        for n in tree.body
+        if (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant))
+        or (isinstance(n, ast.FunctionDef) and n.name in names)
+    ]
     for cls_name, name in methods:
         cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
         method = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
@@ -90,16 +97,14 @@ def spikingjelly_functions(module: str, names: set, methods: tuple = ()) -> dict
     numpy_shim = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
     numpy_shim.fromstring = np.frombuffer
     namespace = {"np": numpy_shim, "Dict": dict}
-    exec(compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), str(source),
-                 "exec"), namespace)
+    exec(compile(ast.fix_missing_locations(ast.Module(body=body, type_ignores=[])), str(source), "exec"), namespace)
     return namespace
 
 
 def spikingjelly_reader():
     """SpikingJelly's ``CIFAR10DVS.load_origin_data``, the reader behind the official ESD code."""
     names = {"read_bits", "skip_header", "load_raw_events", "parse_raw_address", "load_events"}
-    return spikingjelly_functions("cifar10_dvs.py", names,
-                                  (("CIFAR10DVS", "load_origin_data"),))["load_origin_data"]
+    return spikingjelly_functions("cifar10_dvs.py", names, (("CIFAR10DVS", "load_origin_data"),))["load_origin_data"]
 
 
 def check_one_line_error(fn, *parts):
@@ -110,5 +115,3 @@ def check_one_line_error(fn, *parts):
     for part in parts:
         assert str(part) in msg, msg
     return msg
-
-

@@ -1,4 +1,5 @@
 """npz data sets: layouts, dtypes, normalisation, and errors that name the file."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,8 +23,13 @@ def test_nhwc_uint8(tmp_path):
     rng = np.random.default_rng(0)
     x_train = rng.integers(0, 256, size=(20, 6, 5, 3), dtype=np.uint8)
     x_test = rng.integers(0, 256, size=(7, 6, 5, 3), dtype=np.uint8)
-    path = _write(tmp_path / "a.npz", x_train=x_train, y_train=np.arange(20) % 4,
-                  x_test=x_test, y_test=np.array([0, 1, 2, 3, 0, 1, 2]))
+    path = _write(
+        tmp_path / "a.npz",
+        x_train=x_train,
+        y_train=np.arange(20) % 4,
+        x_test=x_test,
+        y_test=np.array([0, 1, 2, 3, 0, 1, 2]),
+    )
     bundle = load_dataset("npz", data_path=path, batch_size=8, seed=1)
     assert bundle.input_shape == (3, 6, 5) and bundle.num_classes == 4
     x, y = _all(bundle.train)
@@ -43,8 +49,13 @@ def test_nchw_float(tmp_path):
     rng = np.random.default_rng(1)
     x_train = rng.normal(5.0, 2.0, size=(16, 2, 4, 4))  # float64, not scaled by 1/255
     x_test = rng.normal(5.0, 2.0, size=(5, 2, 4, 4)).astype(np.float32)
-    path = _write(tmp_path / "b.npz", x_train=x_train, y_train=np.arange(16) % 2,
-                  x_test=x_test.astype(np.float64), y_test=np.array([[0], [1], [1], [0], [1]]))
+    path = _write(
+        tmp_path / "b.npz",
+        x_train=x_train,
+        y_train=np.arange(16) % 2,
+        x_test=x_test.astype(np.float64),
+        y_test=np.array([[0], [1], [1], [0], [1]]),
+    )
     bundle = load_dataset("npz", data_path=path, batch_size=16, seed=0)
     assert bundle.input_shape == (2, 4, 4) and bundle.num_classes == 2
     x, _ = _all(bundle.train)
@@ -58,18 +69,26 @@ def test_nchw_float(tmp_path):
 def test_grayscale_nhw_and_float_labels(tmp_path):
     x = np.zeros((6, 5, 5), dtype=np.uint8)
     x[::2] = 255
-    path = _write(tmp_path / "c.npz", x_train=x, y_train=np.array([0.0, 1, 2, 0, 1, 2]),
-                  x_test=x[:2], y_test=np.array([2, 0]))
+    path = _write(
+        tmp_path / "c.npz", x_train=x, y_train=np.array([0.0, 1, 2, 0, 1, 2]), x_test=x[:2], y_test=np.array([2, 0])
+    )
     x_train, y_train, _, _ = read_npz(path)
     assert x_train.shape == (6, 1, 5, 5) and x_train.dtype == np.uint8 and y_train.dtype == np.int64
     bundle = load_dataset("npz", data_path=path, batch_size=4, seed=0)
     assert bundle.input_shape == (1, 5, 5) and bundle.num_classes == 3
 
 
-@pytest.mark.parametrize("shape, layout", [
-    ((10, 32, 32, 3), "NHWC"), ((10, 3, 32, 32), "NCHW"), ((10, 28, 28, 1), "NHWC"),
-    ((10, 1, 28, 28), "NCHW"), ((10, 2, 48, 48), "NCHW"), ((10, 8, 8, 8), "NCHW"),
-])
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ((10, 32, 32, 3), "NHWC"),
+        ((10, 3, 32, 32), "NCHW"),
+        ((10, 28, 28, 1), "NHWC"),
+        ((10, 1, 28, 28), "NCHW"),
+        ((10, 2, 48, 48), "NCHW"),
+        ((10, 8, 8, 8), "NCHW"),
+    ],
+)
 def test_detect_layout(shape, layout):
     assert detect_layout(shape) == layout
 
@@ -110,17 +129,24 @@ def test_missing_keys_are_named(tmp_path):
         read_npz(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"y_train": np.array([0, 1, -1, 0])}, "negative"),
-    ({"y_train": np.array([0, 1, 0])}, "3 labels but there are 4 images"),
-    ({"y_train": np.array([0.5, 1, 0, 1])}, "non-integer"),
-    ({"x_train": np.full((4, 1, 2, 2), np.nan)}, "NaN"),
-    ({"x_test": np.zeros((2, 1, 3, 3))}, "x_test samples are"),
-    ({"x_train": np.zeros((4, 2))}, "expected images"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"y_train": np.array([0, 1, -1, 0])}, "negative"),
+        ({"y_train": np.array([0, 1, 0])}, "3 labels but there are 4 images"),
+        ({"y_train": np.array([0.5, 1, 0, 1])}, "non-integer"),
+        ({"x_train": np.full((4, 1, 2, 2), np.nan)}, "NaN"),
+        ({"x_test": np.zeros((2, 1, 3, 3))}, "x_test samples are"),
+        ({"x_train": np.zeros((4, 2))}, "expected images"),
+    ],
+)
 def test_bad_contents(tmp_path, change, message):
-    arrays = {"x_train": np.zeros((4, 1, 2, 2)), "y_train": np.array([0, 1, 0, 1]),
-              "x_test": np.zeros((2, 1, 2, 2)), "y_test": np.array([0, 1])}
+    arrays = {
+        "x_train": np.zeros((4, 1, 2, 2)),
+        "y_train": np.array([0, 1, 0, 1]),
+        "x_test": np.zeros((2, 1, 2, 2)),
+        "y_test": np.array([0, 1]),
+    }
     arrays.update(change)
     path = _write(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message) as info:

@@ -1,4 +1,5 @@
 """Batched augmentation: shapes, value ranges, per-image randomness, reproducibility."""
+
 import dataclasses
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_random_crop_is_a_window_of_the_padded_image():
     out = A.random_crop(x, gen(3), padding=2)
     xp = F.pad(x, (2, 2, 2, 2))
     for b in range(4):
-        windows = [xp[b, :, i:i + 8, j:j + 8] for i in range(5) for j in range(5)]
+        windows = [xp[b, :, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
         assert any(torch.equal(out[b], w) for w in windows)
 
 
@@ -120,8 +121,9 @@ def test_the_recipes_cutout_is_the_official_16_pixel_square():
 
     recipe = TrainConfig(dataset="cifar10").resolved().augment
     assert recipe.cutout is True
-    aug = CifarAugment(CIFAR10_MEAN, CIFAR10_STD, dataclasses.replace(recipe, crop=False, flip=False,
-                                                                       autoaugment=False))
+    aug = CifarAugment(
+        CIFAR10_MEAN, CIFAR10_STD, dataclasses.replace(recipe, crop=False, flip=False, autoaugment=False)
+    )
     out = aug(torch.full((300, 3, 32, 32), 200, dtype=torch.uint8), gen(4))
     black = Normalize(CIFAR10_MEAN, CIFAR10_STD)(torch.zeros(1, 3, 1, 1, dtype=torch.uint8))
     hole = torch.isclose(out, black.expand_as(out)).all(dim=1)  # [N, H, W]
@@ -146,8 +148,9 @@ def test_roll_shifts_each_sample_circularly_within_five_pixels():
     x = torch.rand(20, 2, 3, 12, 12, generator=gen())
     out = A.random_roll(x, gen(1), max_shift=5)
     for b in range(20):
-        ok = [torch.equal(out[b], torch.roll(x[b], (dy, dx), dims=(-2, -1)))
-              for dy in range(-5, 6) for dx in range(-5, 6)]
+        ok = [
+            torch.equal(out[b], torch.roll(x[b], (dy, dx), dims=(-2, -1))) for dy in range(-5, 6) for dx in range(-5, 6)
+        ]
         assert any(ok)
 
 

@@ -6,6 +6,7 @@ Tolerance: none. The batched ops reproduce PIL's arithmetic (its 16.16 fixed poi
 its double-precision coordinates and a = −1 cubic for shears, float32 blends with truncation), so
 on the same image and draw the pixels are identical; a mismatch of even one level is a bug.
 """
+
 import math
 
 import numpy as np
@@ -34,16 +35,16 @@ def scene_images(size=32):
     images = [
         np.stack([xx / s * 255, yy / s * 255, (1 - xx / s) * 200 + 30], -1),
         np.where(((xx // 8 + yy // 8) % 2)[..., None] == 1, [230, 40, 40], [20, 60, 210]),
-        np.stack([np.clip(255 - np.hypot(xx - 15.5, yy - 12) * 11, 0, 255)] * 2
-                 + [np.full_like(xx, 90.0)], -1),
+        np.stack([np.clip(255 - np.hypot(xx - 15.5, yy - 12) * 11, 0, 255)] * 2 + [np.full_like(xx, 90.0)], -1),
         np.kron(rng.uniform(0, 255, (4, 4, 3)), np.ones((8, 8, 1)))[:size, :size],
         rng.integers(0, 256, (size, size, 3)),
         100 + 40 * np.stack([np.sin(xx / 5), np.cos(yy / 7), np.sin((xx + yy) / 9)], -1) ** 2,
         np.full((size, size, 3), 77.0),
         np.where((xx > 10)[..., None], [200, 200, 10], [5, 5, 250]),
     ]
-    smooth = torch.nn.functional.interpolate(torch.tensor(rng.uniform(0, 255, (1, 3, 6, 6))),
-                                             size=(size, size), mode="bicubic", align_corners=False)
+    smooth = torch.nn.functional.interpolate(
+        torch.tensor(rng.uniform(0, 255, (1, 3, 6, 6))), size=(size, size), mode="bicubic", align_corners=False
+    )
     images.append(smooth[0].permute(1, 2, 0).clamp(0, 255).numpy())
     return np.stack([np.asarray(im).round().clip(0, 255).astype(np.uint8) for im in images])
 
@@ -61,30 +62,29 @@ def pil_op(img, name, magnitude, sign):
     with the random sign given."""
     w, h = img.size
     if name == "shearX":
-        return img.transform(img.size, Image.AFFINE, (1, magnitude * sign, 0, 0, 1, 0),
-                             Image.BICUBIC, fillcolor=FILL)
+        return img.transform(img.size, Image.AFFINE, (1, magnitude * sign, 0, 0, 1, 0), Image.BICUBIC, fillcolor=FILL)
     if name == "shearY":
-        return img.transform(img.size, Image.AFFINE, (1, 0, 0, magnitude * sign, 1, 0),
-                             Image.BICUBIC, fillcolor=FILL)
+        return img.transform(img.size, Image.AFFINE, (1, 0, 0, magnitude * sign, 1, 0), Image.BICUBIC, fillcolor=FILL)
     if name == "translateX":
-        return img.transform(img.size, Image.AFFINE, (1, 0, magnitude * w * sign, 0, 1, 0),
-                             fillcolor=FILL)
+        return img.transform(img.size, Image.AFFINE, (1, 0, magnitude * w * sign, 0, 1, 0), fillcolor=FILL)
     if name == "translateY":
-        return img.transform(img.size, Image.AFFINE, (1, 0, 0, 0, 1, magnitude * h * sign),
-                             fillcolor=FILL)
+        return img.transform(img.size, Image.AFFINE, (1, 0, 0, 0, 1, magnitude * h * sign), fillcolor=FILL)
     if name == "rotate":  # gray where the rotated image has no pixel
         rot = img.convert("RGBA").rotate(magnitude)
         return Image.composite(rot, Image.new("RGBA", rot.size, (128,) * 4), rot).convert("RGB")
-    enhancers = {"color": ImageEnhance.Color, "contrast": ImageEnhance.Contrast,
-                 "brightness": ImageEnhance.Brightness, "sharpness": ImageEnhance.Sharpness}
+    enhancers = {
+        "color": ImageEnhance.Color,
+        "contrast": ImageEnhance.Contrast,
+        "brightness": ImageEnhance.Brightness,
+        "sharpness": ImageEnhance.Sharpness,
+    }
     if name in enhancers:
         return enhancers[name](img).enhance(1 + magnitude * sign)
     if name == "posterize":
         return ImageOps.posterize(img, int(magnitude))
     if name == "solarize":
         return ImageOps.solarize(img, magnitude)
-    return {"autocontrast": ImageOps.autocontrast, "equalize": ImageOps.equalize,
-            "invert": ImageOps.invert}[name](img)
+    return {"autocontrast": ImageOps.autocontrast, "equalize": ImageOps.equalize, "invert": ImageOps.invert}[name](img)
 
 
 def pil_batch(arr, name, magnitude, sign):
@@ -99,8 +99,11 @@ def test_each_operation_equals_pil_at_every_bin_and_sign(name):
     for b in range(10):
         magnitude = AA.RANGES[name][b]
         for sign in (-1, 1):
-            ours = AA.OPS[name](x, torch.full((n,), float(magnitude), dtype=torch.float64),
-                                torch.full((n,), float(sign), dtype=torch.float64))
+            ours = AA.OPS[name](
+                x,
+                torch.full((n,), float(magnitude), dtype=torch.float64),
+                torch.full((n,), float(sign), dtype=torch.float64),
+            )
             assert ours.dtype == torch.uint8 and ours.shape == x.shape
             ref = pil_batch(arr, name, magnitude, sign)
             diff = np.abs(to_array(ours).astype(int) - ref.astype(int))
@@ -127,14 +130,20 @@ def test_parameters_per_image_in_one_call_equal_pil():
     n = len(arr)
     factors = torch.linspace(0.1, 1.9, n, dtype=torch.float64)
     ours = pil_ops.contrast(x, factors)
-    ref = np.stack([np.asarray(ImageEnhance.Contrast(Image.fromarray(a)).enhance(float(f)))
-                    for a, f in zip(arr, factors)])
+    ref = np.stack(
+        [np.asarray(ImageEnhance.Contrast(Image.fromarray(a)).enhance(float(f))) for a, f in zip(arr, factors)]
+    )
     assert np.array_equal(to_array(ours), ref)
     shifts = torch.linspace(-14.5, 14.5, n, dtype=torch.float64)
     ours = pil_ops.translate(x, shifts, -shifts, FILL)
-    ref = np.stack([np.asarray(Image.fromarray(a).transform((32, 32), Image.AFFINE,
-                                                            (1, 0, float(t), 0, 1, -float(t)), fillcolor=FILL))
-                    for a, t in zip(arr, shifts)])
+    ref = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(a).transform((32, 32), Image.AFFINE, (1, 0, float(t), 0, 1, -float(t)), fillcolor=FILL)
+            )
+            for a, t in zip(arr, shifts)
+        ]
+    )
     assert np.array_equal(to_array(ours), ref)
 
 
@@ -205,12 +214,19 @@ def test_policy_table_equals_the_official_code_entry_by_entry():
     assert len(AA.CIFAR10_POLICY) == 25
     # the strengths per bin, as the official SubPolicy's ``ranges`` define them
     official_ranges = {
-        "shearX": np.linspace(0, 0.3, 10), "shearY": np.linspace(0, 0.3, 10),
-        "translateX": np.linspace(0, 150 / 331, 10), "translateY": np.linspace(0, 150 / 331, 10),
-        "rotate": np.linspace(0, 30, 10), "color": np.linspace(0.0, 0.9, 10),
-        "posterize": np.round(np.linspace(8, 4, 10), 0).astype(int), "solarize": np.linspace(256, 0, 10),
-        "contrast": np.linspace(0.0, 0.9, 10), "sharpness": np.linspace(0.0, 0.9, 10),
-        "brightness": np.linspace(0.0, 0.9, 10), "autocontrast": [0] * 10, "equalize": [0] * 10,
+        "shearX": np.linspace(0, 0.3, 10),
+        "shearY": np.linspace(0, 0.3, 10),
+        "translateX": np.linspace(0, 150 / 331, 10),
+        "translateY": np.linspace(0, 150 / 331, 10),
+        "rotate": np.linspace(0, 30, 10),
+        "color": np.linspace(0.0, 0.9, 10),
+        "posterize": np.round(np.linspace(8, 4, 10), 0).astype(int),
+        "solarize": np.linspace(256, 0, 10),
+        "contrast": np.linspace(0.0, 0.9, 10),
+        "sharpness": np.linspace(0.0, 0.9, 10),
+        "brightness": np.linspace(0.0, 0.9, 10),
+        "autocontrast": [0] * 10,
+        "equalize": [0] * 10,
         "invert": [0] * 10,
     }
     assert set(AA.RANGES) == set(official_ranges)

@@ -1,4 +1,5 @@
 """CIFAR-10/100 from small files in the official python-version formats."""
+
 import io
 import os
 import pickle
@@ -35,7 +36,7 @@ def write_cifar10(root, per_batch=6, n_test=5, seed=0):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     dicts = {}
-    for name in C10_TRAIN + ["test_batch"]:
+    for name in [*C10_TRAIN, "test_batch"]:
         dicts[name] = batch_dict(n_test if name == "test_batch" else per_batch, 10, rng)
         (folder / name).write_bytes(pickle.dumps(dicts[name], protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"]}, protocol=2))
@@ -176,8 +177,13 @@ def check_one_line_error(fn, *parts):
 
 
 def test_missing_root_says_what_is_expected(tmp_path):
-    check_one_line_error(lambda: read_cifar("cifar10", tmp_path), tmp_path,
-                   "cifar-10-python.tar.gz", "cifar-10-batches-py/", "https://www.cs.toronto.edu/~kriz/cifar.html")
+    check_one_line_error(
+        lambda: read_cifar("cifar10", tmp_path),
+        tmp_path,
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py/",
+        "https://www.cs.toronto.edu/~kriz/cifar.html",
+    )
     check_one_line_error(lambda: read_cifar("cifar100", tmp_path / "nope"), "cifar-100-python.tar.gz")
     write_cifar10(tmp_path / "ten")
     check_one_line_error(lambda: read_cifar("cifar100", tmp_path / "ten"), "CIFAR-100 not found")

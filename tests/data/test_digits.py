@@ -1,4 +1,5 @@
 """The bundled digits: a fixed, stratified, disjoint split, normalised with training statistics."""
+
 import math
 
 import numpy as np

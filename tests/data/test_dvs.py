@@ -1,5 +1,6 @@
 """CIFAR10-DVS: AEDAT 2.0 reading, frames, the frame cache and the bundle (the split:
 test_dvs_split.py)."""
+
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ from esdsnn.data.dvs import (
     load_cifar10_dvs,
     read_aedat2,
 )
+
 torch.set_num_threads(1)
 
 
@@ -28,7 +30,12 @@ def _helpers():
 
 
 _files = _helpers()
-HEADER, dvs128_address, write_raw, write_aedat = _files.HEADER, _files.dvs128_address, _files.write_raw, _files.write_aedat
+HEADER, dvs128_address, write_raw, write_aedat = (
+    _files.HEADER,
+    _files.dvs128_address,
+    _files.write_raw,
+    _files.write_aedat,
+)
 random_events, write_dataset, frames_by_loop = _files.random_events, _files.write_dataset, _files.frames_by_loop
 spikingjelly_functions, spikingjelly_reader = _files.spikingjelly_functions, _files.spikingjelly_reader
 check_one_line_error = _files.check_one_line_error
@@ -81,9 +88,14 @@ def test_frames_agree_with_spikingjellys_reader_and_frame_integration(tmp_path):
     then ``integrate_events_by_fixed_frames_number(split_by="number")`` (equal-count slices,
     channel = polarity, [T, 2, H, W])."""
     load_origin_data = spikingjelly_reader()
-    integrate = spikingjelly_functions("__init__.py", {
-        "cal_fixed_frames_number_segment_index", "integrate_events_segment_to_frame",
-        "integrate_events_by_fixed_frames_number"})["integrate_events_by_fixed_frames_number"]
+    integrate = spikingjelly_functions(
+        "__init__.py",
+        {
+            "cal_fixed_frames_number_segment_index",
+            "integrate_events_segment_to_frame",
+            "integrate_events_by_fixed_frames_number",
+        },
+    )["integrate_events_by_fixed_frames_number"]
     rng = np.random.default_rng(6)
     for n, T in ((1003, 10), (64, 4), (7, 10)):
         words = dvs128_address(rng.integers(0, 128, n), rng.integers(0, 128, n), rng.integers(0, 2, n))
@@ -171,8 +183,9 @@ def write_old_version_cache(root, T):
         dst.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(dst, frames=stale, src_size=np.int64(src.stat().st_size), T=np.int64(T))
         listing.append({"path": rel, "label": label, "size": src.stat().st_size})
-    (out / "manifest.json").write_text(json.dumps(
-        {"format": 1, "T": T, "sensor": 128, "root": str(root), "files": listing}))
+    (out / "manifest.json").write_text(
+        json.dumps({"format": 1, "T": T, "sensor": 128, "root": str(root), "files": listing})
+    )
     return out
 
 
@@ -340,8 +353,12 @@ def test_bundle_batches_are_time_major_and_reproducible(tmp_path):
 
 
 def test_missing_root_and_class_folders(tmp_path):
-    check_one_line_error(lambda: load_cifar10_dvs(tmp_path / "none", T=2, batch_size=2, seed=0),
-                   tmp_path / "none", "airplane", "AEDAT 2.0")
+    check_one_line_error(
+        lambda: load_cifar10_dvs(tmp_path / "none", T=2, batch_size=2, seed=0),
+        tmp_path / "none",
+        "airplane",
+        "AEDAT 2.0",
+    )
     write_dataset(tmp_path, per_class=1)
     for f in (tmp_path / "frog").iterdir():
         f.unlink()
@@ -353,11 +370,17 @@ def test_truncated_event_file_is_named_before_training(tmp_path):
     write_dataset(tmp_path, per_class=2)
     bad = tmp_path / "ship" / "cifar10_ship_1.aedat"
     bad.write_bytes(bad.read_bytes()[:-3])
-    check_one_line_error(lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0, progress=False),
-                   bad, "not whole uint32 words")
+    check_one_line_error(
+        lambda: load_cifar10_dvs(tmp_path, T=2, batch_size=2, seed=0, workers=0, progress=False),
+        bad,
+        "not whole uint32 words",
+    )
     # the error also crosses the process pool intact
-    check_one_line_error(lambda: build_cache(tmp_path, 2, workers=2, progress=False, cache_dir=tmp_path / "c"),
-                   bad, "not whole uint32 words")
+    check_one_line_error(
+        lambda: build_cache(tmp_path, 2, workers=2, progress=False, cache_dir=tmp_path / "c"),
+        bad,
+        "not whole uint32 words",
+    )
     bad.write_bytes(bad.read_bytes()[:-1])  # whole words now, but an odd number of them
     check_one_line_error(lambda: read_aedat2(bad), bad, "odd number of uint32 words")
 

@@ -1,5 +1,6 @@
 """The CIFAR10-DVS split: the official ESD code's seeded ``random_split`` over SpikingJelly's frame
 folder order (the paper's test set), the stratified option, and how each is saved with the cache."""
+
 import importlib.util
 import json
 import os
@@ -40,8 +41,8 @@ def test_spikingjelly_keeps_the_aedat_stem_in_its_frame_file_names():
     datasets = Path(spec.origin).parent / "datasets"
     assert "os.path.splitext(bin_file)[0] + '.npz'" in (datasets / "cifar10_dvs.py").read_text()
     init = (datasets / "__init__.py").read_text()
-    fn = init[init.index("def integrate_events_file_to_frames_file_by_fixed_frames_number"):]
-    fn = fn[:fn.index("\ndef ")]
+    fn = init[init.index("def integrate_events_file_to_frames_file_by_fixed_frames_number") :]
+    fn = fn[: fn.index("\ndef ")]
     assert "fname = os.path.join(output_dir, os.path.basename(events_np_file))" in fn
     assert "frames_number_{frames_number}_split_by_{split_by}" in init
 
@@ -75,12 +76,14 @@ def test_the_official_split_is_torchs_random_split_over_the_frame_folder(tmp_pat
     root = tmp_path / "release"
     write_dataset(root, per_class=12, n_events=20)
     listing = frame_folder_of(root, tmp_path / "frames_number_10_split_by_number")
-    assert listing[:3] == [("airplane/cifar10_airplane_0.npz", 0), ("airplane/cifar10_airplane_1.npz", 0),
-                           ("airplane/cifar10_airplane_10.npz", 0)]
+    assert listing[:3] == [
+        ("airplane/cifar10_airplane_0.npz", 0),
+        ("airplane/cifar10_airplane_1.npz", 0),
+        ("airplane/cifar10_airplane_10.npz", 0),
+    ]
     files = list_files(root)
     assert [(spikingjelly_frame_name(rel), label) for rel, label in frame_folder_order(files)] == listing
-    train_ref, test_ref = torch.utils.data.random_split(listing, [108, 12],
-                                                        generator=torch.Generator().manual_seed(42))
+    train_ref, test_ref = torch.utils.data.random_split(listing, [108, 12], generator=torch.Generator().manual_seed(42))
     train, test = official_split(files)
     assert [spikingjelly_frame_name(r) for r in train] == [rel for rel, _ in train_ref]
     assert [spikingjelly_frame_name(r) for r in test] == [rel for rel, _ in test_ref]
@@ -96,8 +99,9 @@ def test_the_official_split_of_the_full_release_by_index():
     names = {cls: sorted(f"cifar10_{cls}_{i}.npz" for i in range(1000)) for cls in CLASSES}
     order = [f"{cls}/{name}" for cls in sorted(CLASSES) for name in names[cls]]
     files = [(f"{cls}/cifar10_{cls}_{i}.aedat", k) for k, cls in enumerate(CLASSES) for i in range(1000)]
-    train_idx, test_idx = torch.utils.data.random_split(range(10000), [9000, 1000],
-                                                        generator=torch.Generator().manual_seed(42))
+    train_idx, test_idx = torch.utils.data.random_split(
+        range(10000), [9000, 1000], generator=torch.Generator().manual_seed(42)
+    )
     train, test = official_split(files)
     assert (len(train), len(test)) == (9000, 1000)
     assert [spikingjelly_frame_name(r) for r in train] == [order[i] for i in train_idx]

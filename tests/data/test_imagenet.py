@@ -1,4 +1,5 @@
 """ImageNet folders: a tiny JPEG tree written with Pillow."""
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +155,7 @@ def test_missing_root_and_splits(tmp_path):
     check_one_line_error(lambda: load(tmp_path), tmp_path / "train", "no class folders")
     write_tree(tmp_path / "b")
     import shutil
+
     shutil.rmtree(tmp_path / "b" / "val")
     check_one_line_error(lambda: load(tmp_path / "b"), tmp_path / "b" / "val")
 

@@ -1,4 +1,5 @@
 """Your own data, checked: labels, sizes, event npz, crop/flip, the validation split, defaults."""
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +14,18 @@ from esdsnn.errors import ConfigError, DataError
 from esdsnn.runs.build import build_training_data
 
 
-def write_npz(path, n_train=120, n_test=40, classes=4, shape=(12, 12), y_train=None, y_test=None, x_train=None,
-              x_test=None, seed=0):
+def write_npz(
+    path,
+    n_train=120,
+    n_test=40,
+    classes=4,
+    shape=(12, 12),
+    y_train=None,
+    y_test=None,
+    x_train=None,
+    x_test=None,
+    seed=0,
+):
     rng = np.random.default_rng(seed)
     ytr = np.arange(n_train) % classes if y_train is None else np.asarray(y_train)
     yte = np.arange(n_test) % classes if y_test is None else np.asarray(y_test)
@@ -25,13 +36,16 @@ def write_npz(path, n_train=120, n_test=40, classes=4, shape=(12, 12), y_train=N
 
 
 # ---- labels -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("y_train, y_test, message", [
-    (np.arange(1, 11).repeat(3), np.arange(1, 11), r"holds 1, 2, .* and lacks 0; subtract 1 from every label"),
-    (np.r_[np.arange(10).repeat(3), 99], np.arange(10), r"lacks 10, 11, .*remap them to 0..K-1"),
-    (np.arange(3).repeat(4), np.array([0, 1, 2, 5]), r"y_test holds label\(s\) 5 that no training sample has"),
-    (np.arange(5).repeat(1), np.arange(5), r"5 training samples for 5 classes; need at least two per class \(10\)"),
-    (np.zeros(8, int), np.zeros(2, int), r"names only one class"),
-])
+@pytest.mark.parametrize(
+    "y_train, y_test, message",
+    [
+        (np.arange(1, 11).repeat(3), np.arange(1, 11), r"holds 1, 2, .* and lacks 0; subtract 1 from every label"),
+        (np.r_[np.arange(10).repeat(3), 99], np.arange(10), r"lacks 10, 11, .*remap them to 0..K-1"),
+        (np.arange(3).repeat(4), np.array([0, 1, 2, 5]), r"y_test holds label\(s\) 5 that no training sample has"),
+        (np.arange(5).repeat(1), np.arange(5), r"5 training samples for 5 classes; need at least two per class \(10\)"),
+        (np.zeros(8, int), np.zeros(2, int), r"names only one class"),
+    ],
+)
 def test_labels_must_be_0_to_k_minus_1_with_every_class_in_training(y_train, y_test, message):
     with pytest.raises(DataError, match=message):
         check_labels(y_train, y_test, "mine.npz")
@@ -41,10 +55,13 @@ def test_good_labels_give_the_number_of_classes():
     assert check_labels(np.arange(10).repeat(2), np.array([3, 9]), "x") == 10
 
 
-@pytest.mark.parametrize("y, message", [
-    (np.r_[-1, np.arange(9)].repeat(2), r"negative labels \(-1\)"),
-    (np.arange(20) + 0.5, r"non-integer labels"),
-])
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (np.r_[-1, np.arange(9)].repeat(2), r"negative labels \(-1\)"),
+        (np.arange(20) + 0.5, r"non-integer labels"),
+    ],
+)
 def test_negative_and_non_integer_labels_are_named(tmp_path, y, message):
     path = write_npz(tmp_path / "bad.npz", y_train=y, n_test=4)
     with pytest.raises(DataError, match=message):
@@ -53,9 +70,14 @@ def test_negative_and_non_integer_labels_are_named(tmp_path, y, message):
 
 def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
     path = write_npz(tmp_path / "d.npz", n_train=40)
-    config = TrainConfig.from_dict({"dataset": "npz", "data_path": str(path), "batch_size": 64, "arch": "digits_resnet"})
-    with pytest.raises(ConfigError, match=r"batch_size 64 is larger than the 36 training samples left after the "
-                                          r"validation split; use --batch-size 36 or less"):
+    config = TrainConfig.from_dict(
+        {"dataset": "npz", "data_path": str(path), "batch_size": 64, "arch": "digits_resnet"}
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"batch_size 64 is larger than the 36 training samples left after the "
+        r"validation split; use --batch-size 36 or less",
+    ):
         build_training_data(config.resolved(), torch.device("cpu"))
 
 
@@ -63,10 +85,12 @@ def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
 def test_event_npz_batches_are_time_major_and_t_must_match(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3, (24, 3, 2, 6, 6), dtype=np.uint8)  # [N, T, C, H, W] counts
-    path = write_npz(tmp_path / "ev.npz", x_train=x[:16], y_train=np.arange(16) % 2, x_test=x[16:], y_test=np.arange(8) % 2)
+    path = write_npz(
+        tmp_path / "ev.npz", x_train=x[:16], y_train=np.arange(16) % 2, x_test=x[16:], y_test=np.arange(8) % 2
+    )
     bundle = load_dataset("npz", data_path=str(path), batch_size=8)
     assert bundle.time_steps == 3 and bundle.input_shape == (2, 6, 6)
-    xb, yb = next(iter(bundle.test))
+    xb, _yb = next(iter(bundle.test))
     assert xb.shape == (3, 8, 2, 6, 6) and xb.dtype == torch.float32
     assert torch.equal(xb, torch.from_numpy(x[16:24]).float().transpose(0, 1))  # taken as they are
     config = TrainConfig.from_dict({"dataset": "npz", "data_path": str(path), "T": 4, "batch_size": 8})
@@ -87,15 +111,25 @@ def test_npz_augmentation_is_off_by_default_and_crop_flip_work_when_asked():
     mean, std = x.float().div(255).mean(), x.float().div(255).std(unbiased=False)
     assert torch.allclose(xb, (x[order].float() / 255 - mean) / std, atol=1e-5)  # no augmentation
 
-    flipped = make_bundle("npz", x, y, x[:8], y[:8], num_classes=4, batch_size=32, seed=0,
-                          augment=AugmentConfig(flip=True, crop=False))
+    flipped = make_bundle(
+        "npz", x, y, x[:8], y[:8], num_classes=4, batch_size=32, seed=0, augment=AugmentConfig(flip=True, crop=False)
+    )
     xf, _ = next(iter(flipped.train))
     same = torch.isclose(xf, xb).flatten(1).all(1)
     mirrored = torch.isclose(xf, xb.flip(-1)).flatten(1).all(1)
     assert bool((same | mirrored).all()) and 4 < int(mirrored.sum()) < 28  # about half flipped
 
-    cropped = make_bundle("npz", x, y, x[:8], y[:8], num_classes=4, batch_size=32, seed=0,
-                          augment=AugmentConfig(crop=True, flip=False, crop_padding=2))
+    cropped = make_bundle(
+        "npz",
+        x,
+        y,
+        x[:8],
+        y[:8],
+        num_classes=4,
+        batch_size=32,
+        seed=0,
+        augment=AugmentConfig(crop=True, flip=False, crop_padding=2),
+    )
     xc, _ = next(iter(cropped.train))
     zero = (0 - mean) / std  # the padding is black before normalisation
     assert bool(torch.isclose(xc, zero).any()) and not torch.allclose(xc, xb)
@@ -139,16 +173,19 @@ def test_validation_batches_come_from_training_samples_prepared_like_test():
 
 
 # ---- defaults sized to the data -----------------------------------------------------------------
-@pytest.mark.parametrize("shape, n, arch, batch", [
-    ((1, 8, 8), 1400, "digits_resnet", 64),  # digits-sized: full resolution
-    ((1, 28, 28), 54000, "small_resnet", 64),  # MNIST-sized
-    ((1, 28, 28), 300, "small_resnet", 16),  # a small set: about a tenth of it per batch
-    ((3, 32, 32), 45000, "small_resnet", 64),  # CIFAR-sized
-    ((3, 32, 32), 300, "small_resnet", 16),
-    ((3, 64, 48), 639, "small_resnet", 32),  # the largest side decides; just under 640 samples
-    ((3, 100, 100), 5000, "resnet18", 64),
-    ((3, 96, 96), 20, "resnet18", 8),  # never below 8
-])
+@pytest.mark.parametrize(
+    "shape, n, arch, batch",
+    [
+        ((1, 8, 8), 1400, "digits_resnet", 64),  # digits-sized: full resolution
+        ((1, 28, 28), 54000, "small_resnet", 64),  # MNIST-sized
+        ((1, 28, 28), 300, "small_resnet", 16),  # a small set: about a tenth of it per batch
+        ((3, 32, 32), 45000, "small_resnet", 64),  # CIFAR-sized
+        ((3, 32, 32), 300, "small_resnet", 16),
+        ((3, 64, 48), 639, "small_resnet", 32),  # the largest side decides; just under 640 samples
+        ((3, 100, 100), 5000, "resnet18", 64),
+        ((3, 96, 96), 20, "resnet18", 8),  # never below 8
+    ],
+)
 def test_sized_defaults_follow_input_size_and_training_samples(shape, n, arch, batch):
     chosen = sized_defaults("npz", DataFacts(shape, 10, n))
     assert chosen["arch"].value == arch and chosen["batch_size"].value == batch
@@ -189,8 +226,9 @@ def test_sized_learning_rate_is_a_step_of_0_1_on_the_unscaled_loss():
 
 def test_user_settings_are_not_replaced_by_defaults(tmp_path):
     path = write_npz(tmp_path / "d.npz")
-    config = TrainConfig.from_dict({"dataset": "npz", "data_path": str(path), "arch": "digits_resnet",
-                                    "batch_size": 8, "val_fraction": 0.25})
+    config = TrainConfig.from_dict(
+        {"dataset": "npz", "data_path": str(path), "arch": "digits_resnet", "batch_size": 8, "val_fraction": 0.25}
+    )
     resolved, bundle, chosen = build_training_data(config.resolved(), torch.device("cpu"))
     assert (resolved.arch, resolved.optim.batch_size, resolved.val_fraction) == ("digits_resnet", 8, 0.25)
     assert "arch" not in chosen and "batch_size" not in chosen and bundle.num_val == 30

@@ -1,5 +1,6 @@
 """The paper's recipe configs: every file is a valid config, and one CIFAR and one CIFAR10-DVS
 recipe run end to end (2 epochs) on small files written in the real on-disk formats."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -47,10 +48,25 @@ def test_cifar_recipe_two_epochs_end_to_end(tmp_path):
 
     shutil.rmtree(folder)  # only the archive, as downloaded
     run = tmp_path / "run"
-    code = main([
-        "train", "--config", str(ROOT / "configs" / "cifar10_resnet18_T2.yaml"), "--data-path", str(tmp_path / "data"),
-        "--epochs", "2", "--batch-size", "8", "--out", str(run), "--no-progress", "--threads", "1", "--no-report",
-    ])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "configs" / "cifar10_resnet18_T2.yaml"),
+            "--data-path",
+            str(tmp_path / "data"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--threads",
+            "1",
+            "--no-report",
+        ]
+    )
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == "cifar10" and summary["epochs"] == 2 and summary["test_total"] == 6
@@ -61,11 +77,29 @@ def test_dvs_recipe_two_epochs_end_to_end(tmp_path):
     formats = _sibling("test_dvs")
     formats.write_dataset(tmp_path / "dvs", per_class=2, n_events=60)
     run = tmp_path / "run"
-    code = main([
-        "train", "--config", str(ROOT / "configs" / "cifar10-dvs_resnet18_T10_esd-bptt.yaml"), "--data-path",
-        str(tmp_path / "dvs"), "--epochs", "2", "--batch-size", "4", "--T", "2", "--out", str(run),
-        "--no-progress", "--threads", "1", "--workers", "0", "--no-report",
-    ])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "configs" / "cifar10-dvs_resnet18_T10_esd-bptt.yaml"),
+            "--data-path",
+            str(tmp_path / "dvs"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "4",
+            "--T",
+            "2",
+            "--out",
+            str(run),
+            "--no-progress",
+            "--threads",
+            "1",
+            "--workers",
+            "0",
+            "--no-report",
+        ]
+    )
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["dataset"] == "cifar10-dvs" and summary["T"] == 2 and summary["test_total"] > 0
@@ -73,7 +107,15 @@ def test_dvs_recipe_two_epochs_end_to_end(tmp_path):
 
 
 def test_recipe_with_missing_data_path_is_one_line_error(tmp_path, capsys):
-    code = main(["train", "--config", str(ROOT / "configs" / "cifar10_resnet18_T6.yaml"), "--data-path", str(tmp_path / "nowhere")])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(ROOT / "configs" / "cifar10_resnet18_T6.yaml"),
+            "--data-path",
+            str(tmp_path / "nowhere"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cifar-10-python.tar.gz" in err[0]

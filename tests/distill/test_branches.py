@@ -1,4 +1,5 @@
 """ESD branches are built from the declared stages and accept any input size."""
+
 import pytest
 import torch
 
@@ -26,8 +27,8 @@ def test_resnet19_branch_plan():
 @pytest.mark.parametrize("size", [8, 17, 48])
 def test_branches_work_at_any_input_size(size):
     branches = build_branches((16, 32, 64), 7)
-    for l, branch in enumerate(branches):
-        x = torch.randn(2, (16, 32)[l], size, size)
+    for i, branch in enumerate(branches):
+        x = torch.randn(2, (16, 32)[i], size, size)
         assert branch(x).shape == (2, 7)
 
 

@@ -1,4 +1,5 @@
 """ESD teacher and loss on hand-made logits (SPEC §4)."""
+
 import math
 
 import pytest
@@ -85,7 +86,9 @@ def test_main_teacher_is_the_main_head_and_gives_it_zero_kd():
 
 def test_unreliable_uniform_and_entropy_terms():
     tau, eta = 3.0, 0.5
-    base = distillation_terms(HEADS[0], build_teacher(HEADS, LABELS, DistillConfig(kd_tau=tau)), DistillConfig(kd_tau=tau))
+    base = distillation_terms(
+        HEADS[0], build_teacher(HEADS, LABELS, DistillConfig(kd_tau=tau)), DistillConfig(kd_tau=tau)
+    )
     log_q = F.log_softmax(HEADS[0][2] / tau, -1)  # sample 2 is the only unreliable one
     uniform = torch.full((3,), 1 / 3)
     cfg_u = DistillConfig(kd_tau=tau, unreliable="uniform", eta=eta)
@@ -105,7 +108,10 @@ def test_teacher_carries_no_gradient():
     assert not teacher.probs.requires_grad
 
 
-@pytest.mark.parametrize("bad", [dict(teacher="best"), dict(teacher_space="energy"), dict(unreliable="keep"), dict(kd_tau=0.0), dict(beta=-1.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [dict(teacher="best"), dict(teacher_space="energy"), dict(unreliable="keep"), dict(kd_tau=0.0), dict(beta=-1.0)],
+)
 def test_bad_config_rejected(bad):
     with pytest.raises(ValueError):
         DistillConfig(**bad)

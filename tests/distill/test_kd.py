@@ -1,4 +1,5 @@
 """SAMD and NLD on hand-made tensors; the kd teacher stays frozen (SPEC §5)."""
+
 import copy
 import math
 
@@ -7,7 +8,14 @@ import torch
 import torch.nn.functional as F
 
 import esdsnn
-from esdsnn.distill.kd import class_activation_map, classifier_weight, minmax_per_sample, nld_loss, samd_loss, student_attention
+from esdsnn.distill.kd import (
+    class_activation_map,
+    classifier_weight,
+    minmax_per_sample,
+    nld_loss,
+    samd_loss,
+    student_attention,
+)
 
 
 def test_minmax_is_per_sample():
@@ -18,16 +26,24 @@ def test_minmax_is_per_sample():
 
 
 def test_student_attention_sums_channels_and_time():
-    rates = torch.tensor([[[[0.5, 0.0]], [[0.25, 1.0]]],  # B=2, C=2, 1×2
-                          [[[0.0, 0.75]], [[0.5, 0.5]]]])
+    rates = torch.tensor(
+        [
+            [[[0.5, 0.0]], [[0.25, 1.0]]],  # B=2, C=2, 1×2
+            [[[0.0, 0.75]], [[0.5, 0.5]]],
+        ]
+    )
     # per sample and position: (sum over channels of the rates) × T spikes
     expected = torch.tensor([[[0.75 * 4, 1.0 * 4]], [[0.5 * 4, 1.25 * 4]]])
     torch.testing.assert_close(student_attention(rates, T=4), expected)
 
 
 def test_cam_uses_predicted_class_row_and_relu():
-    features = torch.tensor([[[[1.0, -1.0]], [[2.0, 0.0]]],  # [2, 2, 1, 2]: sample 0
-                             [[[0.5, 2.0]], [[1.0, -1.0]]]])  # sample 1
+    features = torch.tensor(
+        [
+            [[[1.0, -1.0]], [[2.0, 0.0]]],  # [2, 2, 1, 2]: sample 0
+            [[[0.5, 2.0]], [[1.0, -1.0]]],
+        ]
+    )  # sample 1
     weight = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
     # each sample uses its own class's row: sample 0 class 1: F0 − F1 = [-1, -1] → [0, 0];
     # sample 1 class 0: F0 + F1 = [1.5, 1] → [1.5, 1]

@@ -1,5 +1,6 @@
 """Interop fixtures: SpikingJelly 2.0 (where ``ESDSNN_SPIKINGJELLY_PATH`` puts it first on the path,
 see tests/conftest.py) and its model zoo, imported without torchvision."""
+
 import sys
 import types
 import warnings
@@ -7,8 +8,10 @@ from contextlib import contextmanager
 
 import pytest
 
-SJ2_HINT = ("needs SpikingJelly 2.0: pip install --no-deps --target .venv/sj2 spikingjelly==2.0.0 and run with "
-            "ESDSNN_SPIKINGJELLY_PATH=.venv/sj2")
+SJ2_HINT = (
+    "needs SpikingJelly 2.0: pip install --no-deps --target .venv/sj2 spikingjelly==2.0.0 and run with "
+    "ESDSNN_SPIKINGJELLY_PATH=.venv/sj2"
+)
 
 
 @contextmanager
@@ -16,11 +19,13 @@ def torchvision_stub():
     """The zoo modules import ``load_state_dict_from_url`` from torchvision for pretrained weights
     only; torchvision cannot be imported beside this torch, so a stand-in module serves the import
     (and refuses to download) and leaves ``sys.modules`` when it is done."""
+
     def load_state_dict_from_url(*args, **kwargs):
         raise RuntimeError("no pretrained weights in the tests")
 
-    package, models, utils = (types.ModuleType(n) for n in ("torchvision", "torchvision.models",
-                                                            "torchvision.models.utils"))
+    package, models, utils = (
+        types.ModuleType(n) for n in ("torchvision", "torchvision.models", "torchvision.models.utils")
+    )
     utils.load_state_dict_from_url = load_state_dict_from_url
     package.models, models.utils = models, utils
     stubs = {m.__name__: m for m in (package, models, utils)}
@@ -47,9 +52,17 @@ def spikingjelly_2() -> types.SimpleNamespace:
             from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
         from spikingjelly.activation_based import functional, layer, neuron
         from spikingjelly.activation_based.nir_exchange import import_from_nir
-    return types.SimpleNamespace(neuron=neuron, functional=functional, layer=layer, sew_resnet=sew_resnet,
-                                 spiking_resnet=spiking_resnet, spiking_vgg=spiking_vgg, version=version,
-                                 import_from_nir=import_from_nir, package=sj)
+    return types.SimpleNamespace(
+        neuron=neuron,
+        functional=functional,
+        layer=layer,
+        sew_resnet=sew_resnet,
+        spiking_resnet=spiking_resnet,
+        spiking_vgg=spiking_vgg,
+        version=version,
+        import_from_nir=import_from_nir,
+        package=sj,
+    )
 
 
 @pytest.fixture

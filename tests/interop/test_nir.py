@@ -2,6 +2,7 @@
 a simulator written from NIR's own definitions (forward Euler at the graph's dt, 1e-4 s) spikes like
 esdsnn, also for v_reset ≠ 0 and SEW ADD connections. (The clients' importers:
 test_nir_clients.py.)"""
+
 import numpy as np
 import pytest
 import torch
@@ -33,10 +34,20 @@ def hard_reset_net(v_reset=0.0):
     torch.manual_seed(0)
     hard = dict(reset="hard", v_reset=v_reset)
     net = nn.Sequential(
-        snn.Conv2d(1, 4, 3, padding=1, bias=False), snn.BatchNorm2d(4), snn.LIF(**hard),
-        nn.AvgPool2d(2), Residual(4, hard),
-        snn.Conv2d(4, 8, 3, padding=1), snn.BatchNorm2d(8), snn.LIF(decay=0.5, **hard),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(8, 10), snn.LIF(decay=1.0, **hard))
+        snn.Conv2d(1, 4, 3, padding=1, bias=False),
+        snn.BatchNorm2d(4),
+        snn.LIF(**hard),
+        nn.AvgPool2d(2),
+        Residual(4, hard),
+        snn.Conv2d(4, 8, 3, padding=1),
+        snn.BatchNorm2d(8),
+        snn.LIF(decay=0.5, **hard),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(8, 10),
+        snn.LIF(decay=1.0, **hard),
+    )
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -71,8 +82,15 @@ def simulate(graph, x, T):
             node = graph.nodes[name]
             i = sum(values[s] for s, d in graph.edges if d == name)
             if isinstance(node, nir.Conv2d):
-                v = F.conv2d(i, torch.tensor(node.weight), torch.tensor(node.bias), ints(node.stride),
-                             ints(node.padding), ints(node.dilation), int(node.groups))
+                v = F.conv2d(
+                    i,
+                    torch.tensor(node.weight),
+                    torch.tensor(node.bias),
+                    ints(node.stride),
+                    ints(node.padding),
+                    ints(node.dilation),
+                    int(node.groups),
+                )
             elif isinstance(node, nir.Affine):
                 v = i @ torch.tensor(node.weight).T + torch.tensor(node.bias)
             elif isinstance(node, nir.AvgPool2d):
@@ -177,8 +195,30 @@ def test_soft_reset_and_unsupported_layers_are_refused():
 
 def test_cli_export_of_a_trained_run(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--epochs", "1", "--reset", "hard", "--method", "bptt", "--T", "2", "--batch-size", "256",
-                 "--threads", "1", "--no-progress", "--no-report", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--reset",
+                "hard",
+                "--method",
+                "bptt",
+                "--T",
+                "2",
+                "--batch-size",
+                "256",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--no-report",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.nir")]) == 0
     assert "NIR nodes" in capsys.readouterr().out
     graph = nir.read(str(tmp_path / "m.nir"))

@@ -3,6 +3,7 @@ float32 spike pass: SpikingJelly 2.0's ``import_from_nir`` (on a batch) and snnT
 sample at a time: its Flatten flattens the batch). Where a client itself is wrong the test is a
 strict ``xfail`` naming the client's bug, with a minimal reproduction, so the day the client is
 fixed the test says so. Each client is skipped when it is not installed."""
+
 import warnings
 
 import numpy as np
@@ -37,10 +38,18 @@ def hard_reset_net():
     decays, pooling, a residual sum, Flatten, a linear readout."""
     torch.manual_seed(0)
     net = nn.Sequential(
-        snn.Conv2d(1, 4, 3, padding=1, bias=False), snn.BatchNorm2d(4), snn.LIF(**HARD),
-        nn.AvgPool2d(2), Residual(4),
-        snn.Conv2d(4, 8, 3, padding=1), snn.BatchNorm2d(8), snn.LIF(decay=0.5, **HARD),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+        snn.Conv2d(1, 4, 3, padding=1, bias=False),
+        snn.BatchNorm2d(4),
+        snn.LIF(**HARD),
+        nn.AvgPool2d(2),
+        Residual(4),
+        snn.Conv2d(4, 8, 3, padding=1),
+        snn.BatchNorm2d(8),
+        snn.LIF(decay=0.5, **HARD),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -69,8 +78,9 @@ def output_of(result):
 def if_net(v_reset):
     """Flatten, Linear, IF, Linear: an IF layer that fires about a fifth of the time."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), snn.LIF(decay=1.0, reset="hard", v_reset=v_reset),
-                        nn.Linear(12, 5)).eval()
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 12), snn.LIF(decay=1.0, reset="hard", v_reset=v_reset), nn.Linear(12, 5)
+    ).eval()
     with torch.no_grad():
         net[1].weight.mul_(3)
     return net
@@ -131,9 +141,12 @@ def flatten_graph():
     """Input (2, 3, 3) -> Flatten -> Linear: NIR's shapes are one sample's, so start_dim=0 is the
     first dimension of a sample (what SpikingJelly's exporter writes too)."""
     weight = np.random.default_rng(0).normal(size=(4, 18))
-    nodes = {"input": nir.Input(np.array([2, 3, 3])),
-             "flat": nir.Flatten(input_type={"input": np.array([2, 3, 3])}, start_dim=0, end_dim=-1),
-             "fc": nir.Linear(weight=weight), "output": nir.Output(np.array([4]))}
+    nodes = {
+        "input": nir.Input(np.array([2, 3, 3])),
+        "flat": nir.Flatten(input_type={"input": np.array([2, 3, 3])}, start_dim=0, end_dim=-1),
+        "fc": nir.Linear(weight=weight),
+        "output": nir.Output(np.array([4])),
+    }
     graph = nir.NIRGraph(nodes=nodes, edges=[("input", "flat"), ("flat", "fc"), ("fc", "output")])
     return graph, torch.from_numpy(weight).float()
 
@@ -148,8 +161,10 @@ def test_spikingjelly_2_flattens_one_sample(sj2):
     check_flatten(sj2.import_from_nir)
 
 
-FLATTEN_BUG = ("{}: nir.Flatten(start_dim=0) becomes torch.nn.Flatten(start_dim=0), which flattens the batch "
-               "dimension too (NIR's shapes are one sample's: SpikingJelly maps it to start_dim + 1)")
+FLATTEN_BUG = (
+    "{}: nir.Flatten(start_dim=0) becomes torch.nn.Flatten(start_dim=0), which flattens the batch "
+    "dimension too (NIR's shapes are one sample's: SpikingJelly maps it to start_dim + 1)"
+)
 
 
 @pytest.mark.xfail(strict=True, reason=FLATTEN_BUG.format("snnTorch 1.0 import_from_nir"))
@@ -168,22 +183,31 @@ def test_nirtorch_flattens_one_sample():
     check_flatten(lambda graph: nirtorch.nir_to_torch(graph, {}))
 
 
-@pytest.mark.xfail(strict=True, reason="nirtorch 2.6's default nir.Affine mapping writes the bias to "
-                                       "module.weight.bias instead of module.bias: the Linear keeps its random bias")
+@pytest.mark.xfail(
+    strict=True,
+    reason="nirtorch 2.6's default nir.Affine mapping writes the bias to "
+    "module.weight.bias instead of module.bias: the Linear keeps its random bias",
+)
 def test_nirtorch_affine_keeps_its_bias():
     nirtorch = pytest.importorskip("nirtorch")
     weight, bias = np.eye(2, 3), np.array([5.0, -7.0])
-    nodes = {"input": nir.Input(np.array([3])), "fc": nir.Affine(weight=weight, bias=bias),
-             "output": nir.Output(np.array([2]))}
+    nodes = {
+        "input": nir.Input(np.array([3])),
+        "fc": nir.Affine(weight=weight, bias=bias),
+        "output": nir.Output(np.array([2])),
+    }
     model = nirtorch.nir_to_torch(nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "output")]), {})
     x = torch.rand(1, 3)
     torch.testing.assert_close(output_of(model(x)), x[:, :2] + torch.tensor(bias, dtype=torch.float32))
 
 
-@pytest.mark.xfail(strict=True, reason="snnTorch 1.0 imports nir.IF only with r == 1 (at its dt = 1e-4 an IF that "
-                                       "adds its input each step has r = 1/dt), as a Leaky with beta = 0.9 (an IF "
-                                       "does not leak) and init_hidden=False (its (spike, membrane) tuple reaches "
-                                       "the next node)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="snnTorch 1.0 imports nir.IF only with r == 1 (at its dt = 1e-4 an IF that "
+    "adds its input each step has r = 1/dt), as a Leaky with beta = 0.9 (an IF "
+    "does not leak) and init_hidden=False (its (spike, membrane) tuple reaches "
+    "the next node)",
+)
 def test_snntorch_imports_an_if_neuron(tmp_path):
     net = if_net(v_reset=0.0)
     x = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(2))
@@ -196,9 +220,12 @@ def norse_import():
     return lambda graph: norse.from_nir(graph, ignore_warnings=True)
 
 
-@pytest.mark.xfail(strict=True, reason="Norse 1.1 from_nir: no AvgPool2d (the node maps to nothing), nir.LIF.r "
-                                       "ignored (it runs r = 1), dt defaults to 1e-3 where the others use 1e-4, "
-                                       "and its Flatten flattens the batch")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Norse 1.1 from_nir: no AvgPool2d (the node maps to nothing), nir.LIF.r "
+    "ignored (it runs r = 1), dt defaults to 1e-3 where the others use 1e-4, "
+    "and its Flatten flattens the batch",
+)
 def test_norse_runs_the_file(exported):
     path, x, ours = exported
     model = norse_import()(nir.read(str(path)))
@@ -216,8 +243,30 @@ def test_norse_runs_the_file(exported):
 def test_a_trained_runs_export_predicts_as_esdsnn_in_both_clients(sj2, tmp_path):
     pytest.importorskip("snntorch.import_nir")
     run, path = tmp_path / "run", tmp_path / "model.nir"
-    assert main(["train", "--epochs", "1", "--reset", "hard", "--method", "ratebp", "--T", "2", "--batch-size", "32",
-                 "--threads", "1", "--no-progress", "--no-report", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--reset",
+                "hard",
+                "--method",
+                "ratebp",
+                "--T",
+                "2",
+                "--batch-size",
+                "32",
+                "--threads",
+                "1",
+                "--no-progress",
+                "--no-report",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["export", "--run", str(run), "--out", str(path)]) == 0
     from esdsnn.runs import load_run
 
@@ -228,8 +277,10 @@ def test_a_trained_runs_export_predicts_as_esdsnn_in_both_clients(sj2, tmp_path)
     assert float((ours.argmax(1) == y).float().mean()) > 0.5, "the run must have learned something"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = {"SpikingJelly 2.0": spikingjelly_logits(sj2, path, x, loaded.steps),
-                  "snnTorch 1.0": snntorch_logits(nir.read(str(path)), x, loaded.steps)}
+        theirs = {
+            "SpikingJelly 2.0": spikingjelly_logits(sj2, path, x, loaded.steps),
+            "snnTorch 1.0": snntorch_logits(nir.read(str(path)), x, loaded.steps),
+        }
     for client, logits in theirs.items():
         assert torch.equal(logits.argmax(1), ours.argmax(1)), client
         torch.testing.assert_close(logits, ours, rtol=0, atol=1e-5, msg=client)

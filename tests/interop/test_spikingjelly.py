@@ -1,6 +1,7 @@
 """SpikingJelly models converted to esdsnn layers compute what SpikingJelly computes: the same
 multi-step output (train and eval mode) and the same BPTT gradients, checked against
 SpikingJelly itself (the test environment's 0.0.0.0.14, multi-step mode, torch backend)."""
+
 import warnings
 
 import pytest
@@ -19,10 +20,12 @@ with warnings.catch_warnings():  # SpikingJelly scripts some functions with torc
 
 T = 4
 NODES = {
-    "lif-soft-sigmoid": lambda: neuron.LIFNode(tau=2.0, v_reset=None, decay_input=False, detach_reset=True,
-                                               surrogate_function=surrogate.Sigmoid(alpha=4.0)),
-    "lif-hard-decay-input-atan": lambda: neuron.LIFNode(tau=3.0, v_reset=-0.2, decay_input=True,
-                                                        surrogate_function=surrogate.ATan(alpha=2.0)),
+    "lif-soft-sigmoid": lambda: neuron.LIFNode(
+        tau=2.0, v_reset=None, decay_input=False, detach_reset=True, surrogate_function=surrogate.Sigmoid(alpha=4.0)
+    ),
+    "lif-hard-decay-input-atan": lambda: neuron.LIFNode(
+        tau=3.0, v_reset=-0.2, decay_input=True, surrogate_function=surrogate.ATan(alpha=2.0)
+    ),
     "lif-hard-shift": lambda: neuron.LIFNode(tau=1.5, v_reset=0.1, decay_input=False, v_threshold=0.8),
     "lif-defaults": lambda: neuron.LIFNode(),  # tau 2, decay_input, hard reset to 0, no detach
     "if-atan": lambda: neuron.IFNode(surrogate_function=surrogate.ATan()),
@@ -32,9 +35,19 @@ NODES = {
 
 def csnn(node):
     net = nn.Sequential(
-        layer.Conv2d(1, 8, 3, padding=1, bias=False), layer.BatchNorm2d(8), node(), layer.MaxPool2d(2),
-        layer.Conv2d(8, 16, 3, padding=1), layer.BatchNorm2d(16), node(), layer.AvgPool2d(2),
-        layer.Flatten(), layer.Dropout(0.0), layer.Linear(16 * 4 * 4, 10), node())
+        layer.Conv2d(1, 8, 3, padding=1, bias=False),
+        layer.BatchNorm2d(8),
+        node(),
+        layer.MaxPool2d(2),
+        layer.Conv2d(8, 16, 3, padding=1),
+        layer.BatchNorm2d(16),
+        node(),
+        layer.AvgPool2d(2),
+        layer.Flatten(),
+        layer.Dropout(0.0),
+        layer.Linear(16 * 4 * 4, 10),
+        node(),
+    )
     with torch.no_grad():  # currents large enough that the last layer fires, and not always
         net[4].weight.mul_(3)
         net[10].weight.mul_(8)
@@ -54,8 +67,17 @@ class Block(nn.Module):
 
 
 def resnet(node):
-    net = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), layer.BatchNorm2d(8), node(), Block(node, 8),
-                        Block(node, 8), layer.AdaptiveAvgPool2d(1), layer.Flatten(), layer.Linear(8, 5), node())
+    net = nn.Sequential(
+        layer.Conv2d(1, 8, 3, padding=1),
+        layer.BatchNorm2d(8),
+        node(),
+        Block(node, 8),
+        Block(node, 8),
+        layer.AdaptiveAvgPool2d(1),
+        layer.Flatten(),
+        layer.Linear(8, 5),
+        node(),
+    )
     with torch.no_grad():
         net[7].weight.mul_(10)
     return net
@@ -107,10 +129,19 @@ def test_converted_model_equals_spikingjelly(build, kind):
 
 
 def test_the_neurons_settings_carry_over():
-    net = esdsnn.from_spikingjelly(nn.Sequential(
-        neuron.LIFNode(tau=4.0, v_reset=None, decay_input=False, detach_reset=True, v_threshold=0.7,
-                       surrogate_function=surrogate.ATan(alpha=3.0)),
-        neuron.IFNode(v_reset=0.2)))
+    net = esdsnn.from_spikingjelly(
+        nn.Sequential(
+            neuron.LIFNode(
+                tau=4.0,
+                v_reset=None,
+                decay_input=False,
+                detach_reset=True,
+                v_threshold=0.7,
+                surrogate_function=surrogate.ATan(alpha=3.0),
+            ),
+            neuron.IFNode(v_reset=0.2),
+        )
+    )
     lif, if_node = net[0], net[1]
     assert float(lif.decay) == pytest.approx(0.75) and lif.config.reset == "soft" and lif.config.threshold == 0.7
     assert lif.config.surrogate == "atan" and lif.config.surrogate_alpha == 3.0 and lif.config.detach_reset

@@ -3,6 +3,7 @@ AND) and spiking_vgg11/16(_bn), built with LIFNode or IFNode in multi-step mode,
 whose spike pass equals SpikingJelly's bit for bit (and whose BPTT pass and gradients equal its
 own, float64), and that train with every method, ESD branches on the zoo's own stage names.
 SpikingJelly 2.0 itself is the reference (skipped without it: see tests/interop/conftest.py)."""
+
 import pytest
 import torch
 
@@ -14,13 +15,20 @@ T = 2
 RESNETS = {
     "spiking_resnet18": ("spiking_resnet", "spiking_resnet18", {}),
     "spiking_resnet34": ("spiking_resnet", "spiking_resnet34", {}),
-    **{f"sew_resnet{depth}-{cnf}": ("sew_resnet", f"sew_resnet{depth}", {"cnf": cnf})
-       for depth in (18, 34) for cnf in ("ADD", "IAND", "AND")},
+    **{
+        f"sew_resnet{depth}-{cnf}": ("sew_resnet", f"sew_resnet{depth}", {"cnf": cnf})
+        for depth in (18, 34)
+        for cnf in ("ADD", "IAND", "AND")
+    },
 }
-BOTTLENECKS = {"spiking_resnet50": ("spiking_resnet", "spiking_resnet50", {}),
-               "sew_resnet50-IAND": ("sew_resnet", "sew_resnet50", {"cnf": "IAND"})}
-VGGS = {name: ("spiking_vgg", name, {}) for name in ("spiking_vgg11", "spiking_vgg11_bn", "spiking_vgg16",
-                                                    "spiking_vgg16_bn")}
+BOTTLENECKS = {
+    "spiking_resnet50": ("spiking_resnet", "spiking_resnet50", {}),
+    "sew_resnet50-IAND": ("sew_resnet", "sew_resnet50", {"cnf": "IAND"}),
+}
+VGGS = {
+    name: ("spiking_vgg", name, {})
+    for name in ("spiking_vgg11", "spiking_vgg11_bn", "spiking_vgg16", "spiking_vgg16_bn")
+}
 
 
 def build(sj, name, node, dtype=torch.float32, excite=True):
@@ -56,14 +64,19 @@ def assert_close_to_scale(got, want, name, rel=1e-10):
     """Equal to float64 rounding, measured against the largest entry (the excited weights make
     gradients of 1e5 beside exact zeros, where an elementwise tolerance means nothing)."""
     scale = float(want.abs().max())
-    assert float((got - want).abs().max()) <= rel * scale, f"{name}: {float((got - want).abs().max()):.3g} vs {scale:.3g}"
+    assert float((got - want).abs().max()) <= rel * scale, (
+        f"{name}: {float((got - want).abs().max()):.3g} vs {scale:.3g}"
+    )
 
 
 def neuron_outputs(model, x, kinds):
     """The mean output of every module of ``kinds`` in one spike pass of esdsnn's model."""
     means = []
-    hooks = [m.register_forward_hook(lambda m, i, o: means.append(float(o.float().mean())))
-             for m in model.modules() if isinstance(m, kinds)]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: means.append(float(o.float().mean())))
+        for m in model.modules()
+        if isinstance(m, kinds)
+    ]
     esdsnn.predict(model, x, T=T)
     for h in hooks:
         h.remove()
@@ -71,9 +84,13 @@ def neuron_outputs(model, x, kinds):
 
 
 CASES = [(name, node) for name in RESNETS for node in ("LIFNode", "IFNode")] + [
-    ("spiking_resnet50", "LIFNode"), ("sew_resnet50-IAND", "IFNode"),  # Bottleneck blocks (IAND's other order)
-    ("spiking_vgg11", "IFNode"), ("spiking_vgg11_bn", "LIFNode"), ("spiking_vgg16", "LIFNode"),
-    ("spiking_vgg16_bn", "IFNode")]  # (the VGGs are large: one neuron kind each)
+    ("spiking_resnet50", "LIFNode"),
+    ("sew_resnet50-IAND", "IFNode"),  # Bottleneck blocks (IAND's other order)
+    ("spiking_vgg11", "IFNode"),
+    ("spiking_vgg11_bn", "LIFNode"),
+    ("spiking_vgg16", "LIFNode"),
+    ("spiking_vgg16_bn", "IFNode"),
+]  # (the VGGs are large: one neuron kind each)
 
 
 @pytest.mark.parametrize("name, node", CASES, ids=[f"{n}-{k}" for n, k in CASES])

@@ -2,6 +2,7 @@
 every stride-th row and column (oneDNN's strided bf16 depthwise input gradient is about ten times
 slower); the same layer everywhere else. References: ``nn.Conv2d`` itself, and the strided
 convolution in float64 on the same (bf16-representable) values."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,13 +46,20 @@ def test_bf16_takes_the_unstrided_convolution_with_the_strided_values_and_gradie
     x = x.bfloat16().float()  # values a bf16 autocast reads exactly
     strides = []
     conv2d = F.conv2d
-    monkeypatch.setattr(F, "conv2d", lambda *a, **k: strides.append(a[3] if len(a) > 3 else k.get("stride")) or conv2d(*a, **k))
+    monkeypatch.setattr(
+        F, "conv2d", lambda *a, **k: strides.append(a[3] if len(a) > 3 else k.get("stride")) or conv2d(*a, **k)
+    )
     xa = x.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(xa)
     monkeypatch.undo()
     assert strides == [1] and out.dtype == torch.bfloat16
-    ref = nn.Conv2d(*(getattr(plain, k) for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")))
+    ref = nn.Conv2d(
+        *(
+            getattr(plain, k)
+            for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+        )
+    )
     ref = ref.double()
     with torch.no_grad():  # the strided convolution in float64 on the weights autocast rounds to bf16
         ref.weight.copy_(plain.weight.bfloat16().double()), ref.bias.copy_(plain.bias.bfloat16().double())

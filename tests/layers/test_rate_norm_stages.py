@@ -7,6 +7,7 @@ for the layer's elementwise chain (float32/float64) and for its two-kernel form 
 ``bf16-mixed``), which computes the same maths in any type.
 Spike stage: recorded statistics and running statistics against torch's own ``nn.BatchNorm2d``.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +38,9 @@ def make_bn():
 def rate_batch():
     # per-channel offsets and scales, so the batch statistics are far from the record's
     x = torch.randn(B, C, H, W, dtype=torch.float64)
-    return x * torch.tensor([0.5, 2.0], dtype=torch.float64).view(1, C, 1, 1) + torch.tensor([1.0, -0.4], dtype=torch.float64).view(1, C, 1, 1)
+    return x * torch.tensor([0.5, 2.0], dtype=torch.float64).view(1, C, 1, 1) + torch.tensor(
+        [1.0, -0.4], dtype=torch.float64
+    ).view(1, C, 1, 1)
 
 
 # recorded (spike-stage) statistics: clearly not those of the rate batch
@@ -96,7 +99,9 @@ def test_rate_stage_value_uses_the_recorded_statistics(path):
     xn = x.numpy()
     gamma, beta = bn.weight.detach().numpy(), bn.bias.detach().numpy()
     view = (1, C, 1, 1)
-    expected = (xn - M_REC.reshape(view)) / np.sqrt(V_REC.reshape(view) + EPS) * gamma.reshape(view) + beta.reshape(view)
+    expected = (xn - M_REC.reshape(view)) / np.sqrt(V_REC.reshape(view) + EPS) * gamma.reshape(view) + beta.reshape(
+        view
+    )
     np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -159,7 +164,10 @@ def test_spike_stage_records_all_steps_and_updates_running_stats_once():
     variance, the output and running statistics those of torch's nn.BatchNorm2d on the same
     activations (one update)."""
     T = 3
-    x = torch.randn(T * B, C, H, W, dtype=torch.float64) * 1.5 + torch.arange(T * B, dtype=torch.float64).view(-1, 1, 1, 1) * 0.1
+    x = (
+        torch.randn(T * B, C, H, W, dtype=torch.float64) * 1.5
+        + torch.arange(T * B, dtype=torch.float64).view(-1, 1, 1, 1) * 0.1
+    )
     for inplace in (False, True):
         bn = make_bn()
         bn.inplace = inplace

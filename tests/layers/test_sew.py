@@ -1,6 +1,7 @@
 """SEW connections (esdsnn.layers.SpikeElementWise) in every pass: SpikingJelly's formulas on the
 steps' spikes (packed or not), the recorded rate with the formula's gradient in RateBP's rate
 stage, checked by hand from the spikes and the neurons' records."""
+
 import pytest
 import torch
 from torch import nn
@@ -36,6 +37,7 @@ def spikes_of(net, x, T):
     def keep(name):
         def hook(module, inputs, out):
             seen[name] = out.float().view(T, *x.shape)
+
         return hook
 
     hooks = [net.a.register_forward_hook(keep("a")), net.b.register_forward_hook(keep("b"))]
@@ -55,7 +57,9 @@ def test_spike_pass_applies_spikingjellys_formula(connect, packed):
     a, b = spikes_of(net, x, T)
     assert 0 < float(a.mean()) < 1 and 0 < float(b.mean()) < 1
     memory = MemorySaving(compact_spikes=packed)
-    torch.testing.assert_close(run_spike(net, x, T, memory=memory), FORMULAS[connect](a, b).mean(0).flatten(1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        run_spike(net, x, T, memory=memory), FORMULAS[connect](a, b).mean(0).flatten(1), rtol=0, atol=0
+    )
     with esdsnn.passes.use_pass(esdsnn.passes.PassState("spike", T, memory=memory)):
         out = net(x.repeat(T, 1, 1, 1))
     assert isinstance(out, esdsnn.layers.PackedSpikes) == (packed and connect != "ADD")

@@ -3,6 +3,7 @@
 BPTT with label smoothing on the main head. Nothing else in esdsnn knows its name: the config,
 the CLI, the loop, evaluation and the report learn what they need from its registration.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """The method registry: a new method is one file; methods declare what the rest must know."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -32,16 +33,38 @@ def test_a_new_method_is_one_file(example_method, tmp_path, capsys):
     report and a row in a comparison table: nothing else was told its name."""
     assert example_method in esdsnn.list_methods()
     run = tmp_path / "run"
-    code = main(["train", "--method", example_method, "--epochs", "1", "--T", "2", "--batch-size", "128",
-                 "--threads", "1", "--no-progress", "--out", str(run)])
+    code = main(
+        [
+            "train",
+            "--method",
+            example_method,
+            "--epochs",
+            "1",
+            "--T",
+            "2",
+            "--batch-size",
+            "128",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--out",
+            str(run),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((run / "summary.json").read_text())
     assert summary["method"] == example_method and summary["status"] == "completed"
     assert 0 < summary["avg_firing_rate"] < 1 and (run / "report.md").is_file()  # a spiking method: reported
     assert evaluate(run).correct == summary["test_correct"]
     assert "loss" in (run / "metrics.csv").read_text().splitlines()[0]
-    record = {"method": example_method, "role": "method", "status": "completed", "test_acc": summary["test_acc"],
-              "epoch_s_mean": 1.0, "peak_rss_bytes": None}
+    record = {
+        "method": example_method,
+        "role": "method",
+        "status": "completed",
+        "test_acc": summary["test_acc"],
+        "epoch_s_mean": 1.0,
+        "peak_rss_bytes": None,
+    }
     (row,) = summarise([record])
     assert row["method"] == example_method and row["n_seeds"] == 1
 
@@ -103,11 +126,12 @@ def test_each_methods_declared_loss_scale_is_the_one_it_trains_with(T):
     """The defaults size the learning rate by the declared scale (lr 0.1 / scale on own data), so a
     method declaring the wrong one would train at 1/T or T times the intended step."""
     for name in esdsnn.list_methods():
-        for student_pass in (("bptt", "ratebp") if name == "kd" else (None,)):
+        for student_pass in ("bptt", "ratebp") if name == "kd" else (None,):
             options = {"student_pass": student_pass} if student_pass else {}
             if method_spec(name).needs:
-                options["teacher"] = esdsnn.create_method("ann", esdsnn.create_model("digits_resnet", in_channels=1),
-                                                          T=1).model
+                options["teacher"] = esdsnn.create_method(
+                    "ann", esdsnn.create_model("digits_resnet", in_channels=1), T=1
+                ).model
             built = esdsnn.create_method(name, esdsnn.create_model("digits_resnet", in_channels=1), T=T, **options)
             declared = method_spec(name).auto_loss_scale(T, {"student_pass": student_pass or "bptt"})
             assert built.loss_scale == declared, (name, student_pass)

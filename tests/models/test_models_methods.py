@@ -1,4 +1,5 @@
 """Every registered model × every method: finite gradients for every parameter; public API."""
+
 import pytest
 import torch
 
@@ -14,7 +15,9 @@ def test_every_model_and_method_gives_finite_gradients(arch, method_name):
     model = esdsnn.create_model(arch, num_classes=10, in_channels=c)
     extra = {}
     if method_name == "kd":
-        extra["teacher"] = esdsnn.create_method("ann", esdsnn.create_model(arch, num_classes=10, in_channels=c), T=1).model
+        extra["teacher"] = esdsnn.create_method(
+            "ann", esdsnn.create_model(arch, num_classes=10, in_channels=c), T=1
+        ).model
     method = esdsnn.create_method(method_name, model, T=2, **extra)
     x, y = torch.randn(2, c, h, w), torch.tensor([1, 7])
     out = method(x, y)
@@ -59,10 +62,21 @@ def test_model_input_size_is_free():
         (lambda: esdsnn.create_model("resnet1000"), "unknown arch"),
         (lambda: esdsnn.create_model("resnet18", decay=2.0), "decay"),
         (lambda: esdsnn.create_model("resnet18", tau=2.0), "neuron option"),
-        (lambda: esdsnn.create_method("magic", esdsnn.create_model("digits_resnet", in_channels=1), T=2), "unknown method"),
+        (
+            lambda: esdsnn.create_method("magic", esdsnn.create_model("digits_resnet", in_channels=1), T=2),
+            "unknown method",
+        ),
         (lambda: esdsnn.create_method("esd", esdsnn.create_model("digits_resnet", in_channels=1), T=0), "T must be"),
-        (lambda: esdsnn.create_method("esd", esdsnn.create_model("digits_resnet", in_channels=1), T=2, teacher="x"), "teacher"),
-        (lambda: esdsnn.create_method("esd", esdsnn.create_model("digits_resnet", in_channels=1, learnable_decay=True), T=2), "learnable_decay"),
+        (
+            lambda: esdsnn.create_method("esd", esdsnn.create_model("digits_resnet", in_channels=1), T=2, teacher="x"),
+            "teacher",
+        ),
+        (
+            lambda: esdsnn.create_method(
+                "esd", esdsnn.create_model("digits_resnet", in_channels=1, learnable_decay=True), T=2
+            ),
+            "learnable_decay",
+        ),
     ],
 )
 def test_bad_arguments_raise_config_errors(call, message):
@@ -72,8 +86,11 @@ def test_bad_arguments_raise_config_errors(call, message):
 
 # sha256 of each model's sorted state-dict keys: checkpoints saved by earlier versions must load.
 STATE_DICT_KEYS = {
-    "digits_resnet": (63, "39ec117880b75154"), "preact_resnet34": (287, "12404861efffe84c"),
-    "resnet18": (139, "336234e1fdf7f2a5"), "resnet19": (136, "35e05236af51becc"), "vggsnn": (66, "cb0bf6460187f85d"),
+    "digits_resnet": (63, "39ec117880b75154"),
+    "preact_resnet34": (287, "12404861efffe84c"),
+    "resnet18": (139, "336234e1fdf7f2a5"),
+    "resnet19": (136, "35e05236af51becc"),
+    "vggsnn": (66, "cb0bf6460187f85d"),
 }
 
 

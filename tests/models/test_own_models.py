@@ -1,6 +1,7 @@
 """A researcher's own model: any nn.Module of esdsnn layers trains with every method, ESD branches
 on named stages, and the traps (plain BatchNorm or Dropout under RateBP, no neuron, an output
 that is not folded) give a conversion notice or a clear error."""
+
 import copy
 
 import pytest
@@ -20,12 +21,21 @@ SHAPE = (1, 16, 16)
 def plain_net(norm=snn.BatchNorm2d, **lif):
     """The SPEC §10.1 example: a Sequential of esdsnn and stateless torch layers, no subclass."""
     return nn.Sequential(
-        snn.Conv2d(1, 8, 3, padding=1, bias=False), norm(8), snn.LIF(**lif),
+        snn.Conv2d(1, 8, 3, padding=1, bias=False),
+        norm(8),
+        snn.LIF(**lif),
         nn.AvgPool2d(2),
-        snn.Conv2d(8, 16, 3, padding=1, bias=False), norm(16), snn.LIF(**lif),
+        snn.Conv2d(8, 16, 3, padding=1, bias=False),
+        norm(16),
+        snn.LIF(**lif),
         nn.AvgPool2d(2),
-        snn.Conv2d(16, 32, 3, padding=1, bias=False), norm(32), snn.LIF(**lif),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+        snn.Conv2d(16, 32, 3, padding=1, bias=False),
+        norm(32),
+        snn.LIF(**lif),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
 
 
 def batch(n=6, seed=0):
@@ -72,19 +82,23 @@ def test_branches_on_named_stages_follow_the_probed_shapes():
     method = esdsnn.create_method("esd", plain_net(), T=2, stages=["2", "6"], input_shape=SHAPE)
     assert method.branch_taps == ["2", "6"]
     # stage "2": 8 channels at 16x16 -> the last feature map, 32 channels at 4x4: two halvings
-    plans = [[(blk.op[0].in_channels, blk.op[5].out_channels) for blk in b if hasattr(blk, "op")]
-             for b in method.branches]
+    plans = [
+        [(blk.op[0].in_channels, blk.op[5].out_channels) for blk in b if hasattr(blk, "op")] for b in method.branches
+    ]
     assert plans == [[(8, 16), (16, 32)], [(16, 32)]]
     heads = [b(torch.rand(2, *s)) for b, s in zip(method.branches, [(8, 16, 16), (16, 8, 8)])]
     assert all(h.shape == (2, 10) for h in heads)
 
 
-@pytest.mark.parametrize("stages, message", [
-    (["nope"], "no submodule 'nope'.*: 2, 6$"),
-    (["1"], "does not output spikes.*: 2, 6$"),
-    (["12"], "comes after the last spatial layer.*: 2, 6$"),
-    (["10"], "stage '10' is the model's last feature map.*: 2, 6$"),
-])
+@pytest.mark.parametrize(
+    "stages, message",
+    [
+        (["nope"], "no submodule 'nope'.*: 2, 6$"),
+        (["1"], "does not output spikes.*: 2, 6$"),
+        (["12"], "comes after the last spatial layer.*: 2, 6$"),
+        (["10"], "stage '10' is the model's last feature map.*: 2, 6$"),
+    ],
+)
 def test_stages_that_cannot_feed_a_branch_are_named(stages, message):
     with pytest.raises(ConfigError, match=message):
         esdsnn.create_method("esd", plain_net(), T=2, stages=stages, input_shape=SHAPE)
@@ -144,8 +158,9 @@ def test_plain_batchnorm_is_converted_for_ratebp_and_trains_like_the_rate_aware_
 
 
 def test_plain_dropout_is_converted_and_uses_one_mask_in_both_stages(capsys, monkeypatch):
-    net = nn.Sequential(snn.Conv2d(1, 6, 1), snn.LIF(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(6, 3))
+    net = nn.Sequential(
+        snn.Conv2d(1, 6, 1), snn.LIF(), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)
+    )
     trainer = esdsnn.create_method("ratebp", net, T=4)
     assert "2: Dropout -> Dropout" in capsys.readouterr().err
     dropout = net[2]
@@ -180,8 +195,11 @@ def test_predict_says_when_the_output_is_not_folded():
         def forward(self, x):
             return self.body(x).view(4, -1, 10).mean(0)
 
-    with pytest.raises(ConfigError, match=r"returns shape \(3, 10\): it averages over the time steps itself.*"
-                                          r"\[T·B, K\] = \[12, K\] for 3 sample\(s\) at T=4"):
+    with pytest.raises(
+        ConfigError,
+        match=r"returns shape \(3, 10\): it averages over the time steps itself.*"
+        r"\[T·B, K\] = \[12, K\] for 3 sample\(s\) at T=4",
+    ):
         esdsnn.predict(TimeMeanItself(), torch.rand(3, *SHAPE), T=4)
 
 
@@ -198,10 +216,16 @@ def feature_map_net():  # no classifier: its output is the last feature map
     return nn.Sequential(*list(plain_net())[:11])
 
 
-@pytest.mark.parametrize("make, message", [
-    (WithFeatures, r"returns a tuple of 2 values; it must return one tensor, its logits \[T·B, K\]"),
-    (feature_map_net, r"returns a feature map, \[32, 4, 4\] per step and sample, not logits .*nn.Linear\(32, num_cl"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (WithFeatures, r"returns a tuple of 2 values; it must return one tensor, its logits \[T·B, K\]"),
+        (
+            feature_map_net,
+            r"returns a feature map, \[32, 4, 4\] per step and sample, not logits .*nn.Linear\(32, num_cl",
+        ),
+    ],
+)
 def test_predict_refuses_what_is_not_logits(make, message):
     """Never a 4-D tensor returned silently, never an AttributeError: one line naming the fix."""
     with pytest.raises(ConfigError, match=message):

@@ -1,4 +1,5 @@
 """The spike stage's eligibility is ∂(mean_t s_t)/∂x for a constant input, by autograd (SPEC §3)."""
+
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from esdsnn.neurons import LIFConfig, lif_multistep, lif_rate_eligibility
 def test_eligibility_equals_autograd_rate_derivative(T, reset, detach_reset, surrogate, alpha, decay):
     """One surrogate object serves both: BPTT's autograd through it and RateBP's eligibility."""
     p = LIFConfig(reset=reset, detach_reset=detach_reset, v_reset=0.0, surrogate=surrogate, surrogate_alpha=alpha)
-    x = (torch.randn(300, dtype=torch.float64) * 1.2 + 0.6)
+    x = torch.randn(300, dtype=torch.float64) * 1.2 + 0.6
     x_const = x.clone().requires_grad_()
     rate = lif_multistep(x_const.expand(T, -1), decay, p).mean(0)
     (grad,) = torch.autograd.grad(rate.sum(), x_const)  # each neuron's rate depends only on its x

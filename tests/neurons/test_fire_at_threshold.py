@@ -6,6 +6,7 @@ The inputs are dyadic (λ = 1/2, θ and every ``x`` a multiple of 1/8 times a po
 every membrane sum is exact in float32 and ``h_t == θ`` happens exactly where the hand
 computation below says; a kernel testing ``h > θ`` gives other spikes and other gradients.
 """
+
 import pytest
 import torch
 
@@ -16,12 +17,14 @@ from esdsnn.neurons.step import fire_with_surrogate
 
 DECAY = 0.5
 # x_t for four neurons (columns), T = 4; h_t = θ exactly at the steps marked in the comments
-X = torch.tensor([
-    [1.0, 0.5, 1.5, 1.0],
-    [1.0, 0.75, 0.75, 1.25],
-    [1.0, 0.5, 0.0, 0.25],
-    [1.0, 0.75, 0.0, 1.0],
-])
+X = torch.tensor(
+    [
+        [1.0, 0.5, 1.5, 1.0],
+        [1.0, 0.75, 0.75, 1.25],
+        [1.0, 0.5, 0.0, 0.25],
+        [1.0, 0.75, 0.0, 1.0],
+    ]
+)
 # By hand, θ = 1, λ = 1/2, u_0 = 0 (soft, hard) or v_reset = -1/2 (hard, v_reset):
 #  n0: h = 1 at every step: fires every step (u = 0 after each)                 -> 1 1 1 1
 #      v_reset: h = 0.75, 1.375 (fire, u = -0.5), 0.75, 1.375 (fire)           -> 0 1 0 1
@@ -132,7 +135,7 @@ def test_eligibility_at_threshold_equals_autograd(rule, detach_reset):
 def test_the_differentiable_spike_fires_at_threshold():
     """``H(0) = 1`` forward; ``σ'(0)`` backward (α/4 for the sigmoid surrogate)."""
     p = LIFConfig(threshold=0.75, surrogate_alpha=4.0)
-    h = torch.tensor([0.75, 0.75 - 2 ** -24, 0.75 + 2 ** -24, -0.75], requires_grad=True)
+    h = torch.tensor([0.75, 0.75 - 2**-24, 0.75 + 2**-24, -0.75], requires_grad=True)
     s = fire_with_surrogate(h, p)
     assert s.tolist() == [1.0, 0.0, 1.0, 0.0]
     (grad,) = torch.autograd.grad(s.sum(), h)

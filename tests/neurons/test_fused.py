@@ -1,4 +1,5 @@
 """The fused BPTT neuron (one autograd node) against the autograd loop and SpikingJelly's LIFNode."""
+
 import pytest
 import torch
 
@@ -57,9 +58,15 @@ def test_fused_equals_spikingjelly(reset, detach_reset):
     neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
     surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
     decay = 0.25
-    sj = neuron.LIFNode(tau=1.0 / (1.0 - decay), decay_input=False, v_threshold=1.0,
-                        v_reset=0.0 if reset == "hard" else None, detach_reset=detach_reset,
-                        surrogate_function=surrogate.Sigmoid(alpha=4.0), step_mode="m").double()
+    sj = neuron.LIFNode(
+        tau=1.0 / (1.0 - decay),
+        decay_input=False,
+        v_threshold=1.0,
+        v_reset=0.0 if reset == "hard" else None,
+        detach_reset=detach_reset,
+        surrogate_function=surrogate.Sigmoid(alpha=4.0),
+        step_mode="m",
+    ).double()
     x = (torch.randn(6, 4, 9, dtype=torch.float64) * 1.5 + 0.5).requires_grad_()
     g = torch.randn_like(x)
     s_sj = sj(x)
@@ -74,8 +81,9 @@ def test_fused_equals_spikingjelly(reset, detach_reset):
 def test_bptt_runs_one_node_per_layer_and_equals_the_loop_on_a_model():
     """The model's BPTT pass uses the fused node by default, and its parameter gradients equal
     those of the autograd loop (learnable decay included)."""
-    model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1,
-                                neuron=LIFConfig(learnable_decay=True, detach_reset=False)).double()
+    model = esdsnn.create_model(
+        "digits_resnet", num_classes=10, in_channels=1, neuron=LIFConfig(learnable_decay=True, detach_reset=False)
+    ).double()
     x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
     lif = next(m for m in model.modules() if isinstance(m, LIF))
     seen = []

@@ -1,5 +1,6 @@
 """The GPU path: compiled neuron loops (chosen automatically on CUDA, eager fallback) give the
 eager loops' results; checked here on the CPU build of the same code."""
+
 import pytest
 import torch
 

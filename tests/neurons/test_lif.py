@@ -1,4 +1,5 @@
 """LIF forward against a hand-written loop, SpikingJelly, and BPTT gradients against manual unrolling."""
+
 import math
 
 import pytest
@@ -57,8 +58,13 @@ def test_forward_and_grad_match_spikingjelly(reset, detach_reset, spikingjelly):
     neuron_sj, surrogate_sj = spikingjelly
     tau = 1.0 / (1.0 - DECAY)
     sj = neuron_sj.LIFNode(
-        tau=tau, decay_input=False, v_threshold=1.0, v_reset=0.0 if reset == "hard" else None,
-        detach_reset=detach_reset, surrogate_function=surrogate_sj.Sigmoid(alpha=4.0), step_mode="m",
+        tau=tau,
+        decay_input=False,
+        v_threshold=1.0,
+        v_reset=0.0 if reset == "hard" else None,
+        detach_reset=detach_reset,
+        surrogate_function=surrogate_sj.Sigmoid(alpha=4.0),
+        step_mode="m",
     ).double()
     ours = LIF(decay=DECAY, reset=reset, detach_reset=detach_reset).double()
     x = (torch.randn(6, 4, 3, 5, 5, dtype=torch.float64) * 1.5).requires_grad_()

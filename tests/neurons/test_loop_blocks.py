@@ -7,6 +7,7 @@ elementwise, so blocks (whose boundaries fall on whole vectors) and buffers chan
 for bit. The references: the same loop in one block, the autograd loop of the step, and float32
 input holding the same values as the bfloat16 input.
 """
+
 import pytest
 import torch
 
@@ -31,6 +32,7 @@ def _input(dtype=torch.float32):
 def _run(x, p, out_dtype):
     """(spikes, rate, eligibility) of the spike stage and the inference spikes, into fresh
     buffers of ``out_dtype`` (None: the input's type)."""
+
     def buffer():
         return None if out_dtype is None else torch.empty_like(x, dtype=out_dtype)
 
@@ -38,8 +40,10 @@ def _run(x, p, out_dtype):
 
 
 @pytest.mark.parametrize("p", CONFIGS, ids=["soft", "soft-attached", "hard-vreset", "hard-attached", "atan"])
-@pytest.mark.parametrize("in_dtype,out_dtype", [(torch.float32, None), (torch.float32, torch.uint8),
-                                                (torch.bfloat16, None), (torch.bfloat16, torch.uint8)])
+@pytest.mark.parametrize(
+    "in_dtype,out_dtype",
+    [(torch.float32, None), (torch.float32, torch.uint8), (torch.bfloat16, None), (torch.bfloat16, torch.uint8)],
+)
 def test_blocks_compute_what_one_pass_computes(monkeypatch, p, in_dtype, out_dtype):
     x = _input(in_dtype)
     whole = _run(x, p, out_dtype)

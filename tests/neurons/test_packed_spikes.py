@@ -1,6 +1,7 @@
 """Packed spikes behave as the float tensor they stand for, in-place writes included: a write of
 0s and 1s lands in the bytes (and in every view sharing them), any other write raises one line
 naming the fix, and the bytes are left as they were."""
+
 import pytest
 import torch
 import torch.nn.functional as F

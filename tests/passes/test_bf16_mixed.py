@@ -1,6 +1,7 @@
 """The spike stage under ``bf16-mixed``: activations stay bfloat16 as autocast makes them, with no
 casts around the convolutions, so that RateBP rounds as BPTT does under the same autocast; the
 records stay float32; evaluation (no autocast) is unchanged."""
+
 import copy
 
 import torch

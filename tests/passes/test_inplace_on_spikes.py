@@ -1,6 +1,7 @@
 """A user's layer that writes in place on a neuron's output (``x[:, 0] = 0``) gives the same results
 in every pass: inference and RateBP's spike stage (packed 1-byte spikes) as with packing off and as
 BPTT (float spikes). A write that 0/1 bytes cannot hold raises one line naming the fix."""
+
 import copy
 
 import pytest
@@ -33,8 +34,16 @@ class SilenceChannel(nn.Module):
 def user_net(layer=None):
     torch.manual_seed(3)
     net = nn.Sequential(
-        snn.Conv2d(1, 4, 3, padding=1), snn.BatchNorm2d(4), snn.LIF(), layer or SilenceChannel(),
-        snn.Conv2d(4, 4, 3, padding=1), snn.BatchNorm2d(4), snn.LIF(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+        snn.Conv2d(1, 4, 3, padding=1),
+        snn.BatchNorm2d(4),
+        snn.LIF(),
+        layer or SilenceChannel(),
+        snn.Conv2d(4, 4, 3, padding=1),
+        snn.BatchNorm2d(4),
+        snn.LIF(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 3),
+    )
     with torch.no_grad():  # channel 0 fires often before the layer silences it
         net[0].bias[0] = 2.0
         net[4].weight[:, 0] = 0.5
@@ -68,7 +77,10 @@ def test_inference_with_packed_spikes_equals_unpacked_and_bptt():
 
 def test_ratebp_spike_stage_with_packed_spikes_equals_unpacked():
     x, y = inputs()
-    (logits_a, trace_a), (logits_b, trace_b) = run_spike_stage(user_net(), x, 3), run_spike_stage(user_net(), x, 3, memory=UNPACKED)
+    (logits_a, trace_a), (logits_b, trace_b) = (
+        run_spike_stage(user_net(), x, 3),
+        run_spike_stage(user_net(), x, 3, memory=UNPACKED),
+    )
     assert torch.equal(logits_a, logits_b)
     for a, b in zip(trace_a.neurons.values(), trace_b.neurons.values()):
         assert torch.equal(a.rate, b.rate) and torch.equal(a.eligibility, b.eligibility)

@@ -1,5 +1,6 @@
 """Memory-saving paths (packed spikes, in-place BN, in-place residual sums, fused BN statistics,
 the lean inference pass) change nothing."""
+
 import copy
 
 import pytest
@@ -56,8 +57,9 @@ CASES = [  # one by one on a residual model, all together on each architecture
 ]
 
 
-@pytest.mark.parametrize("arch,shape,plain", CASES,
-                         ids=["no-compact", "no-inplace-norm", "no-inplace-residual", "all-off", "vgg", "preact"])
+@pytest.mark.parametrize(
+    "arch,shape,plain", CASES, ids=["no-compact", "no-inplace-norm", "no-inplace-residual", "all-off", "vgg", "preact"]
+)
 def test_memory_saving_paths_record_and_train_identically(arch, shape, plain):
     """Each memory-saving path switched off on its own (and all together) gives bit-identical
     spike-stage records, logits, gradients, running statistics and predictions, in the no-grad

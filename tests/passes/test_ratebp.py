@@ -1,4 +1,5 @@
 """RateBP against BPTT: equal at T = 1, consistent values and T-independent memory at T > 1."""
+
 import copy
 
 import pytest
@@ -63,7 +64,9 @@ def test_ratebp_equals_bptt_at_T1_hard_reset_float32():
     # T = 1 only; hard reset without detach_reset at T > 1 (where its ∂u/∂h row of the SPEC §3
     # table matters) is checked exactly in test_ratebp_exact.py
     # (test_ratebp_equals_bptt_exactly_for_one_lif_layer_on_static_input).
-    a, b = paired("bptt", "ratebp", arch="digits_resnet", dtype=torch.float32, in_channels=1, reset="hard", detach_reset=False)
+    a, b = paired(
+        "bptt", "ratebp", arch="digits_resnet", dtype=torch.float32, in_channels=1, reset="hard", detach_reset=False
+    )
     x, y = torch.randn(16, 1, 8, 8) * 2, torch.randint(0, 10, (16,))
     a(x, y).loss.backward()
     b(x, y).loss.backward()
@@ -176,12 +179,16 @@ def test_event_input_uses_the_frames_and_their_mean():
     seen = []
     first_conv.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].detach().clone()))
     # three clearly different frames (different scales), so order, mean and sum all differ
-    frames = torch.rand(3, 4, 2, 8, 8, dtype=torch.float64) * torch.tensor([0.5, 3.0, 1.0], dtype=torch.float64).view(3, 1, 1, 1, 1)
+    frames = torch.rand(3, 4, 2, 8, 8, dtype=torch.float64) * torch.tensor([0.5, 3.0, 1.0], dtype=torch.float64).view(
+        3, 1, 1, 1, 1
+    )
     by_hand_mean = (frames[0] + frames[1] + frames[2]) / 3
 
     spike_logits, trace = run_spike_stage(model, frames, T=3)
     (spike_in,) = seen
-    assert torch.equal(spike_in, torch.cat([frames[0], frames[1], frames[2]]))  # step-major: [t0 batch, t1 batch, t2 batch]
+    assert torch.equal(
+        spike_in, torch.cat([frames[0], frames[1], frames[2]])
+    )  # step-major: [t0 batch, t1 batch, t2 batch]
     logits, _ = run_rate_stage(model, frames, trace)
     assert logits.shape == (4, 10)
     torch.testing.assert_close(seen[1], by_hand_mean, rtol=1e-15, atol=1e-15)

@@ -6,6 +6,7 @@
 - Event input: the rate stage runs on the mean frame, so the first conv's weight gradient is
   torch's conv2d weight gradient of the mean frame against the upstream gradient.
 """
+
 import copy
 
 import pytest
@@ -96,8 +97,12 @@ class EventNet(SpikingNet):
     def __init__(self, in_channels=2, width=4, num_classes=3):
         super().__init__()
         self.in_channels, self.num_classes, self.stage_channels = in_channels, num_classes, (width,)
-        self.stem = nn.Sequential(Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), RateBatchNorm2d(width), LIF())
-        self.stages = nn.ModuleList([nn.Sequential(Conv2d(width, width, 3, padding=1, bias=False), RateBatchNorm2d(width), LIF())])
+        self.stem = nn.Sequential(
+            Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False), RateBatchNorm2d(width), LIF()
+        )
+        self.stages = nn.ModuleList(
+            [nn.Sequential(Conv2d(width, width, 3, padding=1, bias=False), RateBatchNorm2d(width), LIF())]
+        )
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
 
 
@@ -105,7 +110,9 @@ def test_event_input_rate_stage_uses_the_mean_frame():
     T = 3
     model = EventNet().double().train()
     # three clearly different frames: their mean is neither the last frame nor their sum
-    frames = torch.rand(T, 4, 2, 8, 8, dtype=torch.float64) * torch.tensor([0.5, 3.0, 1.0], dtype=torch.float64).view(T, 1, 1, 1, 1)
+    frames = torch.rand(T, 4, 2, 8, 8, dtype=torch.float64) * torch.tensor([0.5, 3.0, 1.0], dtype=torch.float64).view(
+        T, 1, 1, 1, 1
+    )
     y = torch.randint(0, 3, (4,))
     _, trace = run_spike_stage(model, frames, T)
 

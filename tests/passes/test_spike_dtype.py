@@ -1,5 +1,6 @@
 """The bfloat16 spike stage: convolutions on spikes in bf16 with weights cast once, everything
 recorded in float32; the float32 path unchanged."""
+
 import contextvars
 import copy
 
@@ -31,7 +32,9 @@ def test_conv_on_packed_spikes_in_each_type_equals_the_plain_convolution():
             out16 = conv(spikes)
         steps = spikes.float().chunk(3)
         plain32 = torch.cat([F.conv2d(s, conv.weight, conv.bias, padding=1) for s in steps])
-        plain16 = torch.cat([F.conv2d(s.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16(), padding=1) for s in steps])
+        plain16 = torch.cat(
+            [F.conv2d(s.bfloat16(), conv.weight.bfloat16(), conv.bias.bfloat16(), padding=1) for s in steps]
+        )
     assert torch.equal(out32, plain32)  # float32: today's path, bit for bit
     assert out16.dtype == torch.float32 and torch.equal(out16, plain16.float())
     assert not torch.equal(out16, out32)  # bf16 really ran

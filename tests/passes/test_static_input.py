@@ -1,5 +1,6 @@
 """The static-input shortcut (first conv + BN of a direct-encoded image computed on one copy)
 against the general path over T identical copies."""
+
 import copy
 
 import pytest

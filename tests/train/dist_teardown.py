@@ -1,5 +1,6 @@
 """Started by torchrun from test_distributed.py: a training run (DDP, a few steps) through the
 training loop, then the threads this process still runs (Gloo's worker threads must be gone)."""
+
 import os
 import sys
 from pathlib import Path
@@ -7,9 +8,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dist_worker  # noqa: E402
+import dist_worker
 
-from esdsnn.train import loop  # noqa: E402
+from esdsnn.train import loop
 
 
 def main(out: Path) -> None:

@@ -4,6 +4,7 @@
 below in each process and saves what it saw under ``OUT/<scenario>.rank<r>.pt``; the tests
 compare the ranks with each other and with a single process on the same global batch.
 """
+
 import os
 import sys
 from pathlib import Path
@@ -45,8 +46,20 @@ def build(method):
 
 
 def loop_config(method, changes, out):
-    return TrainConfig.from_dict(dict(method=method, T=T, epochs=1, batch_size=64, threads=1, progress=False,
-                                      report=False, device="cpu", out=out, **changes))
+    return TrainConfig.from_dict(
+        dict(
+            method=method,
+            T=T,
+            epochs=1,
+            batch_size=64,
+            threads=1,
+            progress=False,
+            report=False,
+            device="cpu",
+            out=out,
+            **changes,
+        )
+    )
 
 
 class StopAfter:
@@ -75,9 +88,14 @@ def main(out: Path) -> None:
         convert_sync_batchnorm(wrapped)
         step = wrap_ddp(wrapped, DistContext(rank, world))
         step(xs, ys).loss.backward()
-        torch.save({"stats": stats, "grads": {n: p.grad.clone() for n, p in wrapped.named_parameters()},
-                    "buffers": {n: b.clone() for n, b in wrapped.named_buffers()}},
-                   out / f"layer_{method}.rank{rank}.pt")
+        torch.save(
+            {
+                "stats": stats,
+                "grads": {n: p.grad.clone() for n, p in wrapped.named_parameters()},
+                "buffers": {n: b.clone() for n, b in wrapped.named_buffers()},
+            },
+            out / f"layer_{method}.rank{rank}.pt",
+        )
 
     # 2. the training loop: every method, a few steps
     made = {}

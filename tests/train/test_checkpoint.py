@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes, weights-only reads, clear errors, model/branch state split."""
+
 import datetime
 
 import pytest
@@ -17,8 +18,12 @@ def _method():
 
 def test_round_trip_and_no_temp_files(tmp_path):
     path = tmp_path / "ck" / "last.pt"
-    payload = {"model": {"w": torch.arange(4.0)}, "config": {"T": 4, "method": "esd"}, "epoch": 3,
-               "rng": torch.get_rng_state()}
+    payload = {
+        "model": {"w": torch.arange(4.0)},
+        "config": {"T": 4, "method": "esd"},
+        "epoch": 3,
+        "rng": torch.get_rng_state(),
+    }
     save_checkpoint(path, payload)
     save_checkpoint(path, payload)  # overwriting is atomic too
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]

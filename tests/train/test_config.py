@@ -1,8 +1,9 @@
 """TrainConfig: YAML round trip, flag overrides, and errors that say what is wrong."""
+
 import pytest
 
-from esdsnn.errors import ConfigError
 from esdsnn.config import RENAMED, RENAMED_VALUES, TrainConfig, load_config, read_yaml, save_config
+from esdsnn.errors import ConfigError
 
 
 def test_defaults_resolve_for_digits():
@@ -16,11 +17,27 @@ def test_defaults_resolve_for_digits():
 
 
 def test_yaml_round_trip(tmp_path):
-    config = TrainConfig.from_dict(dict(
-        method="bptt", arch="resnet19", T=2, epochs=3, batch_size=16, lr=0.05, loss_scale=0.5,
-        reset="hard", v_reset=0.1, detach_reset=False, learnable_decay=True, teacher="all",
-        teacher_space="probs", unreliable="entropy", threads=1, progress=False, out="some/dir",
-    )).resolved()
+    config = TrainConfig.from_dict(
+        dict(
+            method="bptt",
+            arch="resnet19",
+            T=2,
+            epochs=3,
+            batch_size=16,
+            lr=0.05,
+            loss_scale=0.5,
+            reset="hard",
+            v_reset=0.1,
+            detach_reset=False,
+            learnable_decay=True,
+            teacher="all",
+            teacher_space="probs",
+            unreliable="entropy",
+            threads=1,
+            progress=False,
+            out="some/dir",
+        )
+    ).resolved()
     path = tmp_path / "config.yaml"
     save_config(config, path)
     assert load_config(path) == config
@@ -33,7 +50,9 @@ def test_flags_override_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 0.05\nT: 2\nmethod: ratebp\ndetach_reset: false\n")
     config = load_config(path, {"T": "3", "detach_reset": True})
-    assert config.T == 3 and config.optim.lr == 0.05 and config.method == "ratebp" and config.neuron.detach_reset is True
+    assert (
+        config.T == 3 and config.optim.lr == 0.05 and config.method == "ratebp" and config.neuron.detach_reset is True
+    )
     assert load_config(path).T == 2
     # a flag can repair a bad file value: the merged config is what gets validated
     path.write_text("T: 0\n")
@@ -58,32 +77,35 @@ def test_unknown_key_lists_known_keys(tmp_path):
     assert "known keys: method, arch, dataset" in message and "batch_size" in message
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"T": 0}, "T must be >= 1"),
-    ({"lr": -0.1}, "lr must be > 0"),
-    ({"lr": 0}, "lr must be > 0"),
-    ({"epochs": 0}, "epochs must be >= 1"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"reset": "medium"}, "reset must be one of soft, hard"),
-    ({"teacher": "best"}, "teacher must be one of reliable, all, main"),
-    ({"teacher_space": "x"}, "teacher_space must be one of"),
-    ({"unreliable": "keep"}, "unreliable must be one of"),
-    ({"decay": 1.5}, "decay must be in"),
-    ({"loss_scale": "half"}, "loss_scale"),
-    ({"loss_scale": -1}, "loss_scale must be"),
-    ({"T": "four"}, "T .* must be an integer"),
-    ({"T": 2.5}, "T .* must be an integer"),
-    ({"progress": "maybe"}, "progress .* must be true or false"),
-    ({"lr": "nan"}, "finite"),
-    ({"method": "magic"}, "unknown method 'magic'; choose one of .*esd"),
-    ({"arch": "resnet1000"}, "unknown arch 'resnet1000'; choose one of .*digits_resnet"),
-    ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
-    ({"device": "tpu"}, "device must be"),
-    ({"eval_every": 0}, "eval_every must be >= 1"),
-    ({"student_pass": "x"}, "student_pass must be one of bptt, ratebp"),
-    ({"nld_mix": 1.5}, "nld_mix must be in"),
-    ({"method": "kd"}, "needs a teacher"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"T": 0}, "T must be >= 1"),
+        ({"lr": -0.1}, "lr must be > 0"),
+        ({"lr": 0}, "lr must be > 0"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"reset": "medium"}, "reset must be one of soft, hard"),
+        ({"teacher": "best"}, "teacher must be one of reliable, all, main"),
+        ({"teacher_space": "x"}, "teacher_space must be one of"),
+        ({"unreliable": "keep"}, "unreliable must be one of"),
+        ({"decay": 1.5}, "decay must be in"),
+        ({"loss_scale": "half"}, "loss_scale"),
+        ({"loss_scale": -1}, "loss_scale must be"),
+        ({"T": "four"}, "T .* must be an integer"),
+        ({"T": 2.5}, "T .* must be an integer"),
+        ({"progress": "maybe"}, "progress .* must be true or false"),
+        ({"lr": "nan"}, "finite"),
+        ({"method": "magic"}, "unknown method 'magic'; choose one of .*esd"),
+        ({"arch": "resnet1000"}, "unknown arch 'resnet1000'; choose one of .*digits_resnet"),
+        ({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+        ({"device": "tpu"}, "device must be"),
+        ({"eval_every": 0}, "eval_every must be >= 1"),
+        ({"student_pass": "x"}, "student_pass must be one of bptt, ratebp"),
+        ({"nld_mix": 1.5}, "nld_mix must be in"),
+        ({"method": "kd"}, "needs a teacher"),
+    ],
+)
 def test_bad_values(values, message):
     with pytest.raises(ConfigError, match=message):
         TrainConfig.from_dict(values)
@@ -204,11 +226,14 @@ def _recipe_file(name):
     return Path(__file__).resolve().parents[2] / "configs" / name
 
 
-@pytest.mark.parametrize("dataset, recipe_file", [
-    ("cifar10-dvs", "cifar10-dvs_resnet18_T10_esd.yaml"),
-    ("imagenet", "imagenet_preact_resnet34_T4.yaml"),
-    ("cifar10", "cifar10_resnet18_T4.yaml"),
-])
+@pytest.mark.parametrize(
+    "dataset, recipe_file",
+    [
+        ("cifar10-dvs", "cifar10-dvs_resnet18_T10_esd.yaml"),
+        ("imagenet", "imagenet_preact_resnet34_T4.yaml"),
+        ("cifar10", "cifar10_resnet18_T4.yaml"),
+    ],
+)
 def test_a_dataset_without_a_config_runs_its_recipe(dataset, recipe_file):
     """``--dataset X`` alone resolves to every setting of X's ready recipe file (one of them
     where the runs differ: ResNet-18, CIFAR's T = 4)."""

@@ -1,4 +1,5 @@
 """Data-parallel training on CPU with Gloo and two processes (torchrun), and the sharded data."""
+
 import json
 import os
 import subprocess
@@ -28,7 +29,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 def torchrun(*args, cwd, timeout=600):
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *map(str, args)],
-        cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -105,7 +110,7 @@ def test_loader_data_shards_by_sampler_and_resumes_without_decoding_skipped_batc
 
 # ---- the layers ---------------------------------------------------------------------------------
 def test_convert_sync_batchnorm_keeps_rate_layers_and_state():
-    model, method = dist_worker.build("esd")
+    _model, method = dist_worker.build("esd")
     before = {k: v.clone() for k, v in method.state_dict().items()}
     convert_sync_batchnorm(method)
     rate = [m for m in method.modules() if isinstance(m, RateBatchNorm2d)]
@@ -175,8 +180,9 @@ def test_sync_bn_two_processes_equal_one_process_on_the_global_batch(two_ranks, 
 
 @pytest.mark.parametrize("name, method, changes, steps", dist_worker.LOOP_RUNS)
 def test_every_method_trains_data_parallel_and_ranks_agree(two_ranks, name, method, changes, steps):
-    (a, params), (b, _) = ((d["state"], set(d["params"])) for d in
-                           (torch.load(two_ranks / f"{name}.rank{r}.pt") for r in range(2)))
+    (a, params), (b, _) = (
+        (d["state"], set(d["params"])) for d in (torch.load(two_ranks / f"{name}.rank{r}.pt") for r in range(2))
+    )
     assert params
     for key in a:
         if key in params or changes.get("sync_bn"):  # unsynchronised BN statistics are per process
@@ -226,15 +232,43 @@ def test_torchrun_esdsnn_train(tmp_path, method):
     """`torchrun --nproc_per_node=2 -m esdsnn train`: a whole epoch (3 global batches of 512),
     evaluation reduced over both processes, one set of files and one line per epoch."""
     run = tmp_path / "run"
-    proc = torchrun("-m", "esdsnn", "train", "--method", method, "--epochs", 1, "--batch-size", 512, "--T", 2,
-                    "--device", "cpu", "--threads", 1, "--no-progress", "--no-report", "--sync-bn",
-                    "--out", run, cwd=tmp_path)
+    proc = torchrun(
+        "-m",
+        "esdsnn",
+        "train",
+        "--method",
+        method,
+        "--epochs",
+        1,
+        "--batch-size",
+        512,
+        "--T",
+        2,
+        "--device",
+        "cpu",
+        "--threads",
+        1,
+        "--no-progress",
+        "--no-report",
+        "--sync-bn",
+        "--out",
+        run,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("epoch 1/1") == 1 and proc.stdout.count("test accuracy") == 1
     assert "Traceback" not in proc.stderr
     names = {p.name for p in run.iterdir()}
-    assert names == {"config.yaml", "env.json", "metrics.csv", "summary.json", LAST, "last.prev.pt", "best.pt",
-                     "writer.lock"}  # one lock, taken by rank 0 alone (a second rank taking it would be refused)
+    assert names == {
+        "config.yaml",
+        "env.json",
+        "metrics.csv",
+        "summary.json",
+        LAST,
+        "last.prev.pt",
+        "best.pt",
+        "writer.lock",
+    }  # one lock, taken by rank 0 alone (a second rank taking it would be refused)
     assert holder(run) is None
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["test_total"] == 360  # every test sample once
@@ -246,8 +280,23 @@ def test_torchrun_esdsnn_train(tmp_path, method):
 
 
 def test_global_batch_must_divide_over_processes(tmp_path):
-    proc = torchrun("-m", "esdsnn", "train", "--batch-size", 65, "--device", "cpu", "--epochs", 1,
-                    "--threads", 1, "--no-progress", "--out", tmp_path / "run", cwd=tmp_path)
+    proc = torchrun(
+        "-m",
+        "esdsnn",
+        "train",
+        "--batch-size",
+        65,
+        "--device",
+        "cpu",
+        "--epochs",
+        1,
+        "--threads",
+        1,
+        "--no-progress",
+        "--out",
+        tmp_path / "run",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "batch_size 65 is the global batch and must divide evenly over the 2 processes" in proc.stderr
     assert not (tmp_path / "run").exists()

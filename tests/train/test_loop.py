@@ -1,4 +1,5 @@
 """The training loop, in process: optimizer groups, exact resume, the NaN guard, run files."""
+
 import math
 import re
 
@@ -99,7 +100,11 @@ class _GoesNaN(nn.Module):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     build = session.build_method
-    monkeypatch.setattr(session, "build_method", lambda config, model, teacher=None, **kw: _GoesNaN(build(config, model, teacher, **kw), good=14))
+    monkeypatch.setattr(
+        session,
+        "build_method",
+        lambda config, model, teacher=None, **kw: _GoesNaN(build(config, model, teacher, **kw), good=14),
+    )
     config = _config(tmp_path, epochs=3, method="ratebp")  # 11 steps per epoch: NaN in epoch 2, step 4
     with pytest.raises(TrainingDiverged) as info:
         loop.train(config)
@@ -125,8 +130,20 @@ def test_cosine_schedule_eval_every_and_files(tmp_path):
     assert list(rows[0])[:3] == ["epoch", "lr", "loss"] and list(rows[0])[-3:] == ["test_acc", "test_loss", "epoch_s"]
     assert result.summary["selected_on"] == "test" and not any(r["val_acc"] for r in rows)
     summary = result.summary
-    for key in ("test_acc", "method", "arch", "T", "epochs", "wall_s", "dataset", "best_test_acc",
-                "num_params", "torch", "threads", "device"):
+    for key in (
+        "test_acc",
+        "method",
+        "arch",
+        "T",
+        "epochs",
+        "wall_s",
+        "dataset",
+        "best_test_acc",
+        "num_params",
+        "torch",
+        "threads",
+        "device",
+    ):
         assert key in summary, key
     assert summary["epochs"] == 3 and summary["T"] == 2 and summary["threads"] == 1
     assert summary["test_acc"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-6)
@@ -147,8 +164,10 @@ def test_run_directory_names(tmp_path):
     (first / "config.yaml").write_text("method: esd\n")
     check_new_out(first)  # a run that stopped before its first checkpoint: it starts afresh in place
     (first / "last.pt").write_bytes(b"")
-    with pytest.raises(ConfigError, match=f"already holds a run; choose another --out, or continue it with "
-                                          f"esdsnn train --resume {first}"):
+    with pytest.raises(
+        ConfigError,
+        match=f"already holds a run; choose another --out, or continue it with esdsnn train --resume {first}",
+    ):
         check_new_out(first)
     (first / "last.pt").rename(first / "best.pt")  # weights only: nothing to resume, so no --resume offered
     with pytest.raises(ConfigError, match=r"already holds a trained model \(best.pt\) and no checkpoint to resume"):
@@ -158,16 +177,28 @@ def test_run_directory_names(tmp_path):
 def test_metrics_log_columns_and_truncate(tmp_path):
     log = MetricsLog(tmp_path / "m.csv")
     for epoch in (1, 2, 3):
-        log.write({"epoch": epoch, "lr": 0.1, "ce_main": 1.0, "loss": 2.0, "train_acc": 0.5,
-                   "test_acc": None, "epoch_s": 1.5})
+        log.write(
+            {"epoch": epoch, "lr": 0.1, "ce_main": 1.0, "loss": 2.0, "train_acc": 0.5, "test_acc": None, "epoch_s": 1.5}
+        )
     rows = read_metrics(tmp_path / "m.csv")
-    assert list(rows[0]) == ["epoch", "lr", "loss", "ce_main", "train_acc", "val_acc", "val_loss", "test_acc",
-                             "test_loss", "epoch_s"]
+    assert list(rows[0]) == [
+        "epoch",
+        "lr",
+        "loss",
+        "ce_main",
+        "train_acc",
+        "val_acc",
+        "val_loss",
+        "test_acc",
+        "test_loss",
+        "epoch_s",
+    ]
     assert rows[0]["test_acc"] == ""
     log.truncate(2)
     assert [r["epoch"] for r in read_metrics(tmp_path / "m.csv")] == ["1", "2"]
-    MetricsLog(tmp_path / "m.csv").write({"epoch": 3, "lr": 0.0, "loss": 1.0, "ce_main": 1.0,
-                                          "train_acc": 1, "test_acc": 1, "epoch_s": 1})
+    MetricsLog(tmp_path / "m.csv").write(
+        {"epoch": 3, "lr": 0.0, "loss": 1.0, "ce_main": 1.0, "train_acc": 1, "test_acc": 1, "epoch_s": 1}
+    )
     assert [r["epoch"] for r in read_metrics(tmp_path / "m.csv")] == ["1", "2", "3"]
 
 
@@ -202,5 +233,7 @@ def test_the_config_reaches_loaders_as_one_request(monkeypatch):
     config = TrainConfig.from_dict(dict(dataset="fake", flip=False, cutout=False, batch_size=64, workers=3, T=5))
     build_data(config, torch.device("cpu"))
     (request,) = seen
-    assert request.augment == AugmentConfig(crop=None, flip=False, autoaugment=None, cutout=False)  # None: the loader's default
+    assert request.augment == AugmentConfig(
+        crop=None, flip=False, autoaugment=None, cutout=False
+    )  # None: the loader's default
     assert (request.batch_size, request.workers, request.T, request.seed) == (64, 3, 5, 60)

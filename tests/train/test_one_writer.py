@@ -1,5 +1,6 @@
 """A run directory has one writer: real processes on one run, a kill before the first checkpoint,
 the lock itself, and what readers say while a run trains."""
+
 import os
 import shutil
 import signal
@@ -41,7 +42,7 @@ def one_error_line(err):
     return lines[0]
 
 
-PAUSE_AFTER_EPOCH_1 = textwrap.dedent('''
+PAUSE_AFTER_EPOCH_1 = textwrap.dedent("""
     import pathlib, sys, time
     from esdsnn.train.session import Session
 
@@ -57,14 +58,19 @@ PAUSE_AFTER_EPOCH_1 = textwrap.dedent('''
     Session._end_epoch = pause_after_epoch_1
     from esdsnn.cli import main
     sys.exit(main(sys.argv[2:]))
-''')
+""")
 
 
 def test_a_second_writer_is_refused_and_the_first_run_stays_intact(tmp_path, capsys):
     run, go = tmp_path / "run", tmp_path / "go"
-    first = subprocess.Popen([sys.executable, "-c", PAUSE_AFTER_EPOCH_1, str(go), "train", *TINY, "--epochs", "3",
-                              "--out", str(run)], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSE_AFTER_EPOCH_1, str(go), "train", *TINY, "--epochs", "3", "--out", str(run)],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in first.stdout:  # epoch 1 is done and saved; the run holds its lock, paused
             if line.strip() == "paused":
@@ -75,11 +81,20 @@ def test_a_second_writer_is_refused_and_the_first_run_stays_intact(tmp_path, cap
         result = evaluate(run)
         assert result.epoch == 1 and result.still_training is not None and f"pid {first.pid}" in result.still_training
         said = capsys.readouterr().err
-        assert f"{run} is still training (pid {first.pid}" in said and "last.pt from the end of epoch 1, not the final" in said
+        assert (
+            f"{run} is still training (pid {first.pid}" in said
+            and "last.pt from the end of epoch 1, not the final" in said
+        )
 
         # `train --resume` of the running run: one line naming the holder, exit 2, nothing written
-        second = subprocess.run(esdsnn_cmd("train", "--resume", run, "--no-progress"), cwd=tmp_path, env=ENV,
-                                capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            esdsnn_cmd("train", "--resume", run, "--no-progress"),
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         line = one_error_line(second.stderr)
         assert second.returncode == 2 and f"run directory {run} is being written by another esdsnn process" in line
         assert f"(pid {first.pid}, since " in line and "a run has one writer" in line
@@ -88,7 +103,7 @@ def test_a_second_writer_is_refused_and_the_first_run_stays_intact(tmp_path, cap
         assert f"pid {first.pid}" in one_error_line(capsys.readouterr().err)
         assert first.poll() is None
         go.touch()
-        out, err = first.communicate(timeout=600)
+        _out, err = first.communicate(timeout=600)
     finally:
         if first.poll() is None:
             first.kill()
@@ -99,7 +114,7 @@ def test_a_second_writer_is_refused_and_the_first_run_stays_intact(tmp_path, cap
     assert holder(run) is None  # released when the writer ended
 
 
-KILL_IN_FIRST_SAVE = textwrap.dedent('''
+KILL_IN_FIRST_SAVE = textwrap.dedent("""
     import sys, time
     import esdsnn.runs.checkpoint as checkpoint
 
@@ -112,15 +127,21 @@ KILL_IN_FIRST_SAVE = textwrap.dedent('''
     checkpoint.torch.save = stall
     from esdsnn.cli import main
     sys.exit(main(sys.argv[1:]))
-''')
+""")
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_afresh_in_place(tmp_path, capsys):
     """SIGKILL during the first save: a config.yaml, no checkpoint, a temporary file. --resume (and
     a new run into the folder) start it afresh in place with a notice; eval says what to do."""
     run = tmp_path / "run"
-    victim = subprocess.Popen([sys.executable, "-c", KILL_IN_FIRST_SAVE, "train", *TINY, "--epochs", "1", "--out", str(run)],
-                              cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", KILL_IN_FIRST_SAVE, "train", *TINY, "--epochs", "1", "--out", str(run)],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in victim.stdout:
             if line.strip() == "saving":
@@ -135,22 +156,38 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh_in_place(tmp_pat
     assert holder(run) is None  # the OS released the lock of the killed process
 
     assert main(["eval", "--run", str(run)]) == 2
-    assert (f"stopped before its first checkpoint: start it again with esdsnn train --resume {run}"
-            in one_error_line(capsys.readouterr().err))
+    assert f"stopped before its first checkpoint: start it again with esdsnn train --resume {run}" in one_error_line(
+        capsys.readouterr().err
+    )
 
     fresh_copy = tmp_path / "copy"
     shutil.copytree(run, fresh_copy)
-    done = subprocess.run(esdsnn_cmd("train", "--resume", run), cwd=tmp_path, env=ENV, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        esdsnn_cmd("train", "--resume", run), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
-    assert f"{run} holds a run that stopped before its first checkpoint (during set-up): starting it afresh" in done.stderr
+    assert (
+        f"{run} holds a run that stopped before its first checkpoint (during set-up): starting it afresh" in done.stderr
+    )
     assert "removed 1 temporary file(s)" in done.stderr
     assert read_summary(run)["status"] == "completed" and not list(run.glob(".*.tmp"))
 
     notices = []  # a new run into the copy: the same fresh start, in place
-    result = loop.train(TrainConfig.from_dict(dict(method="bptt", T=1, epochs=1, batch_size=128, threads=1,
-                                                   progress=False, report=False, out=str(fresh_copy))),
-                        warn=notices.append)
+    result = loop.train(
+        TrainConfig.from_dict(
+            dict(
+                method="bptt",
+                T=1,
+                epochs=1,
+                batch_size=128,
+                threads=1,
+                progress=False,
+                report=False,
+                out=str(fresh_copy),
+            )
+        ),
+        warn=notices.append,
+    )
     assert result.status == "completed" and result.run_dir == fresh_copy
     assert any("starting it afresh in place" in n for n in notices)
     assert [r["epoch"] for r in read_metrics(fresh_copy / "metrics.csv")] == ["1"]
@@ -160,8 +197,11 @@ def test_the_lock_names_its_holder_and_is_released(tmp_path):
     lock = RunLock(tmp_path).acquire()
     try:
         assert holder(tmp_path).pid == os.getpid()  # another open of the file sees it held
-        with pytest.raises(RunInUse, match=rf"{tmp_path} is being written by another esdsnn process "
-                                           rf"\(pid {os.getpid()}, since .*\); a run has one writer: do this"):
+        with pytest.raises(
+            RunInUse,
+            match=rf"{tmp_path} is being written by another esdsnn process "
+            rf"\(pid {os.getpid()}, since .*\); a run has one writer: do this",
+        ):
             RunLock(tmp_path).acquire(fix="do this")
     finally:
         lock.release()

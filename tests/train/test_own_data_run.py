@@ -1,5 +1,6 @@
 """Training on your own data: the printed choices, progress lines in a log file, validation-based
 selection, --init-from, extending a run, the data fingerprint and one-line failures."""
+
 import math
 import os
 
@@ -14,7 +15,6 @@ from esdsnn.runs.files import read_metrics, read_summary
 from esdsnn.train import loop
 from esdsnn.train.optim import cosine_lr
 from esdsnn.train.progress import EpochProgress, FirstStepsTimer
-
 from tests.data.test_own_data import write_npz
 
 
@@ -27,7 +27,7 @@ def _blobs(path, n_train=160, n_test=40, classes=4, size=10, seed=0):
         x = rng.normal(0.2, 0.1, (n, size, size))
         for i, c in enumerate(y):
             r, q = divmod(int(c), 2)
-            x[i, r * size // 2:(r + 1) * size // 2, q * size // 2:(q + 1) * size // 2] += 0.7
+            x[i, r * size // 2 : (r + 1) * size // 2, q * size // 2 : (q + 1) * size // 2] += 0.7
         return np.clip(x * 255, 0, 255).astype(np.uint8), y
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
@@ -35,8 +35,19 @@ def _blobs(path, n_train=160, n_test=40, classes=4, size=10, seed=0):
 
 
 def _config(tmp_path, name, data, **changes):
-    values = dict(dataset="npz", data_path=str(data), method="esd", T=2, epochs=2, batch_size=16,
-                  progress=False, report=False, tensorboard=False, threads=1, out=str(tmp_path / name))
+    values = dict(
+        dataset="npz",
+        data_path=str(data),
+        method="esd",
+        T=2,
+        epochs=2,
+        batch_size=16,
+        progress=False,
+        report=False,
+        tensorboard=False,
+        threads=1,
+        out=str(tmp_path / name),
+    )
     values.update(changes)
     return TrainConfig.from_dict(values)
 
@@ -60,7 +71,13 @@ def test_the_chosen_defaults_are_printed_and_the_best_epoch_is_selected_on_valid
     assert s["best_val_acc"] == pytest.approx(max(val)[0]) and s["val_acc"] == pytest.approx(val[-1][0])
     assert [r["test_acc"] == "" for r in rows] == [True, True, False]  # the test set only at the end
     assert s["test_acc"] == pytest.approx(float(rows[-1]["test_acc"])) and s["best_test_acc"] is not None
-    assert (s["num_classes"], s["input_shape"], s["num_train"], s["num_val"], s["num_test"]) == (4, [1, 10, 10], 144, 16, 40)
+    assert (s["num_classes"], s["input_shape"], s["num_train"], s["num_val"], s["num_test"]) == (
+        4,
+        [1, 10, 10],
+        144,
+        16,
+        40,
+    )
     assert all(0 < float(r["firing_rate"]) < 1 for r in rows)
     assert s["firing_rate"] == pytest.approx(float(rows[-1]["firing_rate"]), rel=1e-5)  # the CSV keeps 6 digits
     best = load_checkpoint(result.run_dir / BEST)
@@ -68,12 +85,25 @@ def test_the_chosen_defaults_are_printed_and_the_best_epoch_is_selected_on_valid
     assert "optimizer" in load_checkpoint(result.run_dir / LAST)
     if s["best_epoch"] < 3:  # the best weights were measured on the test set once, at the end
         from esdsnn.runs.load import evaluate
+
         assert evaluate(result.run_dir, checkpoint="best").test_acc == pytest.approx(s["best_test_acc"])
 
 
 def test_the_paper_recipes_select_on_the_test_set_and_say_so(tmp_path):
-    result = loop.train(TrainConfig.from_dict(dict(dataset="digits", T=2, epochs=1, batch_size=128, val_fraction=0,
-                                                   progress=False, report=False, out=str(tmp_path / "r"))))
+    result = loop.train(
+        TrainConfig.from_dict(
+            dict(
+                dataset="digits",
+                T=2,
+                epochs=1,
+                batch_size=128,
+                val_fraction=0,
+                progress=False,
+                report=False,
+                out=str(tmp_path / "r"),
+            )
+        )
+    )
     assert result.summary["selected_on"] == "test" and result.summary["num_val"] == 0
     assert result.summary["best_test_acc"] == result.summary["test_acc"]
 
@@ -86,8 +116,7 @@ def test_progress_lines_without_a_terminal_come_every_interval():
         now[0] = step * 1.0  # one second per step
         bar.update(step, 16, loss=0.5, acc=0.25)
     assert len(lines) == 3  # at 30, 60 and 90 s
-    assert lines[0] == ("epoch 2/5  step 30/100  loss 0.5000  train 25.00%  16 samples/s  "
-                        "ETA epoch 1m10s, run 6m10s")
+    assert lines[0] == ("epoch 2/5  step 30/100  loss 0.5000  train 25.00%  16 samples/s  ETA epoch 1m10s, run 6m10s")
     timer = FirstStepsTimer(steps=3, clock=iter([0.0, 2.0, 3.0, 4.0, 5.0]).__next__)
     assert [timer.tick() for _ in range(5)] == [None, None, None, pytest.approx(4 / 3), None]
 
@@ -116,7 +145,7 @@ def test_init_from_across_T_and_across_a_new_head(tmp_path):
     other = _blobs(tmp_path / "three.npz", classes=3)
     lines = []
     loop.train(_config(tmp_path, "new-head", other, epochs=1, init_from=str(source.run_dir / LAST)), echo=lines.append)
-    said = [line for line in lines if line.startswith("initialised from")][0]
+    said = next(line for line in lines if line.startswith("initialised from"))
     assert "left fresh because their shapes differ (head.2.weight, head.2.bias" in said
 
 
@@ -138,7 +167,9 @@ def test_extending_a_run_replans_the_cosine_and_equals_the_longer_run_when_exten
             self.n -= 1
             return self.n < 0
 
-    cut = loop.train(_config(tmp_path, "cut", data, epochs=2, save_every_steps=1, lr_schedule="epoch"), stop=StopAfter())
+    cut = loop.train(
+        _config(tmp_path, "cut", data, epochs=2, save_every_steps=1, lr_schedule="epoch"), stop=StopAfter()
+    )
     assert cut.status == "interrupted" and cut.epoch == 0
     extended = loop.train(loop.resume_config(cut.run_dir, {"epochs": "3"}), resume=True)
     straight = loop.train(_config(tmp_path, "three", data, epochs=3, lr_schedule="epoch"))
@@ -185,9 +216,10 @@ def test_a_cosine_per_step_anneals_within_the_run_and_extends_step_by_step(tmp_p
 
 def test_a_run_saved_before_lr_schedule_existed_resumes_with_its_cosine_per_epoch(tmp_path):
     data = _blobs(tmp_path / "blobs.npz")
-    cut = loop.train(_config(tmp_path, "old", data, epochs=2, lr=0.1, lr_schedule="epoch", save_every_steps=1),
-                     stop=type("StopAfter", (), {"n": 3, "is_set": lambda self: (setattr(self, "n", self.n - 1),
-                                                                                   self.n < 0)[1]})())
+    cut = loop.train(
+        _config(tmp_path, "old", data, epochs=2, lr=0.1, lr_schedule="epoch", save_every_steps=1),
+        stop=type("StopAfter", (), {"n": 3, "is_set": lambda self: (setattr(self, "n", self.n - 1), self.n < 0)[1]})(),
+    )
     for name in (LAST, "last.prev.pt"):  # as an older version wrote it: no lr_schedule in the config
         path = cut.run_dir / name
         if path.is_file():
@@ -220,8 +252,19 @@ def test_eval_warns_when_the_data_changed_since_training(tmp_path, capsys):
 
 def test_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
     data = _blobs(tmp_path / "blobs.npz")
-    base = ["train", "--dataset", "npz", "--data-path", str(data), "--epochs", "1", "--T", "2", "--no-progress",
-            "--no-report"]
+    base = [
+        "train",
+        "--dataset",
+        "npz",
+        "--data-path",
+        str(data),
+        "--epochs",
+        "1",
+        "--T",
+        "2",
+        "--no-progress",
+        "--no-report",
+    ]
 
     def one_error(code, *needles):
         err = capsys.readouterr().err.strip().splitlines()
@@ -230,26 +273,40 @@ def test_failures_are_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch):
             assert needle in err[0]
         return err[0]
 
-    one_error(main([*base, "--teacher-run", str(tmp_path), "--out", str(tmp_path / "a")]),
-              "--teacher-run is read only by a distilling method (kd)")
-    one_error(main([*base, "--batch-size", "999", "--out", str(tmp_path / "b")]), "larger than the 144 training samples",
-              "use --batch-size 144 or less")
+    one_error(
+        main([*base, "--teacher-run", str(tmp_path), "--out", str(tmp_path / "a")]),
+        "--teacher-run is read only by a distilling method (kd)",
+    )
+    one_error(
+        main([*base, "--batch-size", "999", "--out", str(tmp_path / "b")]),
+        "larger than the 144 training samples",
+        "use --batch-size 144 or less",
+    )
     one_error(main([*base, "--autoaugment", "--out", str(tmp_path / "c")]), "--autoaugment does not apply to npz")
 
     from esdsnn.train import session
 
     def no_memory(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
-                           "you tried to allocate 94371840000 bytes")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 94371840000 bytes"
+        )
 
     monkeypatch.setattr(session.Session, "_step", no_memory)
     # esd's memory does not grow with T: the fix is the batch or T, and the run can be continued
-    line = one_error(main([*base, "--out", str(tmp_path / "d")]), "out of memory (", "can't allocate memory",
-                     "use a smaller --batch-size (now 8) or --T (now 2);",
-                     f"continue with esdsnn train --resume {tmp_path / 'd'}")
+    line = one_error(
+        main([*base, "--out", str(tmp_path / "d")]),
+        "out of memory (",
+        "can't allocate memory",
+        "use a smaller --batch-size (now 8) or --T (now 2);",
+        f"continue with esdsnn train --resume {tmp_path / 'd'}",
+    )
     assert "--method" not in line
-    one_error(main([*base, "--method", "bptt", "--out", str(tmp_path / "d2")]), "out of memory",
-              "or a RateBP method (--method esd or ratebp), whose memory does not grow with T")
+    one_error(
+        main([*base, "--method", "bptt", "--out", str(tmp_path / "d2")]),
+        "out of memory",
+        "or a RateBP method (--method esd or ratebp), whose memory does not grow with T",
+    )
     monkeypatch.undo()
 
     def read_only(*args, **kwargs):
@@ -289,7 +346,10 @@ def test_thread_guard_drops_to_one_thread_when_steps_slow_down():
         assert [guard.check(0.2) for _ in range(4)] == [None] * 4 and torch.get_num_threads() == 2  # 2× is load noise
         lines = [guard.check(0.3) for _ in range(4)]  # once the median of the last 4 is 3× the first steps
         assert lines[:2] == [None, None] and lines[3] is None
-        assert lines[2] == "steps slowed from 0.1 s to 0.3 s (another job on the cores?): 2 -> 1 thread for the rest of this session"
+        assert (
+            lines[2]
+            == "steps slowed from 0.1 s to 0.3 s (another job on the cores?): 2 -> 1 thread for the rest of this session"
+        )
         assert torch.get_num_threads() == 1 and guard.check(1.0) is None
     finally:
         torch.set_num_threads(before)

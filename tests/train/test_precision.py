@@ -1,5 +1,6 @@
 """One precision setting (--precision 32 | bf16-mixed | 16-mixed): float32 by default on every
 device, the old --amp/--spike-dtype flags read with a notice, and every record says what ran."""
+
 import json
 
 import pytest
@@ -24,8 +25,9 @@ class _StopAfter:
 
 
 def _config(tmp_path, **changes):
-    values = dict(method="esd", T=1, epochs=1, batch_size=64, progress=False, threads=1, report=False,
-                  out=str(tmp_path / "run"))
+    values = dict(
+        method="esd", T=1, epochs=1, batch_size=64, progress=False, threads=1, report=False, out=str(tmp_path / "run")
+    )
     values.update(changes)
     return TrainConfig.from_dict(values)
 
@@ -55,10 +57,17 @@ def test_native_support_per_precision(monkeypatch):
         assert precision_native("16-mixed", "cpu") is False
 
 
-@pytest.mark.parametrize("old, value, expected", [
-    ("amp", "bf16", "bf16-mixed"), ("amp", "fp16", "16-mixed"), ("amp", "none", "32"),
-    ("spike_dtype", "bf16", "bf16-mixed"), ("spike_dtype", "float32", "32"), ("spike_dtype", "auto", "32"),
-])
+@pytest.mark.parametrize(
+    "old, value, expected",
+    [
+        ("amp", "bf16", "bf16-mixed"),
+        ("amp", "fp16", "16-mixed"),
+        ("amp", "none", "32"),
+        ("spike_dtype", "bf16", "bf16-mixed"),
+        ("spike_dtype", "float32", "32"),
+        ("spike_dtype", "auto", "32"),
+    ],
+)
 def test_the_old_flags_are_read_with_a_notice(tmp_path, capsys, old, value, expected):
     path = tmp_path / "old.yaml"
     path.write_text(f"{old}: {value}\n")
@@ -78,8 +87,9 @@ def test_a_yaml_number_32_is_the_choice_and_a_contradiction_is_refused(tmp_path)
 
 
 def test_the_command_line_reads_the_old_flag(tmp_path, capsys):
-    code = main(["train", "--amp", "fp16", "--device", "cpu", "--epochs", "1", "--no-progress",
-                 "--out", str(tmp_path / "r")])
+    code = main(
+        ["train", "--amp", "fp16", "--device", "cpu", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "read as precision 16-mixed" in err
     assert "--precision 16-mixed needs a CUDA device" in err.splitlines()[-1]

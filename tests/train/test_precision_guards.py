@@ -1,4 +1,5 @@
 """Mixed precision, channels-last, torch.compile, the NaN guard, run-directory checks, logs."""
+
 import json
 import os
 
@@ -7,10 +8,10 @@ import torch
 
 import esdsnn
 from esdsnn.cli import main
+from esdsnn.config import TrainConfig
 from esdsnn.errors import ConfigError, TrainingDiverged
 from esdsnn.neurons.lif import EAGER_KERNELS, LIF, compile_neurons_, compiled_kernels
 from esdsnn.passes.ratebp import run_spike_stage
-from esdsnn.config import TrainConfig
 from esdsnn.runs import evaluate
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.checkpoint import LAST, load_checkpoint
@@ -32,8 +33,9 @@ class _StopAfter:
 
 
 def _config(tmp_path, name="run", **changes):
-    values = dict(method="esd", T=2, epochs=1, batch_size=64, progress=False, threads=1, report=False,
-                  out=str(tmp_path / name))
+    values = dict(
+        method="esd", T=2, epochs=1, batch_size=64, progress=False, threads=1, report=False, out=str(tmp_path / name)
+    )
     values.update(changes)
     return TrainConfig.from_dict(values)
 
@@ -53,12 +55,13 @@ def _batch():
 
 # ---- mixed precision --------------------------------------------------------------------------
 def test_bf16_autocast_keeps_membranes_and_records_in_float32():
-    x, y = _batch()
+    x, _y = _batch()
     model = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, trace = run_spike_stage(model, x, 4)
-    assert trace.neurons and all(r.rate.dtype == torch.float32 and r.eligibility.dtype == torch.float32
-                                 for r in trace.neurons.values())
+    assert trace.neurons and all(
+        r.rate.dtype == torch.float32 and r.eligibility.dtype == torch.float32 for r in trace.neurons.values()
+    )
     assert all(r.mean.dtype == torch.float32 and r.var.dtype == torch.float32 for r in trace.norms.values())
     # BPTT: the membrane of the LIF step is float32 even for bfloat16 input currents
     lif = LIF()
@@ -163,7 +166,9 @@ def test_compiled_and_eager_lif_give_identical_spikes(reset):
 
     for out_dtype in (torch.float32, torch.uint8):
         s_e, r_e, e_e = eager.rate_eligibility(x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype))
-        s_c, r_c, e_c = compiled_call(compiled.rate_eligibility, x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype))
+        s_c, r_c, e_c = compiled_call(
+            compiled.rate_eligibility, x.clone(), decay, p, out=torch.empty_like(x, dtype=out_dtype)
+        )
         assert s_c.dtype == out_dtype and torch.equal(s_c, s_e)
         assert 0 < s_e.float().mean() < 1  # the loop fires and stays silent: a real comparison
         torch.testing.assert_close(r_c, r_e, rtol=0, atol=0)

@@ -1,4 +1,5 @@
 """Training you can leave running: SIGKILL/SIGTERM then --resume, corrupt checkpoints, RNG state."""
+
 import os
 import random
 import signal
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from esdsnn.cli import main
-from esdsnn.errors import CheckpointError
 from esdsnn.config import TrainConfig
+from esdsnn.errors import CheckpointError
 from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, load_checkpoint, load_latest, save_checkpoint
 from esdsnn.runs.files import read_metrics
 from esdsnn.train import loop
@@ -64,7 +65,11 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, method):
     cut = tmp_path / "cut"
     victim = subprocess.Popen(
         esdsnn_cmd("train", "--method", method, "--epochs", "2", "--T", "2", *COMMON, "--out", cut),
-        cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.time() + 300
@@ -85,14 +90,32 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, method):
     assert saved["epoch"] == 1 and 0 < saved["step"] < 12  # killed mid-epoch, after a step checkpoint
     assert [r["epoch"] for r in read_metrics(cut / "metrics.csv")] == ["1"]
 
-    done = subprocess.run(esdsnn_cmd("train", "--resume", cut, "--no-progress"), cwd=tmp_path, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        esdsnn_cmd("train", "--resume", cut, "--no-progress"),
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert f"resuming {cut} after epoch 1, step {saved['step']}" in done.stdout
     # the uninterrupted reference (in this process: the same code, one thread, the same numbers)
-    full = loop.train(TrainConfig.from_dict(dict(
-        method=method, epochs=2, T=2, batch_size=128, threads=1, progress=False, report=False, save_every_steps=2,
-        out=str(tmp_path / "full")))).run_dir
+    full = loop.train(
+        TrainConfig.from_dict(
+            dict(
+                method=method,
+                epochs=2,
+                T=2,
+                batch_size=128,
+                threads=1,
+                progress=False,
+                report=False,
+                save_every_steps=2,
+                out=str(tmp_path / "full"),
+            )
+        )
+    ).run_dir
 
     a, b = load_checkpoint(full / LAST), load_checkpoint(cut / LAST)
     assert (a["epoch"], b["epoch"]) == (2, 2)
@@ -103,9 +126,14 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, method):
 
 def test_sigterm_saves_and_resume_finishes(tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(esdsnn_cmd("train", "--method", "ratebp", "--epochs", "1", "--T", "2", *COMMON,
-                                       "--out", run), cwd=tmp_path, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        esdsnn_cmd("train", "--method", "ratebp", "--epochs", "1", "--T", "2", *COMMON, "--out", run),
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:
@@ -123,8 +151,14 @@ def test_sigterm_saves_and_resume_finishes(tmp_path):
     assert "Traceback" not in err and "interrupted" in err and "--resume" in err
     saved = load_checkpoint(run / LAST)
     assert saved["epoch"] == 0 and 0 < saved["step"] < 12  # saved where it stopped
-    done = subprocess.run(esdsnn_cmd("train", "--resume", run, "--no-progress"), cwd=tmp_path, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        esdsnn_cmd("train", "--resume", run, "--no-progress"),
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")] == ["1"]
 
@@ -139,8 +173,17 @@ class _StopAfter:
 
 
 def _config(tmp_path, name, **changes):
-    values = dict(method="bptt", T=2, epochs=2, batch_size=128, progress=False, threads=1, report=False,
-                  save_every_steps=2, out=str(tmp_path / name))
+    values = dict(
+        method="bptt",
+        T=2,
+        epochs=2,
+        batch_size=128,
+        progress=False,
+        threads=1,
+        report=False,
+        save_every_steps=2,
+        out=str(tmp_path / name),
+    )
     values.update(changes)
     return TrainConfig.from_dict(values)
 
@@ -176,20 +219,24 @@ def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(tmp_path, monkey
 
 def test_load_latest_takes_the_most_advanced_fallback(tmp_path):
     def ckpt(name, epoch, step, **more):
-        save_checkpoint(tmp_path / name, {"model": {}, "config": {}, "epoch": epoch, "step": step, "optimizer": {}, **more})
+        save_checkpoint(
+            tmp_path / name, {"model": {}, "config": {}, "epoch": epoch, "step": step, "optimizer": {}, **more}
+        )
 
     with pytest.raises(CheckpointError, match="last.pt not found"):
         load_latest(tmp_path)
     ckpt(PREVIOUS, 1, 4)
     ckpt(BEST, 2, 0)
-    path, data, problems = load_latest(tmp_path)
+    path, _data, problems = load_latest(tmp_path)
     assert path.name == BEST and problems == [f"checkpoint {tmp_path / LAST} not found"]
     # today's best.pt holds the weights only: it cannot resume a run
     save_checkpoint(tmp_path / BEST, {"model": {}, "config": {}, "epoch": 2, "step": 0, "weights_only": True})
     assert load_latest(tmp_path)[0].name == PREVIOUS
     ckpt(LAST, 2, 3)
     assert load_latest(tmp_path)[0].name == LAST
-    save_checkpoint(tmp_path / LAST, {"model": {}, "config": {}, "epoch": 2, "step": 5}, keep_previous=tmp_path / PREVIOUS)
+    save_checkpoint(
+        tmp_path / LAST, {"model": {}, "config": {}, "epoch": 2, "step": 5}, keep_previous=tmp_path / PREVIOUS
+    )
     assert load_checkpoint(tmp_path / PREVIOUS)["step"] == 3 and load_checkpoint(tmp_path / LAST)["step"] == 5
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LAST, PREVIOUS, BEST])  # no temp files
 
@@ -216,7 +263,7 @@ def test_resume_of_a_version_1_checkpoint(tmp_path):
 
 
 # ---- methods and models that draw random numbers in their steps ----------------------------------
-DROPOUT_FACTORY = '''
+DROPOUT_FACTORY = """
 import torch.nn as nn
 from esdsnn import layers as snn
 
@@ -226,7 +273,7 @@ def net(num_classes, in_channels, **lif):
         snn.Dropout(0.3),
         snn.Conv2d(8, 16, 3, padding=1, stride=2, bias=False), snn.BatchNorm2d(16), snn.LIF(**lif),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
-'''
+"""
 
 
 def _interrupted_then_resumed_equals_uninterrupted(tmp_path, **changes):

@@ -1,6 +1,7 @@
 """What a run directory says is what happened: readers fall back like resume does, config.yaml
 records the epochs a run now has, a report of a run in training leaves summary.json to its writer,
 a full disk names the fix, and settings the method does not read are refused before anything."""
+
 import errno
 import json
 
@@ -13,7 +14,7 @@ from esdsnn.cli import main
 from esdsnn.config import TrainConfig, load_config
 from esdsnn.errors import ConfigError
 from esdsnn.runs import evaluate
-from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, load_checkpoint
+from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS
 from esdsnn.runs.files import read_metrics, read_summary
 from esdsnn.runs.lock import RunLock
 from esdsnn.train import loop, session
@@ -99,8 +100,10 @@ def test_a_full_disk_names_the_run_and_the_command_that_continues_it(tmp_path, c
     flags = ["--method", "bptt", "--T", "1", "--batch-size", "128", "--threads", "1", "--no-progress", "--no-report"]
     assert main(["train", *flags, "--epochs", "2", "--save-every-steps", "4", "--out", str(run)]) == 2
     line = one_line(capsys)
-    assert f"no space left on the device of {run} (No space left on device); free some space, then continue " \
-           f"with esdsnn train --resume {run}" in line
+    assert (
+        f"no space left on the device of {run} (No space left on device); free some space, then continue "
+        f"with esdsnn train --resume {run}" in line
+    )
     monkeypatch.undo()
     assert main(["train", "--resume", str(run)]) == 0  # and it does continue
     assert read_summary(run)["status"] == "completed"
@@ -117,13 +120,28 @@ def test_the_python_api_refuses_what_the_method_does_not_read(tmp_path):
 def test_a_small_data_set_gets_a_batch_that_fits(tmp_path, capsys):
     rng = np.random.default_rng(0)
     images = lambda n: rng.integers(0, 255, (n, 8, 8, 1)).astype(np.uint8)  # noqa: E731
-    np.savez(tmp_path / "six.npz", x_train=images(6), y_train=np.arange(6) % 2, x_test=images(4),
-             y_test=np.arange(4) % 2)
-    base = ["train", "--dataset", "npz", "--data-path", str(tmp_path / "six.npz"), "--T", "1", "--epochs", "1",
-            "--threads", "1", "--no-progress", "--no-report"]
+    np.savez(
+        tmp_path / "six.npz", x_train=images(6), y_train=np.arange(6) % 2, x_test=images(4), y_test=np.arange(4) % 2
+    )
+    base = [
+        "train",
+        "--dataset",
+        "npz",
+        "--data-path",
+        str(tmp_path / "six.npz"),
+        "--T",
+        "1",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-report",
+    ]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0  # 4 samples after the split: batch 4, chosen
     assert read_summary(tmp_path / "a")["batch_size"] == 4
     capsys.readouterr()
     assert main([*base, "--batch-size", "5", "--out", str(tmp_path / "b")]) == 2
-    assert "larger than the 4 training samples left after the validation split; use --batch-size 4 or less" \
-        in one_line(capsys)
+    assert "larger than the 4 training samples left after the validation split; use --batch-size 4 or less" in one_line(
+        capsys
+    )

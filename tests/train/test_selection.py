@@ -1,6 +1,7 @@
 """The best epoch: chosen on the validation split when there is one (a tie goes to the lower
 validation loss), on the test set only without one; checked against scripted measurements whose
 best epochs on validation and on test differ, so that selecting on the wrong split is caught."""
+
 import torch
 from torch import nn
 

@@ -5,6 +5,7 @@
 - :func:`run_bench`: time and peak memory of a training step against T, per method.
 - :mod:`.comparison`: the tables of a comparison of methods (trained by :mod:`esdsnn.compare`).
 """
+
 from __future__ import annotations
 
 from .firing import FiringReport, LayerFiring, LayerOps, measure_firing

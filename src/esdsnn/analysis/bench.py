@@ -41,6 +41,7 @@ The thread count is set with ``torch.set_num_threads`` in the worker (and ``OMP_
 ``MKL_NUM_THREADS`` in its environment) and recorded with each result, with the device and the
 torch version.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from esdsnn.atomic import write_json_atomic
 
-from .bench_report import BENCH_JSON, BENCH_MD, BENCH_PNG, bench_markdown, write_bench_files
+from .bench_report import BENCH_JSON, bench_markdown, write_bench_files
 from .bench_worker import BASELINE_METHODS, is_out_of_memory, measure_config, out_of_memory_message
 
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt")
@@ -66,32 +68,52 @@ DEFAULT_INPUT_SHAPE = (3, 32, 32)
 DEFAULT_OUT_ROOT = "bench"
 #: (input shape C,H,W, classes, event frames) of the data sets, and the data set each arch is for.
 DATASET_INPUTS: dict[str, tuple[tuple[int, int, int], int, bool]] = {
-    "digits": ((1, 8, 8), 10, False), "cifar10": ((3, 32, 32), 10, False), "cifar100": ((3, 32, 32), 100, False),
-    "cifar10-dvs": ((2, 48, 48), 10, True), "imagenet": ((3, 224, 224), 1000, False),
+    "digits": ((1, 8, 8), 10, False),
+    "cifar10": ((3, 32, 32), 10, False),
+    "cifar100": ((3, 32, 32), 100, False),
+    "cifar10-dvs": ((2, 48, 48), 10, True),
+    "imagenet": ((3, 224, 224), 1000, False),
 }
 ARCH_DATASETS = {"digits_resnet": "digits", "vggsnn": "cifar10-dvs", "preact_resnet34": "imagenet"}
 BASELINES = {"spikingjelly": "spikingjelly-bptt"}
 SPIKINGJELLY_PATH_ENV = "ESDSNN_SPIKINGJELLY_PATH"
 NEURON_LOOPS = {"eager": ("eager",), "compiled": ("compiled",), "both": ("eager", "compiled")}
 BENCH_FILES = ("bench.json", "bench.md", "bench.png", "loaders.json")
-RECORD_KEYS = ("method", "T", "precision", "step_s", "peak_mem_bytes", "limit_s", "device", "threads", "batch", "arch",
-               "torch")
+RECORD_KEYS = (
+    "method",
+    "T",
+    "precision",
+    "step_s",
+    "peak_mem_bytes",
+    "limit_s",
+    "device",
+    "threads",
+    "batch",
+    "arch",
+    "torch",
+)
 DEFAULT_PRECISIONS = ("32",)
 
 
 # ----------------------------------------------------------------------------- parent side
 
 
-def bench_inputs(arch: str, dataset: Optional[str] = None, input_shape: Optional[Sequence[int]] = None,
-                 num_classes: Optional[int] = None) -> tuple[list[int], int, bool]:
+def bench_inputs(
+    arch: str,
+    dataset: Optional[str] = None,
+    input_shape: Optional[Sequence[int]] = None,
+    num_classes: Optional[int] = None,
+) -> tuple[list[int], int, bool]:
     """``(input_shape, num_classes, event)`` of a benchmark: given ones win, then the data set's,
     then those of the data set the arch is built for (CIFAR for the others)."""
     from esdsnn.errors import ConfigError
 
     name = dataset or ARCH_DATASETS.get(arch, "cifar10")
     if name not in DATASET_INPUTS:
-        raise ConfigError(f"unknown dataset {name!r} for bench: choose one of {', '.join(DATASET_INPUTS)} "
-                          "(or give --input-shape and --num-classes)")
+        raise ConfigError(
+            f"unknown dataset {name!r} for bench: choose one of {', '.join(DATASET_INPUTS)} "
+            "(or give --input-shape and --num-classes)"
+        )
     shape, classes, event = DATASET_INPUTS[name]
     return [int(v) for v in (input_shape or shape)], int(num_classes or classes), event
 
@@ -119,8 +141,10 @@ def prepare_out_dir(out_dir: Optional[str | Path], overwrite: bool = False) -> P
     out = timestamped_dir() if out_dir is None else Path(out_dir)
     old = [out / n for n in BENCH_FILES if (out / n).exists()]
     if old and not overwrite:
-        raise ConfigError(f"{out} already holds a benchmark ({', '.join(p.name for p in old)}): choose a new --out, "
-                          "leave --out out for a timestamped folder, or pass --overwrite")
+        raise ConfigError(
+            f"{out} already holds a benchmark ({', '.join(p.name for p in old)}): choose a new --out, "
+            "leave --out out for a timestamped folder, or pass --overwrite"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         for p in old:
@@ -135,11 +159,34 @@ def prepare_out_dir(out_dir: Optional[str | Path], overwrite: bool = False) -> P
 
 def _worker_command(cfg: dict) -> list[str]:
     return [
-        sys.executable, "-m", "esdsnn.analysis.bench", "--worker",
-        "--arch", cfg["arch"], "--method", cfg["method"], "--T", str(cfg["T"]), "--batch", str(cfg["batch"]),
-        "--threads", str(cfg["threads"]), "--input-shape", ",".join(map(str, cfg["input_shape"])),
-        "--num-classes", str(cfg["num_classes"]), "--repeats", str(cfg["repeats"]), "--warmup", str(cfg["warmup"]),
-        "--device", cfg["device"], "--neurons", cfg.get("neurons", "eager"), "--precision", cfg.get("precision", "32"),
+        sys.executable,
+        "-m",
+        "esdsnn.analysis.bench",
+        "--worker",
+        "--arch",
+        cfg["arch"],
+        "--method",
+        cfg["method"],
+        "--T",
+        str(cfg["T"]),
+        "--batch",
+        str(cfg["batch"]),
+        "--threads",
+        str(cfg["threads"]),
+        "--input-shape",
+        ",".join(map(str, cfg["input_shape"])),
+        "--num-classes",
+        str(cfg["num_classes"]),
+        "--repeats",
+        str(cfg["repeats"]),
+        "--warmup",
+        str(cfg["warmup"]),
+        "--device",
+        cfg["device"],
+        "--neurons",
+        cfg.get("neurons", "eager"),
+        "--precision",
+        cfg.get("precision", "32"),
         *(["--event"] if cfg.get("event") else []),
     ]
 
@@ -179,7 +226,9 @@ def _run_worker(cfg: dict, timeout_s: Optional[float]) -> dict:
     failed = {k: cfg.get(k) for k in RECORD_KEYS}
     failed.update(step_s=None, peak_mem_bytes=None, limit_s=None, torch=torch.__version__)
     try:
-        proc = subprocess.run(_worker_command(cfg), capture_output=True, text=True, env=_worker_env(cfg), timeout=timeout_s)
+        proc = subprocess.run(
+            _worker_command(cfg), capture_output=True, text=True, env=_worker_env(cfg), timeout=timeout_s
+        )
     except subprocess.TimeoutExpired:
         return {**failed, "error": f"timed out after {timeout_s} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -268,10 +317,24 @@ def run_bench(
     runs = [(m, loops) for m in methods for loops in NEURON_LOOPS[neurons]]
     runs += [(BASELINES[baseline], "eager")] if baseline else []
     configs = [
-        dict(arch=arch, method=m, T=int(T), batch=batch, threads=threads, input_shape=input_shape,
-             num_classes=num_classes, repeats=repeats, warmup=warmup, device=device, event=event, neurons=loops,
-             precision=str(p))
-        for p in precisions for m, loops in runs for T in Ts
+        dict(
+            arch=arch,
+            method=m,
+            T=int(T),
+            batch=batch,
+            threads=threads,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            repeats=repeats,
+            warmup=warmup,
+            device=device,
+            event=event,
+            neurons=loops,
+            precision=str(p),
+        )
+        for p in precisions
+        for m, loops in runs
+        for T in Ts
     ]
     records: list[dict] = []
     bar = tqdm(configs, desc="bench", unit="config", disable=not progress)
@@ -307,10 +370,19 @@ def _worker_main(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         record = measure_config(
-            arch=args.arch, method=args.method, T=args.T, batch=args.batch or (128 if device.startswith("cuda") else 32),
-            threads=args.threads or torch.get_num_threads(), input_shape=args.input_shape or DEFAULT_INPUT_SHAPE,
-            num_classes=args.num_classes or 10, repeats=args.repeats, warmup=args.warmup, device=device, event=args.event,
-            neurons=args.neurons, precision=args.precision,
+            arch=args.arch,
+            method=args.method,
+            T=args.T,
+            batch=args.batch or (128 if device.startswith("cuda") else 32),
+            threads=args.threads or torch.get_num_threads(),
+            input_shape=args.input_shape or DEFAULT_INPUT_SHAPE,
+            num_classes=args.num_classes or 10,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            device=device,
+            event=args.event,
+            neurons=args.neurons,
+            precision=args.precision,
         )
     except Exception as exc:
         from esdsnn.errors import EsdsnnError
@@ -354,10 +426,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _worker_main(args)
     out = prepare_out_dir(args.out)
     records = run_bench(
-        arch=args.arch, methods=[m for m in args.methods.split(",") if m], Ts=args.Ts, batch=args.batch,
-        threads=args.threads, input_shape=args.input_shape, num_classes=args.num_classes, dataset=args.dataset,
-        baseline=args.baseline, neurons=args.neurons, precisions=args.precision.split(","), repeats=args.repeats,
-        warmup=args.warmup, device=args.device,
+        arch=args.arch,
+        methods=[m for m in args.methods.split(",") if m],
+        Ts=args.Ts,
+        batch=args.batch,
+        threads=args.threads,
+        input_shape=args.input_shape,
+        num_classes=args.num_classes,
+        dataset=args.dataset,
+        baseline=args.baseline,
+        neurons=args.neurons,
+        precisions=args.precision.split(","),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device=args.device,
         out_dir=out,
     )
     print(bench_markdown(records))

@@ -13,18 +13,22 @@ SpikingJelly 2.0.0 is what ``pip install spikingjelly`` gives users today (an op
 esdsnn, installed with ``--no-deps`` plus its light dependencies); the bench runs whichever
 version its worker imports and records it (``baseline``).
 """
+
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 
-INSTALL_HINT = ("install it with: pip install --no-deps spikingjelly==2.0.0 loguru "
-                "(or put a directory holding it on ESDSNN_SPIKINGJELLY_PATH)")
+INSTALL_HINT = (
+    "install it with: pip install --no-deps spikingjelly==2.0.0 loguru "
+    "(or put a directory holding it on ESDSNN_SPIKINGJELLY_PATH)"
+)
 
 
 def spikingjelly_modules() -> tuple[Any, Any, Any, Any]:
@@ -55,9 +59,13 @@ def _neuron(lif: nn.Module, neuron: Any, surrogate: Any) -> nn.Module:
         raise ConfigError("the SpikingJelly baseline takes LIF layers with a fixed decay below 1")
     surrogates = {"sigmoid": surrogate.Sigmoid, "atan": surrogate.ATan}
     return neuron.LIFNode(
-        tau=float(1.0 / (1.0 - decay)), decay_input=False, v_threshold=float(p.threshold),
-        v_reset=None if p.reset == "soft" else float(p.v_reset), detach_reset=p.detach_reset,
-        surrogate_function=surrogates[p.surrogate](alpha=p.surrogate_alpha), step_mode="m",
+        tau=float(1.0 / (1.0 - decay)),
+        decay_input=False,
+        v_threshold=float(p.threshold),
+        v_reset=None if p.reset == "soft" else float(p.v_reset),
+        detach_reset=p.detach_reset,
+        surrogate_function=surrogates[p.surrogate](alpha=p.surrogate_alpha),
+        step_mode="m",
     )
 
 
@@ -79,12 +87,26 @@ def _leaf(module: nn.Module, where: str, sj: tuple[Any, Any, Any, Any]) -> nn.Mo
         return _neuron(module, neuron, surrogate)
     if isinstance(module, nn.Conv2d):
         m = module
-        return _with_state(layer.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
-                                        m.groups, m.bias is not None, m.padding_mode, step_mode="m"), m)
+        return _with_state(
+            layer.Conv2d(
+                m.in_channels,
+                m.out_channels,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.groups,
+                m.bias is not None,
+                m.padding_mode,
+                step_mode="m",
+            ),
+            m,
+        )
     if isinstance(module, nn.BatchNorm2d):
         m = module
-        return _with_state(layer.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats,
-                                             step_mode="m"), m)
+        return _with_state(
+            layer.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, step_mode="m"), m
+        )
     if isinstance(module, nn.Linear):
         m = module
         return _with_state(layer.Linear(m.in_features, m.out_features, m.bias is not None, step_mode="m"), m)
@@ -122,8 +144,9 @@ def to_spikingjelly(model: nn.Module) -> nn.Module:
     return net
 
 
-def spikingjelly_training_step(model: nn.Module, x: Tensor, y: Tensor, T: int,
-                               precision: str = "32") -> tuple[Callable[[], None], dict]:
+def spikingjelly_training_step(
+    model: nn.Module, x: Tensor, y: Tensor, T: int, precision: str = "32"
+) -> tuple[Callable[[], None], dict]:
     """One BPTT training step of the SpikingJelly twin of ``model``, as esdsnn's BPTT method takes
     it: the image at every step (or the event frames), cross-entropy of the time-averaged logits,
     backward, SGD with momentum; the neurons' state reset after each step (SpikingJelly keeps it

@@ -1,11 +1,13 @@
 """The files of a benchmark, built from its saved records only: ``bench.md`` (the table) and
 ``bench.png`` (the plot). With baseline records each row also shows its time and memory as a
 multiple of the baseline's at the same T and precision."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from esdsnn.atomic import write_text_atomic
 
@@ -53,8 +55,9 @@ def bench_markdown(records: Sequence[dict]) -> str:
         return "# Training-step benchmark\n\nno records\n"
     r0 = next((r for r in records if "error" not in r), records[0])
     shape = "×".join(str(s) for s in r0.get("input_shape") or [])
-    baseline = {(r["T"], r.get("precision", "32")): r for r in records
-                if r["method"] in BASELINE_METHODS and "error" not in r}
+    baseline = {
+        (r["T"], r.get("precision", "32")): r for r in records if r["method"] in BASELINE_METHODS and "error" not in r
+    }
     several = len(_precisions(records)) > 1
     versions = sorted({r["baseline"] for r in baseline.values() if r.get("baseline")})
     lines = [
@@ -68,8 +71,8 @@ def bench_markdown(records: Sequence[dict]) -> str:
         f"after {r0.get('warmup')} warm-up step(s). Peak memory: each "
         f"configuration in a fresh process, peak of the timed steps above the baseline after warm-up "
         f"({r0.get('mem_method')}). RateBP limit = T no-grad forwards at T = 1 + one training step at T = 1 "
-        "(RateBP-based methods)." + (f" Baseline: {', '.join(versions)} BPTT on the same network (`spikingjelly-bptt`)."
-                                     if versions else ""),
+        "(RateBP-based methods)."
+        + (f" Baseline: {', '.join(versions)} BPTT on the same network (`spikingjelly-bptt`)." if versions else ""),
         "",
     ]
     head = "| method | T | step (s) | min (s) | RateBP limit (s) | step / limit | peak memory (MiB) |"
@@ -82,8 +85,10 @@ def bench_markdown(records: Sequence[dict]) -> str:
         if "error" in r:
             lines.append(f"| {name} | {r['T']} | failed: {r['error']} | | | | |" + (" | |" if baseline else ""))
             continue
-        row = (f"| {name} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('step_min_s'))} | {_secs(r.get('limit_s'))} | "
-               f"{_ratio(r['step_s'], r.get('limit_s'))} | {_mib(r['peak_mem_bytes'])} |")
+        row = (
+            f"| {name} | {r['T']} | {_secs(r['step_s'])} | {_secs(r.get('step_min_s'))} | {_secs(r.get('limit_s'))} | "
+            f"{_ratio(r['step_s'], r.get('limit_s'))} | {_mib(r['peak_mem_bytes'])} |"
+        )
         if baseline:
             b = baseline.get((r["T"], r.get("precision", "32")), {})
             row += f" {_ratio(r['step_s'], b.get('step_s'))} | {_ratio(r['peak_mem_bytes'], b.get('peak_mem_bytes'))} |"
@@ -102,8 +107,17 @@ def write_bench_files(records: Optional[Sequence[dict]], out_dir: str | Path) ->
     records = list(records)
     write_text_atomic(out / BENCH_MD, bench_markdown(records))
     several = len(_precisions(records)) > 1
-    labelled = [{**r, "method": (f"{r['method']} ({r['baseline']})" + (f" [{r.get('precision', '32')}]" if several else "")
-                                 if r.get("baseline") else _label(r, several))} for r in records]
+    labelled = [
+        {
+            **r,
+            "method": (
+                f"{r['method']} ({r['baseline']})" + (f" [{r.get('precision', '32')}]" if several else "")
+                if r.get("baseline")
+                else _label(r, several)
+            ),
+        }
+        for r in records
+    ]
     plot_bench(labelled, out / BENCH_PNG)
     return records
 

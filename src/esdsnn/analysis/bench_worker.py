@@ -5,6 +5,7 @@ holds the measurement itself (:func:`measure_step`), esdsnn's training step
 (:func:`measure_config`), and dispatches the SpikingJelly baseline
 (:mod:`esdsnn.analysis.bench_baseline`) so both are timed by the same code.
 """
+
 from __future__ import annotations
 
 import gc
@@ -13,8 +14,9 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -168,8 +170,9 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def bench_batch(batch: int, input_shape: Sequence[int], num_classes: int, dev: torch.device,
-                T: int, event: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def bench_batch(
+    batch: int, input_shape: Sequence[int], num_classes: int, dev: torch.device, T: int, event: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random inputs: images ``[B, C, H, W]``, or event frames ``[T, B, C, H, W]``, and labels."""
     shape = (T, batch, *input_shape) if event else (batch, *input_shape)
     return torch.randn(*shape, device=dev), torch.randint(num_classes, (batch,), device=dev)
@@ -205,16 +208,31 @@ def measure_config(
     torch.manual_seed(seed)
     model = create_model(arch, num_classes=num_classes, in_channels=int(input_shape[0])).to(dev)
     x, y = bench_batch(batch, input_shape, num_classes, dev, T, event)
-    common = {"method": method, "T": T, "batch": batch, "arch": arch, "input_shape": list(input_shape),
-              "num_classes": num_classes, "repeats": repeats, "warmup": warmup, "event": event,
-              "neurons": "spikingjelly" if method in BASELINE_METHODS else neurons}
+    common = {
+        "method": method,
+        "T": T,
+        "batch": batch,
+        "arch": arch,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "repeats": repeats,
+        "warmup": warmup,
+        "event": event,
+        "neurons": "spikingjelly" if method in BASELINE_METHODS else neurons,
+    }
     env = environment(dev, precision)
     if method in BASELINE_METHODS:
         from .bench_baseline import spikingjelly_training_step
 
         step, extra = spikingjelly_training_step(model, x, y, T, precision)
-        return {**common, **measure_step(step, dev, repeats, warmup), "limit_s": None, **env,
-                "params": sum(p.numel() for p in model.parameters()), **extra}
+        return {
+            **common,
+            **measure_step(step, dev, repeats, warmup),
+            "limit_s": None,
+            **env,
+            "params": sum(p.numel() for p in model.parameters()),
+            **extra,
+        }
 
     if neurons == "compiled":
         from esdsnn.neurons.lif import compile_neurons_
@@ -235,8 +253,15 @@ def measure_config(
         forward_s = statistics.median(_timed(forward, repeats, warmup, dev))
         fwd_bwd_s = statistics.median(_timed(twin_step, repeats, warmup, dev))
         limit = T * forward_s + fwd_bwd_s
-    return {**common, **measured, "limit_s": limit, **env, "limit_forward_s": forward_s,
-            "limit_fwd_bwd_s": fwd_bwd_s, "params": sum(p.numel() for p in trainer.parameters())}
+    return {
+        **common,
+        **measured,
+        "limit_s": limit,
+        **env,
+        "limit_forward_s": forward_s,
+        "limit_fwd_bwd_s": fwd_bwd_s,
+        "params": sum(p.numel() for p in trainer.parameters()),
+    }
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

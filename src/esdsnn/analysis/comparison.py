@@ -10,14 +10,16 @@ lies within one combined std ``sqrt(s_best² + s_m²)`` of the best method's mea
 that declares itself the ablation of another (``sd`` of ``esd``: the reliability filter) it also
 states whether the difference exceeds that noise.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from esdsnn.atomic import write_text_atomic
 from esdsnn.errors import CheckpointError
@@ -29,9 +31,20 @@ COMPARE_CSV = "compare.csv"
 COMPARE_MD = "compare.md"
 COMPARE_PNG = "compare.png"
 CSV_COLUMNS = (
-    "method", "role", "n_seeds", "n_diverged", "test_acc_mean", "test_acc_std", "test_accs",
-    "epoch_s_mean", "epoch_s_std", "peak_rss_mib", "avg_firing_rate", "energy_mj_per_sample",
-    "vs_best", "within_noise_of_best",
+    "method",
+    "role",
+    "n_seeds",
+    "n_diverged",
+    "test_acc_mean",
+    "test_acc_std",
+    "test_accs",
+    "epoch_s_mean",
+    "epoch_s_std",
+    "peak_rss_mib",
+    "avg_firing_rate",
+    "energy_mj_per_sample",
+    "vs_best",
+    "within_noise_of_best",
 )
 
 
@@ -56,20 +69,22 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         accs = [float(r["test_acc"]) for r in ok]
         peaks = [r["peak_rss_bytes"] for r in ok if r.get("peak_rss_bytes") is not None]
         epoch_s = [r["epoch_s_mean"] for r in ok]
-        rows.append({
-            "method": method,
-            "role": runs[0]["role"],
-            "n_seeds": len(ok),
-            "n_diverged": sum(r.get("status") == "diverged" for r in runs),
-            "test_acc_mean": _mean(accs),
-            "test_acc_std": _std(accs),
-            "test_accs": accs,
-            "epoch_s_mean": _mean(epoch_s),
-            "epoch_s_std": _std(epoch_s),
-            "peak_rss_mib": _mean([p / 2**20 for p in peaks]),
-            "avg_firing_rate": _mean([r.get("avg_firing_rate") for r in ok]),
-            "energy_mj_per_sample": _mean([r.get("energy_mj_per_sample") for r in ok]),
-        })
+        rows.append(
+            {
+                "method": method,
+                "role": runs[0]["role"],
+                "n_seeds": len(ok),
+                "n_diverged": sum(r.get("status") == "diverged" for r in runs),
+                "test_acc_mean": _mean(accs),
+                "test_acc_std": _std(accs),
+                "test_accs": accs,
+                "epoch_s_mean": _mean(epoch_s),
+                "epoch_s_std": _std(epoch_s),
+                "peak_rss_mib": _mean([p / 2**20 for p in peaks]),
+                "avg_firing_rate": _mean([r.get("avg_firing_rate") for r in ok]),
+                "energy_mj_per_sample": _mean([r.get("energy_mj_per_sample") for r in ok]),
+            }
+        )
     _mark_noise(rows)
     return rows
 
@@ -108,16 +123,28 @@ def noise_note(rows: Sequence[Mapping[str, Any]]) -> str:
     if len(compared) == 1:
         return "Noise: only one method, nothing to compare."
     if best["test_acc_std"] is None or any(r["test_acc_std"] is None for r in compared):
-        return ("Noise: at least one method has fewer than 2 completed seeds, so there is no std to judge "
-                "differences by; treat them all as unresolved.")
+        return (
+            "Noise: at least one method has fewer than 2 completed seeds, so there is no std to judge "
+            "differences by; treat them all as unresolved."
+        )
     near = [r["method"] for r in compared if r is not best and r["within_noise_of_best"]]
-    far = [f"{r['method']} ({r['vs_best'] * 100:+.2f} pp, {abs(r['vs_best']) / _combined_std(r, best):.1f}x its combined std)"
-           if _combined_std(r, best) else r["method"]
-           for r in compared if r is not best and not r["within_noise_of_best"]]
-    text = (f"Noise: best mean is {best['method']} ({_pct(best['test_acc_mean'])}); "
-            + (f"{', '.join(near)} {_verb(near)} within one combined std (sqrt(s_best² + s_m²)) of it (marked ≈): "
-               f"those differences are within noise" if near else "no other method lies within one combined std of it")
-            + (f"; {', '.join(far)} {_verb(far)} further below (beyond noise)." if far else "."))
+    far = [
+        f"{r['method']} ({r['vs_best'] * 100:+.2f} pp, {abs(r['vs_best']) / _combined_std(r, best):.1f}x its combined std)"
+        if _combined_std(r, best)
+        else r["method"]
+        for r in compared
+        if r is not best and not r["within_noise_of_best"]
+    ]
+    text = (
+        f"Noise: best mean is {best['method']} ({_pct(best['test_acc_mean'])}); "
+        + (
+            f"{', '.join(near)} {_verb(near)} within one combined std (sqrt(s_best² + s_m²)) of it (marked ≈): "
+            f"those differences are within noise"
+            if near
+            else "no other method lies within one combined std of it"
+        )
+        + (f"; {', '.join(far)} {_verb(far)} further below (beyond noise)." if far else ".")
+    )
     by = {r["method"]: r for r in compared}
     for name, row in by.items():  # what each ablation measures, as its method declares
         ablation = method_spec(name).ablation_of if name in list_methods() else None
@@ -127,8 +154,10 @@ def noise_note(rows: Sequence[Mapping[str, Any]]) -> str:
         gain = by[base]["test_acc_mean"] - row["test_acc_mean"]
         noise = _combined_std(by[base], row)
         verdict = "within noise" if abs(gain) <= noise else "beyond one combined std"
-        text += (f" {what[0].upper() + what[1:]} ({base} − {name}, the ablation): {gain * 100:+.2f} pp, combined std "
-                 f"{noise * 100:.2f} pp: {verdict}.")
+        text += (
+            f" {what[0].upper() + what[1:]} ({base} − {name}, the ablation): {gain * 100:+.2f} pp, combined std "
+            f"{noise * 100:.2f} pp: {verdict}."
+        )
     return text
 
 
@@ -147,8 +176,9 @@ def _num(v: Optional[float], fmt: str) -> str:
     return "—" if v is None else format(v, fmt)
 
 
-def compare_markdown(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-                     baseline_bytes: Optional[int] = None) -> str:
+def compare_markdown(
+    rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]], baseline_bytes: Optional[int] = None
+) -> str:
     """The table, the noise note and the settings and environment it was measured with."""
     lines = [
         "| method | n | test accuracy (%, mean ± std) | vs best (pp) | time / epoch (s) | peak RSS (MiB) | avg firing rate |",
@@ -163,7 +193,9 @@ def compare_markdown(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
             vs = "—"
         else:
             vs = f"{r['vs_best'] * 100:+.2f}" + (" ≈" if r["within_noise_of_best"] else "")
-        time_cell = _num(r["epoch_s_mean"], ".2f") + (f" ± {r['epoch_s_std']:.2f}" if r["epoch_s_std"] is not None else "")
+        time_cell = _num(r["epoch_s_mean"], ".2f") + (
+            f" ± {r['epoch_s_std']:.2f}" if r["epoch_s_std"] is not None else ""
+        )
         lines.append(
             f"| {name} | {n} | {_pct(r['test_acc_mean'], r['test_acc_std'], unit='')} | {vs} | {time_cell} | "
             f"{_num(r['peak_rss_mib'], '.0f')} | {_num(r['avg_firing_rate'], '.4f')} |"
@@ -187,7 +219,11 @@ def compare_markdown(rows: Sequence[Mapping[str, Any]], records: Sequence[Mappin
             f"Environment: torch {r0.get('torch')}, {values('device')}, {values('threads')} thread(s), "
             f"{r0.get('cpu_count')} CPUs."
         )
-    base = f" (a process that only imports torch and esdsnn peaks at {baseline_bytes / 2**20:.0f} MiB)" if baseline_bytes else ""
+    base = (
+        f" (a process that only imports torch and esdsnn peaks at {baseline_bytes / 2**20:.0f} MiB)"
+        if baseline_bytes
+        else ""
+    )
     lines.append(
         "Test accuracy: final epoch, spike pass, in percent, mean ± sample std over seeds (compare.csv and "
         "compare.json hold the same figures as fractions, 0-1; vs best: percentage points). Time / epoch: metrics.csv epoch_s "
@@ -225,8 +261,10 @@ def settings_title(records: Sequence[Mapping[str, Any]], seeds: Optional[int] = 
     """The settings that ran, read from the runs' records (never from the request): data set,
     model, T, epochs, batch and seeds."""
     n = seeds if seeds is not None else len({r.get("seed") for r in records if r.get("role") == "method"})
-    return (f"{_ran(records, 'dataset')}: {_ran(records, 'arch')}, T={_ran(records, 'T')}, "
-            f"{_ran(records, 'epochs')} epochs, batch {_ran(records, 'batch_size')}, {n} seed(s)")
+    return (
+        f"{_ran(records, 'dataset')}: {_ran(records, 'arch')}, T={_ran(records, 'T')}, "
+        f"{_ran(records, 'epochs')} epochs, batch {_ran(records, 'batch_size')}, {n} seed(s)"
+    )
 
 
 def _bar_label(row: Mapping[str, Any]) -> str:
@@ -251,14 +289,24 @@ def compare_figure(rows: Sequence[Mapping[str, Any]], title: Optional[str] = Non
     def bars(ax, key: str, scale: float) -> None:
         for x, r, c, hh in zip(xs, rows, colors, hatch):
             std = r[f"{key}_std"] if r["n_seeds"] >= 2 else None
-            ax.bar(x, (r[f"{key}_mean"] or 0.0) * scale, yerr=None if std is None else std * scale,
-                   color=c, hatch=hh, capsize=4, edgecolor="0.3", linewidth=0.5)
+            ax.bar(
+                x,
+                (r[f"{key}_mean"] or 0.0) * scale,
+                yerr=None if std is None else std * scale,
+                color=c,
+                hatch=hh,
+                capsize=4,
+                edgecolor="0.3",
+                linewidth=0.5,
+            )
 
     bars(ax_acc, "test_acc", 100.0)
     dot_label = "one seed"  # in the legend once
     for x, r in zip(xs, rows):
         if r["test_accs"]:
-            ax_acc.plot([x] * len(r["test_accs"]), [a * 100 for a in r["test_accs"]], "k.", markersize=4, label=dot_label)
+            ax_acc.plot(
+                [x] * len(r["test_accs"]), [a * 100 for a in r["test_accs"]], "k.", markersize=4, label=dot_label
+            )
             dot_label = None
     ax_acc.set_ylim(0, 100)
     ax_acc.set_ylabel("test accuracy (%), mean over seeds")
@@ -270,8 +318,11 @@ def compare_figure(rows: Sequence[Mapping[str, Any]], title: Optional[str] = Non
         ax.grid(axis="y", alpha=0.3)
     if ax_acc.lines:
         ax_acc.legend(loc="lower right", fontsize=7)
-    spread = "error bars: sample std over seeds (where n ≥ 2)" if any(r["n_seeds"] >= 2 for r in rows) \
+    spread = (
+        "error bars: sample std over seeds (where n ≥ 2)"
+        if any(r["n_seeds"] >= 2 for r in rows)
         else "one seed each: no error bars"
+    )
     # two lines, so that a long title is never clipped at the figure's edge
     fig.suptitle(f"{title or 'methods compared'}\nn = completed seeds per bar; {spread}", fontsize=10)
     return fig
@@ -284,13 +335,19 @@ def plot_compare(rows: Sequence[Mapping[str, Any]], path: Path, title: Optional[
     return save_figure(compare_figure(rows, title), path)
 
 
-def write_compare_files(out: Union[str, Path], records: Sequence[Mapping[str, Any]],
-                        baseline_bytes: Optional[int] = None, title: Optional[str] = None) -> tuple[list[dict[str, Any]], str]:
+def write_compare_files(
+    out: Union[str, Path],
+    records: Sequence[Mapping[str, Any]],
+    baseline_bytes: Optional[int] = None,
+    title: Optional[str] = None,
+) -> tuple[list[dict[str, Any]], str]:
     """``compare.json`` (records), ``compare.csv``, ``compare.md``, ``compare.png`` in ``out``;
     returns the rows and the Markdown."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / COMPARE_JSON, {"title": title, "import_baseline_rss_bytes": baseline_bytes, "records": list(records)})
+    write_json(
+        out / COMPARE_JSON, {"title": title, "import_baseline_rss_bytes": baseline_bytes, "records": list(records)}
+    )
     rows = summarise(records)
     markdown = compare_markdown(rows, records, baseline_bytes)
     write_csv(rows, out / COMPARE_CSV)
@@ -308,7 +365,16 @@ def tables_from_json(out: Union[str, Path]) -> tuple[list[dict[str, Any]], str]:
 
 
 __all__ = [
-    "COMPARE_CSV", "COMPARE_JSON", "COMPARE_MD", "COMPARE_PNG", "compare_figure", "compare_markdown", "noise_note",
+    "COMPARE_CSV",
+    "COMPARE_JSON",
+    "COMPARE_MD",
+    "COMPARE_PNG",
+    "compare_figure",
+    "compare_markdown",
+    "noise_note",
     "plot_compare",
-    "summarise", "tables_from_json", "write_compare_files", "write_csv",
+    "summarise",
+    "tables_from_json",
+    "write_compare_files",
+    "write_csv",
 ]

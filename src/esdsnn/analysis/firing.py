@@ -22,17 +22,19 @@ data source and observes it with forward hooks registered only for the call and 
 - **Energy estimate** (45 nm CMOS figures): ``E = 4.6 pJ × MACs + 0.9 pJ × SOPs`` per sample,
   reported in mJ. It is an estimate from operation counts, not a measurement.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..neurons.lif import LIF
-from ..runtime.context import current_pass
 from ..passes.spike import run_spike
+from ..runtime.context import current_pass
 
 E_MAC_PJ = 4.6  # energy of one 32-bit multiply-accumulate, 45 nm (pJ)
 E_AC_PJ = 0.9  # energy of one 32-bit accumulate (a synaptic operation), 45 nm (pJ)
@@ -44,7 +46,7 @@ DEAD_RATE = 1e-3  # below this mean rate (spikes / neuron / step) a layer is "de
 SATURATED_RATE = 0.95  # at or above it, "saturated"
 FIX_HINTS = {
     "dead": "lower its threshold (--threshold), check the input normalisation (about mean 0, std 1 per "
-            "channel), or warm the learning rate up (a smaller --lr for the first epochs)",
+    "channel), or warm the learning rate up (a smaller --lr for the first epochs)",
     "saturated": "raise its threshold (--threshold)",
 }
 
@@ -129,13 +131,22 @@ class FiringReport:
     def to_dict(self) -> dict:
         """Every field, plus ``dead_layers`` and ``saturated_layers`` (names) and the rates they
         were judged by."""
-        return {**asdict(self), "dead_layers": self.dead_layers, "saturated_layers": self.saturated_layers,
-                "dead_below_rate": DEAD_RATE, "saturated_from_rate": SATURATED_RATE}
+        return {
+            **asdict(self),
+            "dead_layers": self.dead_layers,
+            "saturated_layers": self.saturated_layers,
+            "dead_below_rate": DEAD_RATE,
+            "saturated_from_rate": SATURATED_RATE,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FiringReport":
+    def from_dict(cls, d: dict) -> FiringReport:
         """Read :meth:`to_dict` (or an older ``firing_rates.json`` without flags)."""
-        d = {k: v for k, v in d.items() if k not in ("dead_layers", "saturated_layers", "dead_below_rate", "saturated_from_rate")}
+        d = {
+            k: v
+            for k, v in d.items()
+            if k not in ("dead_layers", "saturated_layers", "dead_below_rate", "saturated_from_rate")
+        }
         d["layers"] = [LayerFiring(**{k: v for k, v in x.items() if k != "flag"}) for x in d["layers"]]
         d["ops"] = [LayerOps(**x) for x in d["ops"]]
         return cls(**d)
@@ -148,8 +159,10 @@ class FiringReport:
                 what = "no spike at all" if layer.rate == 0 else f"mean rate {layer.rate:.2g} < {DEAD_RATE:g}"
                 lines.append(f"- **dead layer** `{layer.name}`: {what} in the measured samples; {FIX_HINTS['dead']}.")
             elif layer.flag == "saturated":
-                lines.append(f"- **saturated layer** `{layer.name}`: mean rate {layer.rate:.4f} ≥ {SATURATED_RATE:g} "
-                             f"(fires at almost every step); {FIX_HINTS['saturated']}.")
+                lines.append(
+                    f"- **saturated layer** `{layer.name}`: mean rate {layer.rate:.4f} ≥ {SATURATED_RATE:g} "
+                    f"(fires at almost every step); {FIX_HINTS['saturated']}."
+                )
         return lines
 
     def markdown(self, digits: int = 4) -> str:
@@ -158,10 +171,20 @@ class FiringReport:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         fmt = f"{{:.{digits}f}}"
         for layer in self.layers:
-            cells = [f"`{layer.name}`", str(layer.neurons), *[fmt.format(r) for r in layer.step_rates], fmt.format(layer.rate)]
+            cells = [
+                f"`{layer.name}`",
+                str(layer.neurons),
+                *[fmt.format(r) for r in layer.step_rates],
+                fmt.format(layer.rate),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         total = sum(layer.neurons for layer in self.layers)
-        cells = ["**average (by neurons)**", str(total), *[fmt.format(r) for r in self.step_avg_rates], f"**{fmt.format(self.avg_rate)}**"]
+        cells = [
+            "**average (by neurons)**",
+            str(total),
+            *[fmt.format(r) for r in self.step_avg_rates],
+            f"**{fmt.format(self.avg_rate)}**",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -170,12 +193,16 @@ class FiringReport:
         head = ["layer", "type", "MACs/step", "input rate", "counted as", "MACs", "SOPs"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for op in self.ops:
-            rate = f"{op.input_rate:.4f}" if op.binary_input else ("real, same each step" if op.input_repeated else "real")
+            rate = (
+                f"{op.input_rate:.4f}" if op.binary_input else ("real, same each step" if op.input_repeated else "real")
+            )
             lines.append(
                 f"| `{op.name}` | {op.kind} | {_si(op.macs_per_step)} | {rate} | {op.counted_as.upper()} | "
                 f"{_si(op.macs)} | {_si(op.sops)} |"
             )
-        lines.append(f"| **total** | | {_si(self.dense_macs_per_step)} | | | **{_si(self.total_macs)}** | **{_si(self.total_sops)}** |")
+        lines.append(
+            f"| **total** | | {_si(self.dense_macs_per_step)} | | | **{_si(self.total_macs)}** | **{_si(self.total_sops)}** |"
+        )
         return "\n".join(lines)
 
     def summary_lines(self) -> list[str]:
@@ -316,7 +343,7 @@ def measure_firing(
         layers.append(LayerFiring(names[module], c.neurons, float(sum(step_rates) / T), step_rates))
     total_neurons = sum(layer.neurons for layer in layers)
     if total_neurons:
-        step_avg = [sum(l.step_rates[t] * l.neurons for l in layers) / total_neurons for t in range(T)]
+        step_avg = [sum(layer.step_rates[t] * layer.neurons for layer in layers) / total_neurons for t in range(T)]
     else:
         step_avg = [0.0] * T
     avg_rate = sum(step_avg) / T
@@ -331,7 +358,17 @@ def measure_firing(
         rate = c.nonzero / max(c.elements, 1)
         binary = c.binary and not first
         if binary:
-            op = LayerOps(names[module], type(module).__name__, macs_step, rate, True, c.repeated, "sop", 0.0, rate * T * macs_step)
+            op = LayerOps(
+                names[module],
+                type(module).__name__,
+                macs_step,
+                rate,
+                True,
+                c.repeated,
+                "sop",
+                0.0,
+                rate * T * macs_step,
+            )
         else:
             macs = macs_step * (1 if c.repeated else T)
             op = LayerOps(names[module], type(module).__name__, macs_step, rate, c.binary, c.repeated, "mac", macs, 0.0)
@@ -360,6 +397,14 @@ def measure_firing(
 
 
 __all__ = [
-    "DEAD_RATE", "E_AC_PJ", "E_MAC_PJ", "FIX_HINTS", "FiringReport", "LayerFiring", "LayerOps", "SATURATED_RATE",
-    "firing_flag", "measure_firing",
+    "DEAD_RATE",
+    "E_AC_PJ",
+    "E_MAC_PJ",
+    "FIX_HINTS",
+    "SATURATED_RATE",
+    "FiringReport",
+    "LayerFiring",
+    "LayerOps",
+    "firing_flag",
+    "measure_firing",
 ]

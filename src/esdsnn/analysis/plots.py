@@ -4,12 +4,14 @@ Figures are drawn on ``matplotlib.figure.Figure`` objects and written with the A
 nothing here touches pyplot's global state or the user's chosen backend; matplotlib is imported
 only when a figure is drawn.
 """
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 
 def _figure(width: float, height: float, panels: int = 1):
@@ -37,8 +39,17 @@ def firing_rates_figure(report, title: Optional[str] = None):
     ax.bar(range(len(names)), rates, color=["tab:orange" if flag else "tab:blue" for flag in flags])
     for x, (rate, flag) in enumerate(zip(rates, flags)):  # a dead bar has no height to see: say it in words
         if flag:
-            ax.annotate(flag, (x, rate), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=7, color="tab:orange", rotation=90)
+            ax.annotate(
+                flag,
+                (x, rate),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="tab:orange",
+                rotation=90,
+            )
     ax.axhline(d["avg_rate"], color="tab:red", linestyle="--", label=f"average {d['avg_rate']:.4f} (by neurons)")
     ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("firing rate (spikes / neuron / step)")
@@ -82,8 +93,11 @@ def read_numeric_csv(path: Union[str, Path]) -> dict[str, list[float]]:
 ACCURACY_SPLITS = (("train_acc", "train"), ("val_acc", "validation"), ("test_acc", "test"))
 LOSS_SPLITS = (("ce_main", "train"), ("val_loss", "validation"), ("test_loss", "test"))
 OBJECTIVE = ("loss", "train_loss")  # the total minimised (train_loss: metrics.csv of older versions)
-_SPLIT_STYLE = {"train": dict(color="C0", linestyle="-"), "validation": dict(color="C1", linestyle="--"),
-                "test": dict(color="C2", linestyle=":")}
+_SPLIT_STYLE = {
+    "train": dict(color="C0", linestyle="-"),
+    "validation": dict(color="C1", linestyle="--"),
+    "test": dict(color="C2", linestyle=":"),
+}
 _SPLIT_MARKER = {"train": "o", "validation": "^", "test": "s"}
 
 
@@ -96,10 +110,10 @@ def _is_loss_part(name: str) -> bool:
 
 
 def _head_label(name: str) -> str:
-    rest = name[len("acc_"):]
+    rest = name[len("acc_") :]
     if rest == "main":
         return "main head"
-    return "head " + rest[len("head"):] if rest.startswith("head") else rest
+    return "head " + rest[len("head") :] if rest.startswith("head") else rest
 
 
 def _present(epoch: Sequence[float], values: Sequence[float], scale: float = 1.0) -> list[tuple[float, float]]:
@@ -144,7 +158,11 @@ def training_curves_figure(metrics: Union[str, Path, Mapping[str, Sequence[float
     **learning rate**. A file without ``ce_main`` (older versions) draws its total as the train
     line only when it has no other terms, i.e. when the total is the main head's CE.
     """
-    cols = read_numeric_csv(metrics) if isinstance(metrics, (str, Path)) else {k: list(map(float, v)) for k, v in metrics.items()}
+    cols = (
+        read_numeric_csv(metrics)
+        if isinstance(metrics, (str, Path))
+        else {k: list(map(float, v)) for k, v in metrics.items()}
+    )
     if not cols or not any(len(v) for v in cols.values()):
         return None
     n = max(len(v) for v in cols.values())
@@ -162,13 +180,17 @@ def training_curves_figure(metrics: Union[str, Path, Mapping[str, Sequence[float
     if terms != ["ce_main"] and (terms or total is None):  # more than the main head's CE
         objective = ([(cols[total], "total (minimised)")] if total else []) + [(cols[c], c) for c in terms]
     lr = [(cols["lr"], "lr")] if "lr" in cols else []
-    panels = [(name, series, ylabel, scale) for name, series, ylabel, scale in (
-        ("accuracy", accuracy, "accuracy (%)", 100.0),
-        ("loss", loss, "main-head cross-entropy", 1.0),
-        ("heads", heads, "training accuracy per head (%)", 100.0),
-        ("objective", objective, "training objective and its terms (unweighted)", 1.0),
-        ("lr", lr, "learning rate", 1.0),
-    ) if series]
+    panels = [
+        (name, series, ylabel, scale)
+        for name, series, ylabel, scale in (
+            ("accuracy", accuracy, "accuracy (%)", 100.0),
+            ("loss", loss, "main-head cross-entropy", 1.0),
+            ("heads", heads, "training accuracy per head (%)", 100.0),
+            ("objective", objective, "training objective and its terms (unweighted)", 1.0),
+            ("lr", lr, "learning rate", 1.0),
+        )
+        if series
+    ]
     if not panels:
         return None
     ncols = min(3, len(panels))
@@ -178,7 +200,11 @@ def training_curves_figure(metrics: Union[str, Path, Mapping[str, Sequence[float
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.set_label(name)
         for values, label in series:
-            style = dict(_SPLIT_STYLE.get(label, {}), marker=_SPLIT_MARKER.get(label, "o")) if name in ("accuracy", "loss") else {}
+            style = (
+                dict(_SPLIT_STYLE.get(label, {}), marker=_SPLIT_MARKER.get(label, "o"))
+                if name in ("accuracy", "loss")
+                else {}
+            )
             _draw(ax, epoch, values, label, scale, **style)
         if scale == 100.0:
             ax.set_ylim(0, 100)
@@ -197,7 +223,9 @@ def save_figure(fig, path: Union[str, Path], dpi: int = 120) -> Path:
     return path
 
 
-def plot_training_curves(metrics: Union[str, Path, Mapping[str, Sequence[float]]], path: Union[str, Path], title: Optional[str] = None) -> Optional[Path]:
+def plot_training_curves(
+    metrics: Union[str, Path, Mapping[str, Sequence[float]]], path: Union[str, Path], title: Optional[str] = None
+) -> Optional[Path]:
     """Write :func:`training_curves_figure` of ``metrics.csv`` (or its columns) to ``path``.
     Returns ``None`` (and writes nothing) when there is nothing to plot."""
     fig = training_curves_figure(metrics, title)
@@ -233,11 +261,19 @@ def plot_bench(records: Iterable[Mapping], path: Union[str, Path], title: Option
     if records:
         r0 = records[0]
         fig.suptitle(
-            title or f"{r0.get('arch')} batch {r0.get('batch')} on {r0.get('device')} "
+            title
+            or f"{r0.get('arch')} batch {r0.get('batch')} on {r0.get('device')} "
             f"({r0.get('threads')} thread(s), torch {r0.get('torch')})"
         )
     return save_figure(fig, path)
 
 
-__all__ = ["firing_rates_figure", "plot_bench", "plot_firing_rates", "plot_training_curves", "read_numeric_csv", "save_figure",
-           "training_curves_figure"]
+__all__ = [
+    "firing_rates_figure",
+    "plot_bench",
+    "plot_firing_rates",
+    "plot_training_curves",
+    "read_numeric_csv",
+    "save_figure",
+    "training_curves_figure",
+]

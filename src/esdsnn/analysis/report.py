@@ -9,11 +9,13 @@
 - ``firing_rates.png``: mean firing rate per layer;
 - ``training_curves.png``: loss and accuracy against epoch from ``metrics.csv`` (when present).
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -21,8 +23,8 @@ from torch import nn
 from ..atomic import write_text_atomic
 from ..errors import ConfigError, brief
 from ..runs import files as runfiles
-from ..runs.files import CURVES_PNG, FIRING_JSON, FIRING_PNG, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 from ..runs.checkpoint import describe
+from ..runs.files import CURVES_PNG, FIRING_JSON, FIRING_PNG, METRICS_FILE, REPORT_FILE, SUMMARY_FILE
 from ..runs.load import TrainedModel, load_run
 from .firing import DEAD_RATE, SATURATED_RATE, FiringReport, measure_firing
 from .plots import plot_firing_rates, plot_training_curves
@@ -80,16 +82,22 @@ def _selection_lines(summary: dict) -> list[str]:
     if on == "val":
         val = summary.get("best_val_acc")
         val_text = f" ({val * 100:.2f} % validation accuracy)" if isinstance(val, (int, float)) else ""
-        return [f"selected_on: val — the best epoch, {epoch}, was selected on the validation split{val_text}{test}. "
-                f"The test set was measured only after the last epoch, for the final and the best weights.", ""]
-    return [f"selected_on: test — the best epoch, {epoch}, was selected on the test set itself, as the paper's "
-            f"recipes do{test}; that figure is not an unbiased estimate. The test accuracy in the table is "
-            f"the final epoch's.", ""]
+        return [
+            f"selected_on: val — the best epoch, {epoch}, was selected on the validation split{val_text}{test}. "
+            f"The test set was measured only after the last epoch, for the final and the best weights.",
+            "",
+        ]
+    return [
+        f"selected_on: test — the best epoch, {epoch}, was selected on the test set itself, as the paper's "
+        f"recipes do{test}; that figure is not an unbiased estimate. The test accuracy in the table is "
+        f"the final epoch's.",
+        "",
+    ]
 
 
 def _flag_section(firing: FiringReport) -> list[str]:
     """Dead and saturated layers, one line each with what to try, or one line saying there are none."""
-    rule = (f"dead: mean rate < {DEAD_RATE:g} spikes / neuron / step; saturated: mean rate ≥ {SATURATED_RATE:g}")
+    rule = f"dead: mean rate < {DEAD_RATE:g} spikes / neuron / step; saturated: mean rate ≥ {SATURATED_RATE:g}"
     flagged = firing.flag_lines()
     if not flagged:
         return [f"No dead or saturated layer ({rule}).", ""]
@@ -143,10 +151,14 @@ def report_after_training(trained: TrainedModel, echo: Callable[[str], None]) ->
     try:
         extra = write_report(trained.run_dir, trained.model, trained.test, trained.steps, device=trained.device)
     except Exception as exc:
-        echo(f"warning: the report could not be written ({brief(exc, 300)}); run `esdsnn report --run {trained.run_dir}`")
+        echo(
+            f"warning: the report could not be written ({brief(exc, 300)}); run `esdsnn report --run {trained.run_dir}`"
+        )
         return None
-    echo(f"average firing rate {extra['avg_firing_rate']:.4f}; energy estimate {extra['energy_mj_per_sample']:.4g} "
-         f"mJ/sample; report in {trained.run_dir / REPORT_FILE}")
+    echo(
+        f"average firing rate {extra['avg_firing_rate']:.4f}; energy estimate {extra['energy_mj_per_sample']:.4g} "
+        f"mJ/sample; report in {trained.run_dir / REPORT_FILE}"
+    )
     flagged = flagged_layers(trained.run_dir)
     if flagged:
         echo(f"warning: {flagged}; see {trained.run_dir / REPORT_FILE}")
@@ -157,20 +169,30 @@ def flagged_layers(run_dir: Union[str, Path]) -> str:
     """``"dead layer(s) a, b; saturated layer(s) c"`` from a run's ``firing_rates.json``
     (empty when none is flagged or the file is missing)."""
     data = runfiles.read_json(Path(run_dir) / FIRING_JSON) or {}
-    parts = [f"{kind} layer(s) {', '.join(names)}" for kind, names in
-             (("dead", data.get("dead_layers") or []), ("saturated", data.get("saturated_layers") or [])) if names]
+    parts = [
+        f"{kind} layer(s) {', '.join(names)}"
+        for kind, names in (("dead", data.get("dead_layers") or []), ("saturated", data.get("saturated_layers") or []))
+        if names
+    ]
     return "; ".join(parts)
 
 
-def report_run(run_dir: Union[str, os.PathLike], *, checkpoint: str = "last", device: Optional[str] = None,
-               threads: Optional[int] = None) -> dict:
+def report_run(
+    run_dir: Union[str, os.PathLike],
+    *,
+    checkpoint: str = "last",
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+) -> dict:
     """Rebuild a saved run's model and test data, write its report, merge the figures into
     summary.json. A run that is still training is reported from its latest checkpoint (the
     report's title says which); its summary.json is left to the training process, its one writer."""
     run = load_run(run_dir, checkpoint=checkpoint, device=device, threads=threads)
     if not run.spec.spiking:
-        raise ConfigError(f"firing rates and energy need a spiking model; this run trained with --method "
-                          f"{run.config.method} ({run.spec.description})")
+        raise ConfigError(
+            f"firing rates and energy need a spiking model; this run trained with --method "
+            f"{run.config.method} ({run.spec.description})"
+        )
     title = None
     if run.still_training:
         title = f"{run.run_dir.resolve().name} ({run.checkpoint.name} from {describe(run.ckpt)}; the run was still training)"

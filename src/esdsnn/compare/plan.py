@@ -7,11 +7,13 @@ run's ``config.yaml`` never records an option that did not act on it; a shared o
 of the compared methods reads is refused, by the rule ``esdsnn train`` and ``create_method``
 apply (:func:`esdsnn.methods.registry.unread_options`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 from esdsnn.config import LEAVES, TrainConfig, read_yaml
 from esdsnn.errors import ConfigError, EsdsnnError
@@ -30,7 +32,9 @@ def parse_methods(methods: Union[str, Sequence[str]]) -> list[str]:
     known = list_methods()
     unknown = [m for m in names if m not in known]
     if unknown:
-        raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown))} in --methods; choose from {', '.join(known)}")
+        raise ConfigError(
+            f"unknown method(s) {', '.join(map(repr, unknown))} in --methods; choose from {', '.join(known)}"
+        )
     return names
 
 
@@ -55,7 +59,7 @@ class RunPlan:
     run_dir: Path
     config: TrainConfig  # resolved, with absolute paths
     role: str = "method"  # "method", or "teacher" (a run trained only to teach a distilling method)
-    teacher: Optional["RunPlan"] = None
+    teacher: Optional[RunPlan] = None
 
     @property
     def seed(self) -> int:
@@ -94,8 +98,9 @@ def plan_runs(base: TrainConfig, methods: Sequence[str], seeds: int, out: Union[
 
     def make(method: str, k: int, role: str, teacher: Optional[RunPlan] = None) -> RunPlan:
         run_dir = seed_run_dir(out, method, k, base.seed + k)
-        config = method_config(base, method, seed=base.seed + k, out=str(run_dir),
-                               teacher_run=str(teacher.run_dir) if teacher else None)
+        config = method_config(
+            base, method, seed=base.seed + k, out=str(run_dir), teacher_run=str(teacher.run_dir) if teacher else None
+        )
         return RunPlan(method, k, run_dir, config, role, teacher)
 
     check_shared_options(base, [*methods, *(t for m in methods if (t := method_spec(m).teacher_method))])
@@ -142,11 +147,22 @@ def check_shared_options(base: TrainConfig, methods: Sequence[str]) -> None:
         readers = [m for m in methods if not unread_options(m, [key])]
         if not readers:
             others = ", ".join(readers_of(section_of(key) or ""))
-            raise ConfigError(f"none of the compared methods ({', '.join(methods)}) reads {key} (read only by "
-                              f"{others}); drop it, or compare one of those methods")
+            raise ConfigError(
+                f"none of the compared methods ({', '.join(methods)}) reads {key} (read only by "
+                f"{others}); drop it, or compare one of those methods"
+            )
         if all(method_spec(m).forced.get(key, value) != value for m in readers):
-            raise ConfigError(f"{', '.join(readers)} fix(es) {key} = {method_spec(readers[0]).forced[key]!r}; drop {key}")
+            raise ConfigError(
+                f"{', '.join(readers)} fix(es) {key} = {method_spec(readers[0]).forced[key]!r}; drop {key}"
+            )
 
 
-__all__ = ["RunPlan", "base_config", "check_shared_options", "method_config", "parse_methods", "plan_runs",
-           "seed_run_dir"]
+__all__ = [
+    "RunPlan",
+    "base_config",
+    "check_shared_options",
+    "method_config",
+    "parse_methods",
+    "plan_runs",
+    "seed_run_dir",
+]

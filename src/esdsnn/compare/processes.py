@@ -1,5 +1,6 @@
 """Training runs as child processes: their output echoed line by line, their own peak memory
 (``os.wait4``), and a Ctrl-C that reaches the child (which saves and exits) before it reaches us."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,8 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 Echo = Callable[[str], None]
 
@@ -39,7 +41,7 @@ class _DeferredInterrupt:
         self.hit = False
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["_DeferredInterrupt"]:
+    def installed(self) -> Iterator[_DeferredInterrupt]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -64,13 +66,14 @@ def run_child(command: Sequence[str], echo: Echo, prefix: str = "    ") -> Child
     tail: list[str] = []
     peak: Optional[int] = None
     with _DeferredInterrupt().installed() as interrupt:
-        proc = subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, env=env)
+        proc = subprocess.Popen(
+            list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env
+        )
         assert proc.stdout is not None
         with proc.stdout:
             for line in proc.stdout:
                 line = line.rstrip("\n")
-                tail = (tail + [line])[-20:]
+                tail = ([*tail, line])[-20:]
                 echo(prefix + line)
         if hasattr(os, "wait4"):
             _, status, usage = os.wait4(proc.pid, 0)

@@ -35,6 +35,7 @@ recorded.
 
 **Tables** are built from the saved run files by :mod:`esdsnn.analysis.comparison`.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,11 +43,19 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
-from esdsnn.analysis.comparison import COMPARE_CSV, COMPARE_JSON, COMPARE_MD, COMPARE_PNG, settings_title, write_compare_files
+from esdsnn.analysis.comparison import (
+    COMPARE_CSV,
+    COMPARE_JSON,
+    COMPARE_MD,
+    COMPARE_PNG,
+    settings_title,
+    write_compare_files,
+)
 from esdsnn.compare.plan import RunPlan, base_config, method_config, parse_methods, plan_runs, seed_run_dir
 from esdsnn.compare.processes import ChildResult, import_baseline_bytes, run_child
 from esdsnn.config import SAME_RESULT_FIELDS, TrainConfig, read_yaml, save_config
@@ -103,14 +112,18 @@ def run_state(plan: RunPlan) -> tuple[str, str]:
     summary = read_json(run_dir / SUMMARY_FILE) or {}
     if diffs:
         if summary.get("status") == "completed" and saved.get("epochs") != plan.config.optim.epochs:
-            diffs.append(f"a finished {saved.get('epochs')}-epoch run is not extended: --resume --epochs would "
-                         f"restart its cosine, which is not a {plan.config.optim.epochs}-epoch run")
+            diffs.append(
+                f"a finished {saved.get('epochs')}-epoch run is not extended: --resume --epochs would "
+                f"restart its cosine, which is not a {plan.config.optim.epochs}-epoch run"
+            )
         return "mismatch", "; ".join(diffs)
     replanned = summary.get("epochs_replanned")
     if replanned:
         first = replanned[0]
-        return "mismatch", (f"its epochs were changed from {first.get('from')} to {first.get('to')} by --resume after "
-                            f"epoch {first.get('after_epoch')}, not planned from the start")
+        return "mismatch", (
+            f"its epochs were changed from {first.get('from')} to {first.get('to')} by --resume after "
+            f"epoch {first.get('after_epoch')}, not planned from the start"
+        )
     if summary.get("status") in ("completed", "diverged"):
         if plan.teacher is not None:
             used = (read_json(run_dir / RUN_SIDECAR) or {}).get("teacher")
@@ -160,7 +173,7 @@ def _train_command(plan: RunPlan, request: Path, python: str, resume: bool) -> l
             cmd += ["--threads", str(plan.config.run.threads)]
         return cmd
     save_config(plan.config, request)
-    return cmd + ["--config", str(request)]
+    return [*cmd, "--config", str(request)]
 
 
 def _train(plan: RunPlan, resume: bool, python: str, echo: Echo) -> ChildResult:
@@ -199,12 +212,13 @@ def busy_runs(plans: Sequence[RunPlan]) -> None:
     for plan in plans:
         who = holder(plan.run_dir) if plan.run_dir.is_dir() else None
         if who is not None:
-            raise RunInUse(f"{plan.run_dir} is being trained by another esdsnn process ({who.describe()}); a run has "
-                           f"one writer: wait for it to finish, then run the comparison again")
+            raise RunInUse(
+                f"{plan.run_dir} is being trained by another esdsnn process ({who.describe()}); a run has "
+                f"one writer: wait for it to finish, then run the comparison again"
+            )
 
 
-def ensure_run(plan: RunPlan, *, python: str = sys.executable, echo: Echo = print,
-               overwrite: bool = False) -> str:
+def ensure_run(plan: RunPlan, *, python: str = sys.executable, echo: Echo = print, overwrite: bool = False) -> str:
     """Make the run in ``plan.run_dir`` complete; return how: ``reused``, ``trained``, ``resumed``
     (or ``diverged``). Raises :class:`EsdsnnError` when training fails."""
     state, why = run_state(plan)
@@ -225,7 +239,9 @@ def ensure_run(plan: RunPlan, *, python: str = sys.executable, echo: Echo = prin
     if plan.teacher is not None:
         teacher = read_json(plan.teacher.run_dir / SUMMARY_FILE) or {}
         if teacher.get("status") != "completed":
-            raise EsdsnnError(f"kd needs a trained teacher, but {plan.teacher.run_dir} is {teacher.get('status', 'missing')}")
+            raise EsdsnnError(
+                f"kd needs a trained teacher, but {plan.teacher.run_dir} is {teacher.get('status', 'missing')}"
+            )
     plan.run_dir.parent.mkdir(parents=True, exist_ok=True)
 
     resumed = state == "resume"
@@ -286,7 +302,10 @@ def collect_record(plan: RunPlan, how: str = "") -> dict[str, Any]:
         "peak_rss_bytes": sidecar.get("peak_rss_bytes"),
         "avg_firing_rate": summary.get("avg_firing_rate"),
         "energy_mj_per_sample": summary.get("energy_mj_per_sample"),
-        **{k: summary.get(k) for k in ("dataset", "arch", "T", "batch_size", "lr", "torch", "device", "threads", "cpu_count")},
+        **{
+            k: summary.get(k)
+            for k in ("dataset", "arch", "T", "batch_size", "lr", "torch", "device", "threads", "cpu_count")
+        },
     }
 
 
@@ -303,9 +322,16 @@ class CompareResult:
         return {name: self.out / name for name in (COMPARE_MD, COMPARE_CSV, COMPARE_PNG, COMPARE_JSON)}
 
 
-def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, seeds: int = DEFAULT_SEEDS,
-                   out: Union[str, Path] = "runs/compare", *, echo: Echo = print, overwrite: bool = False,
-                   python: str = sys.executable) -> CompareResult:
+def run_comparison(
+    base,
+    methods: Union[str, Sequence[str]] = DEFAULT_METHODS,
+    seeds: int = DEFAULT_SEEDS,
+    out: Union[str, Path] = "runs/compare",
+    *,
+    echo: Echo = print,
+    overwrite: bool = False,
+    python: str = sys.executable,
+) -> CompareResult:
     """Train (or reuse) every method × seed, then write and return the table (see the module doc).
     The comparison folder has one writer too: a second comparison into ``out`` is refused while
     this one runs, and so is a run that another process is training."""
@@ -321,7 +347,9 @@ def run_comparison(base, methods: Union[str, Sequence[str]] = DEFAULT_METHODS, s
 
 
 def _unset(value: Any, unit: str = "") -> str:
-    return "sized to the data" if value is None else f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    return (
+        "sized to the data" if value is None else f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    )
 
 
 def _compare(plans: list[RunPlan], seeds: int, out: Path, echo: Echo, overwrite: bool, python: str) -> CompareResult:
@@ -353,8 +381,10 @@ def _compare(plans: list[RunPlan], seeds: int, out: Path, echo: Echo, overwrite:
         try:
             done = ensure_run(plan, python=python, echo=echo, overwrite=overwrite)
         except KeyboardInterrupt:
-            echo(f"interrupted in {plan.run_dir}; run the same command again to continue (finished runs are "
-                 f"reused, this one resumes from its checkpoint)")
+            echo(
+                f"interrupted in {plan.run_dir}; run the same command again to continue (finished runs are "
+                f"reused, this one resumes from its checkpoint)"
+            )
             raise
         how[str(plan.run_dir)] = done
         record = collect_record(plan, done)
@@ -373,6 +403,17 @@ def _compare(plans: list[RunPlan], seeds: int, out: Path, echo: Echo, overwrite:
 
 
 __all__ = [
-    "CompareResult", "DEFAULT_METHODS", "DEFAULT_SEEDS", "RunPlan", "base_config", "busy_runs", "ensure_run",
-    "method_config", "parse_methods", "plan_runs", "run_comparison", "run_state", "seed_run_dir",
+    "DEFAULT_METHODS",
+    "DEFAULT_SEEDS",
+    "CompareResult",
+    "RunPlan",
+    "base_config",
+    "busy_runs",
+    "ensure_run",
+    "method_config",
+    "parse_methods",
+    "plan_runs",
+    "run_comparison",
+    "run_state",
+    "seed_run_dir",
 ]

@@ -6,16 +6,17 @@ imported only when the data set is used, so optional heavy imports stay out of `
 Every loader takes one :class:`~esdsnn.data.base.DataRequest` (it reads what applies to it) and
 returns a :class:`~esdsnn.data.base.DataBundle`. Adding a data set is one line here.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from esdsnn.data.base import BatchSource, DataBundle, DataOptions, DataRequest, TensorBatches
 from esdsnn.errors import ConfigError
-
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,23 @@ _CIFAR_AUGMENTATIONS = ("crop", "flip", "autoaugment", "cutout", "crop_padding",
 _CIFAR_DEFAULTS = {"crop": True, "flip": True, "autoaugment": True, "cutout": True}
 _DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo("esdsnn.data.digits:load"),
-    "npz": DatasetInfo("esdsnn.data.arrays:load", augmentations=("crop", "flip", "crop_padding"),
-                       augment_defaults={"crop": False, "flip": False}),
-    "cifar10": DatasetInfo("esdsnn.data.cifar:load_cifar10", recipe=True, augmentations=_CIFAR_AUGMENTATIONS,
-                           augment_defaults=_CIFAR_DEFAULTS),
-    "cifar100": DatasetInfo("esdsnn.data.cifar:load_cifar100", recipe=True, augmentations=_CIFAR_AUGMENTATIONS,
-                            augment_defaults=_CIFAR_DEFAULTS),
+    "npz": DatasetInfo(
+        "esdsnn.data.arrays:load",
+        augmentations=("crop", "flip", "crop_padding"),
+        augment_defaults={"crop": False, "flip": False},
+    ),
+    "cifar10": DatasetInfo(
+        "esdsnn.data.cifar:load_cifar10",
+        recipe=True,
+        augmentations=_CIFAR_AUGMENTATIONS,
+        augment_defaults=_CIFAR_DEFAULTS,
+    ),
+    "cifar100": DatasetInfo(
+        "esdsnn.data.cifar:load_cifar100",
+        recipe=True,
+        augmentations=_CIFAR_AUGMENTATIONS,
+        augment_defaults=_CIFAR_DEFAULTS,
+    ),
     "cifar10-dvs": DatasetInfo("esdsnn.data.dvs:load", recipe=True, options=("dvs_split",)),
     "imagenet": DatasetInfo("esdsnn.data.imagenet:load", recipe=True),
 }
@@ -54,8 +66,15 @@ DEFAULT_DATASET = "digits"
 Loader = Callable[[DataRequest], DataBundle]
 
 
-def register_dataset(name: str, target: str, *, recipe: bool = False, augmentations: tuple[str, ...] = (),
-                     augment_defaults: Mapping[str, bool] | None = None, options: tuple[str, ...] = ()) -> None:
+def register_dataset(
+    name: str,
+    target: str,
+    *,
+    recipe: bool = False,
+    augmentations: tuple[str, ...] = (),
+    augment_defaults: Mapping[str, bool] | None = None,
+    options: tuple[str, ...] = (),
+) -> None:
     """Register a loader ``fn(request: DataRequest) -> DataBundle`` as ``"package.module:function"``
     (see :class:`DatasetInfo` for the keywords; a data set without a recipe gets defaults sized to
     its data and a validation split)."""
@@ -99,7 +118,15 @@ def load_dataset(name: str = DEFAULT_DATASET, **request: Any) -> DataBundle:
 
 
 __all__ = [
-    "BatchSource", "DataBundle", "DataOptions", "DataRequest", "DatasetInfo", "TensorBatches", "dataset_info", "dataset_loader",
+    "BatchSource",
+    "DataBundle",
+    "DataOptions",
+    "DataRequest",
+    "DatasetInfo",
+    "TensorBatches",
+    "dataset_info",
+    "dataset_loader",
     "list_datasets",
-    "load_dataset", "register_dataset",
+    "load_dataset",
+    "register_dataset",
 ]

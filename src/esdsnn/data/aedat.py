@@ -8,6 +8,7 @@ bit of the DVS128's USB interface) special and gives it no pixel. Special events
 counted; a word with any of bits 16-31 set is no DVS128 address at all (a DAVIS recording, or a
 corrupt file), and the file is refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,7 +50,7 @@ def read_aedat2(path: str | os.PathLike) -> Events:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read {path}: {brief(exc, 160)}")
+        raise DataError(f"cannot read {path}: {brief(exc, 160)}") from exc
     start = 0
     while start < len(raw) and raw[start : start + 1] == b"#":
         end = raw.find(b"\n", start)
@@ -58,8 +59,7 @@ def read_aedat2(path: str | os.PathLike) -> Events:
         start = end + 1
     payload = len(raw) - start
     if payload % 8:
-        what = ("an odd number of uint32 words" if payload % 4 == 0
-                else f"{payload} bytes, not whole uint32 words")
+        what = "an odd number of uint32 words" if payload % 4 == 0 else f"{payload} bytes, not whole uint32 words"
         raise DataError(
             f"{path} is truncated or corrupt: its event payload holds {what} "
             "(AEDAT 2.0 events are (address, timestamp) pairs of 8 bytes)"
@@ -88,12 +88,11 @@ def read_aedat2(path: str | os.PathLike) -> Events:
     p_raw = addr & 0x1
     x = (SENSOR - 1 - y_raw).astype(np.int64)
     y = (SENSOR - 1 - x_raw).astype(np.int64)
-    p = (1 - p_raw.astype(np.int64))
+    p = 1 - p_raw.astype(np.int64)
     return Events(x, y, p, ts.astype(np.int64), special)
 
 
-def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, T: int,
-                     size: int = SENSOR) -> np.ndarray:
+def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, T: int, size: int = SENSOR) -> np.ndarray:
     """Event counts ``[T, 2, size, size]`` (int64): slice j holds events
     ``[⌊N/T⌋·j, ⌊N/T⌋·(j+1))`` and the last slice runs up to N (SpikingJelly's
     ``split_by="number"``)."""
@@ -105,4 +104,4 @@ def events_to_frames(x: np.ndarray, y: np.ndarray, p: np.ndarray, T: int,
     return np.bincount(flat, minlength=T * 2 * size * size).reshape(T, 2, size, size)
 
 
-__all__ = ["DVS128_ADDRESS_MASK", "Events", "SENSOR", "SPECIAL_EVENT_BIT", "events_to_frames", "read_aedat2"]
+__all__ = ["DVS128_ADDRESS_MASK", "SENSOR", "SPECIAL_EVENT_BIT", "Events", "events_to_frames", "read_aedat2"]

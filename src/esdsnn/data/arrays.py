@@ -7,11 +7,13 @@ T must equal the run's T). uint8 arrays stay uint8 in memory and are converted b
 Labels must be the integers ``0..K−1``, every class present in the training set
 (:func:`check_labels`): anything else is refused with the values and the fix.
 """
+
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -64,8 +66,10 @@ def _labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
         raise DataError(f"{where} has dtype {y.dtype}; expected integer class indices")
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
-        raise DataError(f"{where} holds negative labels ({_values(np.unique(y[y < 0]))}); expected class "
-                        f"indices 0..K-1 (remap them, e.g. with np.unique(y, return_inverse=True))")
+        raise DataError(
+            f"{where} holds negative labels ({_values(np.unique(y[y < 0]))}); expected class "
+            f"indices 0..K-1 (remap them, e.g. with np.unique(y, return_inverse=True))"
+        )
     return y
 
 
@@ -85,19 +89,25 @@ def check_labels(y_train: np.ndarray, y_test: np.ndarray, where: str) -> int:
     k = int(present[-1]) + 1
     missing = np.setdiff1d(np.arange(k), present)
     if len(missing):
-        hint = ("subtract 1 from every label (y - 1)" if present[0] == 1 and len(missing) == 1
-                else "remap them to 0..K-1, e.g. y = np.unique(y_train, return_inverse=True)[1]")
+        hint = (
+            "subtract 1 from every label (y - 1)"
+            if present[0] == 1 and len(missing) == 1
+            else "remap them to 0..K-1, e.g. y = np.unique(y_train, return_inverse=True)[1]"
+        )
         raise DataError(
             f"{where}: labels must be 0..K-1 with every class in the training set, but y_train holds "
-            f"{_values(present)} and lacks {_values(missing)}; {hint}")
+            f"{_values(present)} and lacks {_values(missing)}; {hint}"
+        )
     unseen = np.setdiff1d(np.unique(y_test), present)
     if len(unseen):
         raise DataError(
             f"{where}: y_test holds label(s) {_values(unseen)} that no training sample has (training "
-            f"labels are 0..{k - 1}); every test class must be in the training set")
+            f"labels are 0..{k - 1}); every test class must be in the training set"
+        )
     if len(y_train) < 2 * k:
-        raise DataError(f"{where}: {len(y_train)} training samples for {k} classes; need at least two per class "
-                        f"({2 * k})")
+        raise DataError(
+            f"{where}: {len(y_train)} training samples for {k} classes; need at least two per class ({2 * k})"
+        )
     return k
 
 
@@ -128,13 +138,13 @@ def _check_magic(path: Path) -> None:
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not head.startswith(_ZIP_MAGIC) and head != _NPY_MAGIC:
-        raise DataError(f"{path} is not an .npz file (it does not start as a zip archive); write the data set with "
-                        f"numpy.savez(path, {'=..., '.join(REQUIRED_KEYS)}=...)")
+        raise DataError(
+            f"{path} is not an .npz file (it does not start as a zip archive); write the data set with "
+            f"numpy.savez(path, {'=..., '.join(REQUIRED_KEYS)}=...)"
+        )
 
 
-def read_npz(
-    path: str | Path, layout: Optional[str] = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def read_npz(path: str | Path, layout: Optional[str] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Read and check an npz data set: ``(x_train, y_train, x_test, y_test)`` with x ``[N,C,H,W]``
     (event frames: ``[N,T,C,H,W]``; uint8 kept as uint8, anything else float32) and y int64.
     Problems raise :class:`DataError` naming the file."""
@@ -162,8 +172,10 @@ def read_npz(
         except ValueError as exc:
             if "pickle" not in str(exc):
                 raise DataError(f"{path} is not a readable .npz file ({brief(exc, 300, with_type=True)})") from None
-            raise DataError(f"{path} holds arrays of Python objects, which esdsnn never unpickles; save numeric "
-                            f"arrays (numpy.savez with uint8 or float images and integer labels)") from None
+            raise DataError(
+                f"{path} holds arrays of Python objects, which esdsnn never unpickles; save numeric "
+                f"arrays (numpy.savez with uint8 or float images and integer labels)"
+            ) from None
         except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
             raise DataError(f"{path} is not a readable .npz file ({brief(exc, 300, with_type=True)})") from None
 
@@ -237,8 +249,10 @@ def make_bundle(
     crop_flip = augment is not None and bool(augment.crop or augment.flip)
     if events:
         if crop_flip:
-            raise ConfigError(f"{name}: crop and flip apply to static images only, not to event frames "
-                              f"[N,T,C,H,W]; drop --crop/--flip")
+            raise ConfigError(
+                f"{name}: crop and flip apply to static images only, not to event frames "
+                f"[N,T,C,H,W]; drop --crop/--flip"
+            )
         prepare: Optional[Callable[[Tensor], Tensor]] = _time_major
     else:
         mean, std = channel_stats(x_train)
@@ -249,13 +263,17 @@ def make_bundle(
     # A last training batch of one sample would break BatchNorm: drop it in that one case.
     drop_last = len(x_train) % batch_size == 1 and len(x_train) > 1
     train = TensorBatches(
-        x_train, y_train, batch_size, shuffle=True, seed=seed, drop_last=drop_last,
-        prepare=None if crop_flip else prepare, augment=CropFlip(augment, prepare) if crop_flip else None,
+        x_train,
+        y_train,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        drop_last=drop_last,
+        prepare=None if crop_flip else prepare,
+        augment=CropFlip(augment, prepare) if crop_flip else None,
         device=device,
     )
-    test = TensorBatches(
-        x_test, y_test, eval_batch_size or batch_size, shuffle=False, prepare=prepare, device=device
-    )
+    test = TensorBatches(x_test, y_test, eval_batch_size or batch_size, shuffle=False, prepare=prepare, device=device)
     shape = x_train.shape[2:] if events else x_train.shape[1:]
     return DataBundle(
         name=name,

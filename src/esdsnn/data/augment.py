@@ -10,21 +10,23 @@ with zero padding, flip, AutoAugment (the official CIFAR-10 policy with PIL's se
 evaluation. Event frames (CIFAR10-DVS): ``EventAugment`` (resize, flip and one NDA op per
 sample), returning time-major ``[T, B, C, H, W]``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import statistics
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esdsnn.fields import option
 from esdsnn.data.autoaugment import auto_augment
+from esdsnn.fields import option
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -54,10 +56,11 @@ class AugmentConfig:
         if self.cutout_size < 1:
             raise ValueError(f"cutout_size must be >= 1, got {self.cutout_size}")
 
-    def with_defaults(self, defaults: Mapping[str, bool]) -> "AugmentConfig":
+    def with_defaults(self, defaults: Mapping[str, bool]) -> AugmentConfig:
         """A copy with each switch left ``None`` set from ``defaults`` (missing: off)."""
-        return dataclasses.replace(self, **{name: bool(defaults.get(name, False)) for name in SWITCHES
-                                            if getattr(self, name) is None})
+        return dataclasses.replace(
+            self, **{name: bool(defaults.get(name, False)) for name in SWITCHES if getattr(self, name) is None}
+        )
 
 
 #: The on/off fields of :class:`AugmentConfig`.
@@ -220,8 +223,10 @@ class CifarAugment:
             x = random_flip(x, gen)
         if cfg.autoaugment:
             if x.dtype != torch.uint8:
-                raise TypeError("AutoAugment needs uint8 images (PIL semantics); got "
-                                f"{x.dtype}: pass the images as stored, before normalising")
+                raise TypeError(
+                    "AutoAugment needs uint8 images (PIL semantics); got "
+                    f"{x.dtype}: pass the images as stored, before normalising"
+                )
             x = auto_augment(x, gen)
         x = to_unit_float(x)
         if cfg.cutout:
@@ -262,13 +267,13 @@ def resize_frames(x: Tensor, size: int) -> Tensor:
     b, t, c, h, w = x.shape
     if (h, w) == (size, size):
         return x
-    flat = F.interpolate(x.reshape(b, t * c, h, w), size=(size, size), mode="bilinear",
-                         align_corners=False, antialias=True)
+    flat = F.interpolate(
+        x.reshape(b, t * c, h, w), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
     return flat.reshape(b, t, c, size, size)
 
 
-def nda(x: Tensor, gen: torch.Generator, *, roll: int = 5, degrees: float = 30.0,
-        cutout_size: int = 16) -> Tensor:
+def nda(x: Tensor, gen: torch.Generator, *, roll: int = 5, degrees: float = 30.0, cutout_size: int = 16) -> Tensor:
     """Neuromorphic data augmentation: one op per sample, chosen uniformly among roll (±``roll``
     px), rotate (±``degrees``) and Cutout (``cutout_size``); the same op on all of its frames."""
     op = torch.randint(3, (x.shape[0],), generator=gen)
@@ -293,8 +298,9 @@ class EventAugment:
     (``train=False``): resize only, deterministic.
     """
 
-    def __init__(self, size: int = 48, *, train: bool, roll: int = 5, degrees: float = 30.0,
-                 cutout_size: int = 16) -> None:
+    def __init__(
+        self, size: int = 48, *, train: bool, roll: int = 5, degrees: float = 30.0, cutout_size: int = 16
+    ) -> None:
         self.size = size
         self.train = train
         self.roll = roll
@@ -319,8 +325,7 @@ class EventAugment:
 # --------------------------------------------------------------------------------------------
 
 
-def measure_loader_throughput(source: Iterable[tuple[Tensor, Tensor]], batches: int = 10, *,
-                              warmup: int = 1) -> float:
+def measure_loader_throughput(source: Iterable[tuple[Tensor, Tensor]], batches: int = 10, *, warmup: int = 1) -> float:
     """Samples per second a batch source delivers (loading + augmentation), median over batches.
 
     Skips ``warmup`` batches, then times ``batches`` batches one by one (synchronising CUDA so
@@ -351,8 +356,25 @@ def measure_loader_throughput(source: Iterable[tuple[Tensor, Tensor]], batches: 
 
 
 __all__ = [
-    "AugmentConfig", "CifarAugment", "EventAugment", "Normalize", "cutout",
-    "measure_loader_throughput", "nda", "random_crop", "random_flip", "random_roll",
-    "random_rotate", "resize_frames", "rotate_nearest", "rotation_grid", "to_unit_float", "CIFAR10_MEAN", "CIFAR10_STD",
-    "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN", "IMAGENET_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AugmentConfig",
+    "CifarAugment",
+    "EventAugment",
+    "Normalize",
+    "cutout",
+    "measure_loader_throughput",
+    "nda",
+    "random_crop",
+    "random_flip",
+    "random_roll",
+    "random_rotate",
+    "resize_frames",
+    "rotate_nearest",
+    "rotation_grid",
+    "to_unit_float",
 ]

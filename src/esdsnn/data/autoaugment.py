@@ -16,10 +16,11 @@ The random draws are made first, on the CPU from the caller's ``torch.Generator`
 (:func:`draw_plan`), then applied (:func:`apply_plan`), so a fixed seed reproduces a batch on any
 device, and a plan can be replayed through PIL for testing.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -116,8 +117,7 @@ OP_NAMES = tuple(OPS)
 # The policy as tensors: op index, probability and magnitude per (sub-policy, stage).
 _OP_INDEX = torch.tensor([[OP_NAMES.index(op) for op, _, _ in row] for row in CIFAR10_POLICY])
 _PROB = torch.tensor([[p for _, p, _ in row] for row in CIFAR10_POLICY], dtype=torch.float64)
-_MAGNITUDE = torch.tensor([[float(RANGES[op][b]) for op, _, b in row] for row in CIFAR10_POLICY],
-                          dtype=torch.float64)
+_MAGNITUDE = torch.tensor([[float(RANGES[op][b]) for op, _, b in row] for row in CIFAR10_POLICY], dtype=torch.float64)
 
 
 @dataclass
@@ -167,5 +167,13 @@ def auto_augment(x: Tensor, gen: torch.Generator) -> Tensor:
     return apply_plan(x, draw_plan(x.shape[0], gen))
 
 
-__all__ = ["CIFAR10_POLICY", "FILL", "OPS", "Plan", "RANGES", "apply_plan", "auto_augment",
-           "draw_plan"]
+__all__ = [
+    "CIFAR10_POLICY",
+    "FILL",
+    "OPS",
+    "RANGES",
+    "Plan",
+    "apply_plan",
+    "auto_augment",
+    "draw_plan",
+]

@@ -8,12 +8,14 @@ global batch, and ``iter_from(step)`` starts mid-epoch. Small data sets (digits,
 CIFAR10-DVS) live in memory as tensors (:class:`TensorBatches`); large ones (ImageNet) wrap a
 ``DataLoader`` behind the same interface.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Optional, Protocol
+from typing import Literal, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -31,8 +33,10 @@ class DataOptions:
     :attr:`esdsnn.data.DatasetInfo.options`; only those are recorded in a run's ``config.yaml``)."""
 
     dvs_split: Literal["official", "stratified"] = option(
-        "official", "CIFAR10-DVS train/test split: official (the official ESD code's seeded random_split "
-                    "9000/1000, the paper's test set) or stratified (100 test files per class)")
+        "official",
+        "CIFAR10-DVS train/test split: official (the official ESD code's seeded random_split "
+        "9000/1000, the paper's test set) or stratified (100 test files per class)",
+    )
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -67,7 +71,7 @@ class BatchSource(Protocol):
 
     def iter_from(self, start: int) -> Iterator[Batch]: ...
 
-    def shard(self, rank: int, world_size: int, *, train: bool = True) -> "BatchSource": ...
+    def shard(self, rank: int, world_size: int, *, train: bool = True) -> BatchSource: ...
 
 
 @dataclass
@@ -101,11 +105,16 @@ class DataBundle:
 
     def facts(self) -> dict[str, object]:
         """What a run records about its data (``summary.json``)."""
-        return {"num_classes": self.num_classes, "input_shape": list(self.input_shape),
-                "time_steps_of_data": self.time_steps, "num_train": self.num_train, "num_val": self.num_val,
-                "num_test": self.num_test}
+        return {
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "time_steps_of_data": self.time_steps,
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "num_test": self.num_test,
+        }
 
-    def rebatched(self, batch_size: int) -> "DataBundle":
+    def rebatched(self, batch_size: int) -> DataBundle:
         """The same data with training batches of ``batch_size`` (defaults sized to the data are
         chosen after it is read); evaluation keeps its batch size."""
         if not isinstance(self.train, TensorBatches):
@@ -159,7 +168,7 @@ class TensorBatches:
         self.epoch = 0
         self.rank, self.world_size, self.train = 0, 1, True
 
-    def shard(self, rank: int, world_size: int, *, train: bool = True) -> "TensorBatches":
+    def shard(self, rank: int, world_size: int, *, train: bool = True) -> TensorBatches:
         """This source's share for process ``rank`` of ``world_size`` (the tensors are shared)."""
         part = copy.copy(self)
         part.rank, part.world_size, part.train = rank, world_size, train
@@ -172,12 +181,12 @@ class TensorBatches:
     def num_samples(self) -> int:
         return len(self.x)
 
-    def subset(self, index: Tensor) -> "TensorBatches":
+    def subset(self, index: Tensor) -> TensorBatches:
         """These batches over the samples ``index`` only (e.g. the training part of a split)."""
         index = index.to(self.x.device)
         return self.with_samples(self.x[index], self.y[index])
 
-    def with_samples(self, x: Tensor, y: Tensor) -> "TensorBatches":
+    def with_samples(self, x: Tensor, y: Tensor) -> TensorBatches:
         """The same batching, preparation and augmentation over other samples ``(x, y)`` (e.g.
         validation samples taken from the training set, prepared like the test set)."""
         part = copy.copy(self)
@@ -185,7 +194,7 @@ class TensorBatches:
         part.drop_last = self.shuffle and len(x) % self.batch_size == 1 and len(x) > 1
         return part
 
-    def with_batch_size(self, batch_size: int) -> "TensorBatches":
+    def with_batch_size(self, batch_size: int) -> TensorBatches:
         """A copy with ``batch_size`` (a last batch of one sample is dropped, as at creation)."""
         part = copy.copy(self)
         part.batch_size = batch_size

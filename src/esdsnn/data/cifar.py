@@ -12,6 +12,7 @@ pickles are read with an unpickler that only admits NumPy arrays and plain conta
 Everything is validated while loading, so a truncated archive or pickle fails before training
 with a one-line :class:`~esdsnn.errors.DataError` that names the file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,9 +21,10 @@ import os
 import pickle
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -58,13 +60,26 @@ class _Layout:
 
 LAYOUTS: dict[str, _Layout] = {
     "cifar10": _Layout(
-        "CIFAR-10", "cifar-10-python.tar.gz", "cifar-10-batches-py",
-        tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "labels", 10,
-        CIFAR10_MEAN, CIFAR10_STD,
+        "CIFAR-10",
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "labels",
+        10,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
     ),
     "cifar100": _Layout(
-        "CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python",
-        ("train",), ("test",), "fine_labels", 100, CIFAR100_MEAN, CIFAR100_STD,
+        "CIFAR-100",
+        "cifar-100-python.tar.gz",
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        "fine_labels",
+        100,
+        CIFAR100_MEAN,
+        CIFAR100_STD,
     ),
 }
 
@@ -103,7 +118,7 @@ def _unpickle(data: bytes, where: str) -> dict:
     try:
         obj = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as exc:  # truncated or foreign data raise many different types
-        raise DataError(f"{where} is not a readable CIFAR pickle (truncated or corrupt?): {brief(exc, 160)}")
+        raise DataError(f"{where} is not a readable CIFAR pickle (truncated or corrupt?): {brief(exc, 160)}") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{where} is not a CIFAR batch: expected a pickled dict, got {type(obj).__name__}")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -119,15 +134,11 @@ def _parse_batch(obj: dict, layout: _Layout, where: str) -> tuple[np.ndarray, np
     data = np.asarray(obj["data"])
     labels = np.asarray(obj[layout.label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(
-            f"{where}: 'data' should be uint8 [N, 3072], got {data.dtype} {list(data.shape)}"
-        )
+        raise DataError(f"{where}: 'data' should be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
     if labels.ndim != 1 or len(labels) != len(data):
         raise DataError(f"{where}: {len(data)} images but {labels.size} labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= layout.num_classes):
-        raise DataError(
-            f"{where}: labels outside 0..{layout.num_classes - 1} (is this {layout.title}?)"
-        )
+        raise DataError(f"{where}: labels outside 0..{layout.num_classes - 1} (is this {layout.title}?)")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -151,7 +162,7 @@ def _read_folder(folder: Path, layout: _Layout) -> dict[str, bytes]:
         try:
             out[name] = (folder / name).read_bytes()
         except OSError as exc:
-            raise DataError(f"cannot read {folder / name}: {brief(exc, 160)}")
+            raise DataError(f"cannot read {folder / name}: {brief(exc, 160)}") from exc
     return out
 
 
@@ -162,8 +173,11 @@ def _read_archive(path: Path, layout: _Layout) -> dict[str, bytes]:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 parts = Path(member.name).parts
-                if member.isfile() and parts and parts[-1] in wanted and (
-                    len(parts) == 1 or parts[-2] == layout.folder
+                if (
+                    member.isfile()
+                    and parts
+                    and parts[-1] in wanted
+                    and (len(parts) == 1 or parts[-2] == layout.folder)
                 ):
                     fh = tar.extractfile(member)
                     if fh is not None:
@@ -172,7 +186,7 @@ def _read_archive(path: Path, layout: _Layout) -> dict[str, bytes]:
         raise DataError(
             f"cannot read the archive {path} (truncated or corrupt? download it again from "
             f"{CIFAR_URL}): {brief(exc, 160)}"
-        )
+        ) from exc
     missing = [n for n in wanted if n not in out]
     if missing:
         raise DataError(
@@ -252,10 +266,10 @@ def cifar_bundle_from_tensors(
     config = augment if augment is not None else AugmentConfig()
     train_tf: Callable[[Tensor, torch.Generator], Tensor] = CifarAugment(layout.mean, layout.std, config)
     test_tf = Normalize(layout.mean, layout.std)
-    train = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=train_tf,
-                          device=device)
-    test = TensorBatches(x_test, y_test, eval_batch_size or batch_size, shuffle=False, seed=seed,
-                         augment=test_tf, device=device)
+    train = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed, augment=train_tf, device=device)
+    test = TensorBatches(
+        x_test, y_test, eval_batch_size or batch_size, shuffle=False, seed=seed, augment=test_tf, device=device
+    )
     return DataBundle(
         name=name.lower().replace("-", ""),
         train=train,
@@ -280,8 +294,15 @@ def load_cifar(
     (``augment``: which steps run; default all) and normalisation-only evaluation."""
     x_train, y_train, x_test, y_test = read_cifar(name, root)
     return cifar_bundle_from_tensors(
-        name, x_train, y_train, x_test, y_test,
-        batch_size=batch_size, seed=seed, device=device, augment=augment,
+        name,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        augment=augment,
         eval_batch_size=eval_batch_size,
     )
 
@@ -293,8 +314,15 @@ def _load_registered(name: str, request: DataRequest) -> DataBundle:
             f"{name} needs --data-path DIR holding {layout.archive} or {layout.folder}/ "
             f"(the python version from {CIFAR_URL})"
         )
-    return load_cifar(name, request.data_path, batch_size=request.batch_size, seed=request.seed,
-                      device=request.device, augment=request.augment, eval_batch_size=request.eval_batch_size)
+    return load_cifar(
+        name,
+        request.data_path,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        device=request.device,
+        augment=request.augment,
+        eval_batch_size=request.eval_batch_size,
+    )
 
 
 def load_cifar10(request: DataRequest) -> DataBundle:
@@ -308,6 +336,11 @@ def load_cifar100(request: DataRequest) -> DataBundle:
 
 
 __all__ = [
-    "CIFAR_URL", "LAYOUTS", "cifar_bundle_from_tensors", "load_cifar", "load_cifar10",
-    "load_cifar100", "read_cifar",
+    "CIFAR_URL",
+    "LAYOUTS",
+    "cifar_bundle_from_tensors",
+    "load_cifar",
+    "load_cifar10",
+    "load_cifar100",
+    "read_cifar",
 ]

@@ -5,8 +5,8 @@ The images ship with scikit-learn, so nothing is downloaded. Pixel values 0..16 
 stratified (it does not depend on the run's seed), so every run and every ``eval`` sees the same
 test set.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -25,9 +25,7 @@ def split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
-    train, test = train_test_split(
-        index, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
-    )
+    train, test = train_test_split(index, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED)
     return train, test
 
 

@@ -17,15 +17,17 @@ different T uses a different folder; samples made by another decoder version
 by default (:mod:`esdsnn.data.dvs_split`). Batches are time-major ``[T, B, 2, 48, 48]`` floats:
 resized on the device, with a random flip and one NDA op per training sample.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import zipfile
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
-from typing import BinaryIO, Iterable, Optional, Sequence
+from typing import BinaryIO, Optional
 
 import numpy as np
 import torch
@@ -75,8 +77,14 @@ def convert_file(src: str, dst: str, T: int) -> tuple[int, int]:
     dst_path = Path(dst)
     dst_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(dst_path, "wb") as fh:
-        _write_npz(fh, frames=frames, src_size=np.int64(os.path.getsize(src)), T=np.int64(T),
-                   decoder=np.int64(DECODER_VERSION), special=np.int64(events.special))
+        _write_npz(
+            fh,
+            frames=frames,
+            src_size=np.int64(os.path.getsize(src)),
+            T=np.int64(T),
+            decoder=np.int64(DECODER_VERSION),
+            special=np.int64(events.special),
+        )
     return len(events.x), events.special
 
 
@@ -116,8 +124,7 @@ def list_files(root: Path) -> list[tuple[str, int]]:
         )
     files = []
     for label, cls in enumerate(CLASSES):
-        names = sorted(f.name for f in (root / cls).iterdir()
-                       if f.is_file() and f.suffix.lower() == ".aedat")
+        names = sorted(f.name for f in (root / cls).iterdir() if f.is_file() and f.suffix.lower() == ".aedat")
         if not names:
             raise DataError(f"CIFAR10-DVS class folder {root / cls} holds no *.aedat files")
         files += [(f"{cls}/{n}", label) for n in names]
@@ -145,8 +152,14 @@ def _cached_sample(npz: Path, src_size: int, T: int) -> Optional[tuple[int, int]
         return None
 
 
-def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
-                cache_dir: Optional[str | os.PathLike] = None, progress: bool = True) -> Path:
+def build_cache(
+    root: str | os.PathLike,
+    T: int,
+    *,
+    workers: int = 4,
+    cache_dir: Optional[str | os.PathLike] = None,
+    progress: bool = True,
+) -> Path:
     """Convert every AEDAT file under ``root`` to frames with T slices, once; returns the
     folder ``<cache>/T{T}``. Files already converted by this decoder version (same source size)
     are skipped, so an interrupted run resumes; samples made by another decoder version are
@@ -162,30 +175,37 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     sizes = {rel: (root / rel).stat().st_size for rel, _ in files}
     listing = [{"path": rel, "label": lab, "size": sizes[rel]} for rel, lab in files]
     manifest = _read_json(out / "manifest.json")
-    if manifest and manifest.get("format") == CACHE_FORMAT and manifest.get("T") == T and \
-            manifest.get("decoder") == DECODER_VERSION and manifest.get("files") == listing \
-            and all((out / _npz_name(rel)).is_file() for rel, _ in files):
+    if (
+        manifest
+        and manifest.get("format") == CACHE_FORMAT
+        and manifest.get("T") == T
+        and manifest.get("decoder") == DECODER_VERSION
+        and manifest.get("files") == listing
+        and all((out / _npz_name(rel)).is_file() for rel, _ in files)
+    ):
         return out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the frame cache {out}: {brief(exc, 160)} "
-                        "(pass cache_dir= a writable folder)")
+        raise DataError(
+            f"cannot create the frame cache {out}: {brief(exc, 160)} (pass cache_dir= a writable folder)"
+        ) from exc
     cached = {rel: _cached_sample(out / _npz_name(rel), sizes[rel], T) for rel, _ in files}
     outdated = {c[0] for c in cached.values() if c is not None and c[0] != DECODER_VERSION}
     if manifest and manifest.get("decoder", 1) != DECODER_VERSION:
         outdated.add(manifest.get("decoder", 1))
     if outdated:
         why = "; ".join(f"{v}: {OLD_DECODERS.get(v, 'unknown')}" for v in sorted(outdated))
-        notice(f"the CIFAR10-DVS frame cache in {out} was made by event decoder version "
-               f"{', '.join(map(str, sorted(outdated)))} ({why}); rebuilding it with version {DECODER_VERSION} "
-               "(DVS128 addresses, special events skipped and counted)")
+        notice(
+            f"the CIFAR10-DVS frame cache in {out} was made by event decoder version "
+            f"{', '.join(map(str, sorted(outdated)))} ({why}); rebuilding it with version {DECODER_VERSION} "
+            "(DVS128 addresses, special events skipped and counted)"
+        )
     special = {rel: c[1] for rel, c in cached.items() if c is not None and c[0] == DECODER_VERSION}
     todo = [(str(root / rel), str(out / _npz_name(rel)), T) for rel, _ in files if rel not in special]
     if todo:
         rel_of = {job[0]: os.path.relpath(job[0], root).replace(os.sep, "/") for job in todo}
-        bar = tqdm(total=len(todo), desc=f"CIFAR10-DVS -> frames (T={T})", unit="file",
-                   disable=not progress)
+        bar = tqdm(total=len(todo), desc=f"CIFAR10-DVS -> frames (T={T})", unit="file", disable=not progress)
         try:
             for src, n_special in _run_jobs(todo, workers):
                 special[rel_of[src]] = n_special
@@ -195,13 +215,23 @@ def build_cache(root: str | os.PathLike, T: int, *, workers: int = 4,
     per_file = {rel: n for rel, n in sorted(special.items()) if n}
     converted = [n for job in todo if (n := special[rel_of[job[0]]])] if todo else []
     if converted:
-        notice(f"CIFAR10-DVS: {sum(converted)} special events (bit 15: sync/external input, no pixel) "
-               f"skipped in {len(converted)} file(s); counted in {out / 'manifest.json'}")
-    write_json_atomic(out / "manifest.json", {
-        "format": CACHE_FORMAT, "decoder": DECODER_VERSION, "T": T, "sensor": SENSOR,
-        "root": str(root), "files": listing, "special_events": sum(per_file.values()),
-        "special_events_per_file": per_file,
-    })
+        notice(
+            f"CIFAR10-DVS: {sum(converted)} special events (bit 15: sync/external input, no pixel) "
+            f"skipped in {len(converted)} file(s); counted in {out / 'manifest.json'}"
+        )
+    write_json_atomic(
+        out / "manifest.json",
+        {
+            "format": CACHE_FORMAT,
+            "decoder": DECODER_VERSION,
+            "T": T,
+            "sensor": SENSOR,
+            "root": str(root),
+            "files": listing,
+            "special_events": sum(per_file.values()),
+            "special_events_per_file": per_file,
+        },
+    )
     return out
 
 
@@ -241,12 +271,14 @@ def load_frames(cache_T: Path, rels: Sequence[str], progress: bool = True) -> Te
             with np.load(path) as z:
                 frames = z["frames"]
         except Exception as exc:
-            raise DataError(f"frame cache file {path} is unreadable ({brief(exc, 160)}); delete it and rerun")
+            raise DataError(f"frame cache file {path} is unreadable ({brief(exc, 160)}); delete it and rerun") from exc
         if out is None:
-            out = np.zeros((len(rels),) + frames.shape, np.uint8)
+            out = np.zeros((len(rels), *frames.shape), np.uint8)
         elif frames.shape != out.shape[1:]:
-            raise DataError(f"frame cache file {path} has shape {frames.shape}, expected "
-                            f"{out.shape[1:]}; delete {cache_T} and rerun")
+            raise DataError(
+                f"frame cache file {path} has shape {frames.shape}, expected "
+                f"{out.shape[1:]}; delete {cache_T} and rerun"
+            )
         top = int(frames.max())
         if top > np.iinfo(out.dtype).max:  # rare: widen once (uint8 -> int16 -> int32)
             out = out.astype(np.int16 if top <= np.iinfo(np.int16).max else np.int32)
@@ -277,12 +309,26 @@ def dvs_bundle_from_frames(
     """An event bundle from frames ``[N, T, 2, H, W]`` (also used by benchmarks on synthetic
     frames): batches are float ``[T, B, 2, size, size]``."""
     T = int(x_train.shape[1])
-    train = TensorBatches(x_train, y_train, batch_size, shuffle=True, seed=seed,
-                          augment=EventAugment(size, train=True), device=device)
-    test = TensorBatches(x_test, y_test, eval_batch_size or batch_size, shuffle=False, seed=seed,
-                         augment=EventAugment(size, train=False), device=device)
-    return DataBundle(name="cifar10-dvs", train=train, test=test, num_classes=num_classes,
-                      input_shape=(int(x_train.shape[2]), size, size), time_steps=T)
+    train = TensorBatches(
+        x_train, y_train, batch_size, shuffle=True, seed=seed, augment=EventAugment(size, train=True), device=device
+    )
+    test = TensorBatches(
+        x_test,
+        y_test,
+        eval_batch_size or batch_size,
+        shuffle=False,
+        seed=seed,
+        augment=EventAugment(size, train=False),
+        device=device,
+    )
+    return DataBundle(
+        name="cifar10-dvs",
+        train=train,
+        test=test,
+        num_classes=num_classes,
+        input_shape=(int(x_train.shape[2]), size, size),
+        time_steps=T,
+    )
 
 
 DVS_RECIPE = recipe("cifar10-dvs")
@@ -322,9 +368,17 @@ def load_cifar10_dvs(
 
     x_train, y_train = part(train_rels)
     x_test, y_test = part(test_rels)
-    return dvs_bundle_from_frames(x_train, y_train, x_test, y_test, batch_size=batch_size,
-                                  seed=seed, device=device, size=size,
-                                  eval_batch_size=eval_batch_size)
+    return dvs_bundle_from_frames(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        size=size,
+        eval_batch_size=eval_batch_size,
+    )
 
 
 def load(request: DataRequest) -> DataBundle:
@@ -335,14 +389,32 @@ def load(request: DataRequest) -> DataBundle:
             f"cifar10-dvs needs --data-path DIR holding the 10 class folders of *.aedat files "
             f"(the original release from {DVS_URL})"
         )
-    return load_cifar10_dvs(request.data_path, T=request.T or DVS_RECIPE["T"], batch_size=request.batch_size,
-                            seed=request.seed, device=request.device,
-                            workers=4 if request.workers is None else request.workers,
-                            split=request.options.dvs_split, eval_batch_size=request.eval_batch_size)
+    return load_cifar10_dvs(
+        request.data_path,
+        T=request.T or DVS_RECIPE["T"],
+        batch_size=request.batch_size,
+        seed=request.seed,
+        device=request.device,
+        workers=4 if request.workers is None else request.workers,
+        split=request.options.dvs_split,
+        eval_batch_size=request.eval_batch_size,
+    )
 
 
 __all__ = [
-    "CLASSES", "DECODER_VERSION", "SPLITS", "build_cache", "convert_file", "dvs_bundle_from_frames",
-    "events_to_frames", "list_files", "load", "load_cifar10_dvs", "load_frames", "load_split", "official_split",
-    "read_aedat2", "stratified_split",
+    "CLASSES",
+    "DECODER_VERSION",
+    "SPLITS",
+    "build_cache",
+    "convert_file",
+    "dvs_bundle_from_frames",
+    "events_to_frames",
+    "list_files",
+    "load",
+    "load_cifar10_dvs",
+    "load_frames",
+    "load_split",
+    "official_split",
+    "read_aedat2",
+    "stratified_split",
 ]

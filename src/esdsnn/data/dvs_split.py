@@ -19,13 +19,15 @@ Each kind is saved with the frame cache as ``split-<kind>.json`` and reused whil
 files present. ``split.json``, the stratified split of an esdsnn before split kinds, is never read
 as the official one: it is kept as ``split-stratified.json``, with a notice.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -45,6 +47,7 @@ Files = Sequence[tuple[str, int]]  # (relative path "class/name.aedat", label)
 def frame_folder_order(files: Files) -> list[tuple[str, int]]:
     """``files`` in the order of SpikingJelly's frame folder as ``DatasetFolder`` lists it: class
     folder name, then the frame file's name (the aedat stem + ``.npz``), each sorted by code point."""
+
     def key(item: tuple[str, int]) -> tuple[str, str]:
         cls, name = item[0].split("/", 1)
         return cls, os.path.splitext(name)[0] + ".npz"
@@ -68,8 +71,9 @@ def official_split(files: Files, seed: int = SEEDS["official"]) -> tuple[list[st
     return [ordered[i][0] for i in perm[:n_train]], [ordered[i][0] for i in perm[n_train:]]
 
 
-def stratified_split(files: Files, seed: int = SEEDS["stratified"],
-                     test_fraction: float = TEST_FRACTION) -> tuple[list[str], list[str]]:
+def stratified_split(
+    files: Files, seed: int = SEEDS["stratified"], test_fraction: float = TEST_FRACTION
+) -> tuple[list[str], list[str]]:
     """Per class, ``round(test_fraction · n)`` files (at least one when n ≥ 2) go to the test
     set, chosen by a seeded shuffle; the rest train (900/100 per class on the full release)."""
     rng = random.Random(seed)
@@ -105,12 +109,15 @@ def _retire_old_split(cache: Path) -> None:
     if saved and not new.exists():
         write_json_atomic(new, {"kind": "stratified", **saved})
     old.unlink()
-    notice(f"{old} holds the stratified split of an earlier esdsnn: kept as {new.name} (--dvs-split "
-           "stratified); runs now use the paper's official split (--dvs-split official, the default)")
+    notice(
+        f"{old} holds the stratified split of an earlier esdsnn: kept as {new.name} (--dvs-split "
+        "stratified); runs now use the paper's official split (--dvs-split official, the default)"
+    )
 
 
-def load_split(cache: Path, files: Files, kind: str = DEFAULT_SPLIT,
-               seed: Optional[int] = None) -> tuple[list[str], list[str]]:
+def load_split(
+    cache: Path, files: Files, kind: str = DEFAULT_SPLIT, seed: Optional[int] = None
+) -> tuple[list[str], list[str]]:
     """The ``kind`` split of ``files``: the one saved in ``<cache>/split-<kind>.json`` if it was
     made with this seed and covers exactly the present files, else a new one (saved there)."""
     if kind not in SPLITS:
@@ -119,9 +126,11 @@ def load_split(cache: Path, files: Files, kind: str = DEFAULT_SPLIT,
     cache.mkdir(parents=True, exist_ok=True)
     _retire_old_split(cache)
     if kind == "official" and len(files) != RELEASE_SIZE:
-        notice(f"CIFAR10-DVS holds {len(files)} files here, not the release's {RELEASE_SIZE}: the official "
-               f"split's rule (seeded random_split, {official_test_size(len(files))} test files) is applied "
-               "to them, so the test set is not the paper's")
+        notice(
+            f"CIFAR10-DVS holds {len(files)} files here, not the release's {RELEASE_SIZE}: the official "
+            f"split's rule (seeded random_split, {official_test_size(len(files))} test files) is applied "
+            "to them, so the test set is not the paper's"
+        )
     path = cache / f"split-{kind}.json"
     saved = _read_json(path)
     present = {rel for rel, _ in files}
@@ -134,5 +143,13 @@ def load_split(cache: Path, files: Files, kind: str = DEFAULT_SPLIT,
     return train, test
 
 
-__all__ = ["DEFAULT_SPLIT", "SEEDS", "SPLITS", "frame_folder_order", "load_split", "official_split",
-           "official_test_size", "stratified_split"]
+__all__ = [
+    "DEFAULT_SPLIT",
+    "SEEDS",
+    "SPLITS",
+    "frame_folder_order",
+    "load_split",
+    "official_split",
+    "official_test_size",
+    "stratified_split",
+]

@@ -10,13 +10,15 @@ happen per batch on the training device (4× less to copy).
 per epoch (:class:`EpochSampler`), sharded over processes and started mid-epoch by the sampler
 itself, so a resumed epoch decodes only the images it still needs.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -30,9 +32,11 @@ from esdsnn.errors import ConfigError, DataError, brief
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 
-_LAYOUT_HINT = ("expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ILSVRC-2012 from "
-                "https://image-net.org, the validation images sorted into one folder per wnid; "
-                "esdsnn never downloads)")
+_LAYOUT_HINT = (
+    "expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ILSVRC-2012 from "
+    "https://image-net.org, the validation images sorted into one folder per wnid; "
+    "esdsnn never downloads)"
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -40,9 +44,13 @@ _LAYOUT_HINT = ("expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ILSVRC-2012
 # --------------------------------------------------------------------------------------------
 
 
-def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
-                            scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
     """The ``(left, top, right, bottom)`` box of a RandomResizedCrop: area fraction uniform in
     ``scale``, log aspect ratio uniform in ``log(ratio)``, 10 tries, then a centre crop."""
     area = width * height
@@ -120,8 +128,10 @@ def scan_split(split_dir: Path, classes: Optional[Sequence[str]] = None) -> tupl
     else:
         unknown = sorted(set(wnids) - set(classes))
         if unknown:
-            raise DataError(f"ImageNet {split_dir} has class folder(s) not in train/: "
-                            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+            raise DataError(
+                f"ImageNet {split_dir} has class folder(s) not in train/: "
+                f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+            )
     index = {c: i for i, c in enumerate(classes)}
     samples: list[tuple[str, int]] = []
     for wnid in wnids:
@@ -140,8 +150,15 @@ class ImageFolderDataset(Dataset):
     ``train=False``: resize + centre crop, deterministic.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], *, train: bool, image_size: int = 224,
-                 resize_size: Optional[int] = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        *,
+        train: bool,
+        image_size: int = 224,
+        resize_size: Optional[int] = None,
+        seed: int = 0,
+    ) -> None:
         self.samples = list(samples)
         self.train = train
         self.image_size = image_size
@@ -158,7 +175,7 @@ class ImageFolderDataset(Dataset):
             with Image.open(path) as im:
                 img = im.convert("RGB")
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"{path} is not a readable image (truncated or corrupt?): {brief(exc, 160)}")
+            raise DataError(f"{path} is not a readable image (truncated or corrupt?): {brief(exc, 160)}") from exc
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             img = train_transform(img, self.image_size, rng)
@@ -176,8 +193,17 @@ class EpochSampler(Sampler[int]):
     every sample is seen exactly once over all processes.
     """
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 pad: bool = True, start: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = True,
+        start: int = 0,
+    ) -> None:
         self.n, self.shuffle, self.seed = n, shuffle, seed
         self.rank, self.world_size, self.pad, self.start = rank, world_size, pad, start
         self.epoch = 0
@@ -214,7 +240,7 @@ def _one_line(exc: BaseException) -> str:
         return type(exc).__name__
     last = lines[-1]
     prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
+    return last[len(prefix) :] if last.startswith(prefix) else last
 
 
 class LoaderBatches:
@@ -226,8 +252,17 @@ class LoaderBatches:
     decoding the skipped images.
     """
 
-    def __init__(self, dataset: ImageFolderDataset, *, batch_size: int, shuffle: bool, seed: int,
-                 device: torch.device | str, workers: int, transform: Callable[[Tensor], Tensor]) -> None:
+    def __init__(
+        self,
+        dataset: ImageFolderDataset,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        device: torch.device | str,
+        workers: int,
+        transform: Callable[[Tensor], Tensor],
+    ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -238,7 +273,7 @@ class LoaderBatches:
         self.epoch = 0
         self.rank, self.world_size, self.train = 0, 1, shuffle
 
-    def shard(self, rank: int, world_size: int, *, train: bool = True) -> "LoaderBatches":
+    def shard(self, rank: int, world_size: int, *, train: bool = True) -> LoaderBatches:
         if self.batch_size % world_size:
             raise ConfigError(f"batch_size {self.batch_size} must divide evenly over {world_size} processes")
         part = copy.copy(self)
@@ -250,8 +285,15 @@ class LoaderBatches:
         self.dataset.epoch = epoch
 
     def _sampler(self, start_sample: int = 0) -> EpochSampler:
-        sampler = EpochSampler(len(self.dataset), shuffle=self.shuffle, seed=self.seed, rank=self.rank,
-                               world_size=self.world_size, pad=self.train, start=start_sample)
+        sampler = EpochSampler(
+            len(self.dataset),
+            shuffle=self.shuffle,
+            seed=self.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            pad=self.train,
+            start=start_sample,
+        )
         sampler.set_epoch(self.epoch)
         return sampler
 
@@ -267,9 +309,14 @@ class LoaderBatches:
 
     def iter_from(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
         loader = DataLoader(
-            self.dataset, batch_size=self.per_process_batch, sampler=self._sampler(start * self.per_process_batch),
-            num_workers=self.workers, worker_init_fn=_worker_init if self.workers > 0 else None,
-            pin_memory=self.device.type == "cuda", drop_last=False, persistent_workers=False,
+            self.dataset,
+            batch_size=self.per_process_batch,
+            sampler=self._sampler(start * self.per_process_batch),
+            num_workers=self.workers,
+            worker_init_fn=_worker_init if self.workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+            persistent_workers=False,
         )
         non_blocking = self.device.type == "cuda"
         try:
@@ -280,13 +327,28 @@ class LoaderBatches:
             raise DataError(_one_line(exc)) from None
 
 
-def imagenet_loader(samples: Sequence[tuple[str, int]], *, train: bool, batch_size: int, seed: int,
-                    device: torch.device | str, workers: int, image_size: int = 224) -> LoaderBatches:
+def imagenet_loader(
+    samples: Sequence[tuple[str, int]],
+    *,
+    train: bool,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str,
+    workers: int,
+    image_size: int = 224,
+) -> LoaderBatches:
     """A :class:`LoaderBatches` over image files (Pillow decoding in ``workers`` processes with
     one torch thread each)."""
     dataset = ImageFolderDataset(samples, train=train, image_size=image_size, seed=seed)
-    return LoaderBatches(dataset, batch_size=batch_size, shuffle=train, seed=seed, device=device,
-                         workers=workers, transform=Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    return LoaderBatches(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        seed=seed,
+        device=device,
+        workers=workers,
+        transform=Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    )
 
 
 def load_imagenet(
@@ -310,8 +372,7 @@ def load_imagenet(
     return DataBundle(
         name="imagenet",
         train=imagenet_loader(train_samples, train=True, batch_size=batch_size, **common),  # type: ignore[arg-type]
-        test=imagenet_loader(val_samples, train=False, batch_size=eval_batch_size or batch_size,
-                             **common),  # type: ignore[arg-type]
+        test=imagenet_loader(val_samples, train=False, batch_size=eval_batch_size or batch_size, **common),  # type: ignore[arg-type]
         num_classes=len(classes),
         input_shape=(3, image_size, image_size),
     )
@@ -321,13 +382,25 @@ def load(request: DataRequest) -> DataBundle:
     """The ``imagenet`` entry of the data-set registry (static images; ``T`` is not needed)."""
     if not request.data_path:
         raise ConfigError(f"imagenet needs --data-path DIR; {_LAYOUT_HINT}")
-    return load_imagenet(request.data_path, batch_size=request.batch_size, seed=request.seed,
-                         device=request.device, workers=8 if request.workers is None else request.workers,
-                         eval_batch_size=request.eval_batch_size)
+    return load_imagenet(
+        request.data_path,
+        batch_size=request.batch_size,
+        seed=request.seed,
+        device=request.device,
+        workers=8 if request.workers is None else request.workers,
+        eval_batch_size=request.eval_batch_size,
+    )
 
 
 __all__ = [
-    "EpochSampler", "ImageFolderDataset", "LoaderBatches", "eval_transform", "imagenet_loader", "load",
+    "EpochSampler",
+    "ImageFolderDataset",
+    "LoaderBatches",
+    "eval_transform",
+    "imagenet_loader",
+    "load",
     "load_imagenet",
-    "random_resized_crop_box", "scan_split", "train_transform",
+    "random_resized_crop_box",
+    "scan_split",
+    "train_transform",
 ]

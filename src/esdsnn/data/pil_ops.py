@@ -16,10 +16,12 @@ on the training device and still give PIL's pixels:
 
 Images stay uint8 between operations, as PIL images do.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -143,8 +145,14 @@ def rotation_matrix(degrees: float, width: int, height: int) -> list[float]:
     """The output→input affine matrix of ``Image.rotate(degrees)`` about the image centre
     (counter-clockwise for positive angles), computed as PIL computes it."""
     angle = -math.radians(degrees)
-    m = [round(math.cos(angle), 15), round(math.sin(angle), 15), 0.0,
-         round(-math.sin(angle), 15), round(math.cos(angle), 15), 0.0]
+    m = [
+        round(math.cos(angle), 15),
+        round(math.sin(angle), 15),
+        0.0,
+        round(-math.sin(angle), 15),
+        round(math.cos(angle), 15),
+        0.0,
+    ]
     cx, cy = width / 2, height / 2
     m[2] = m[0] * -cx + m[1] * -cy + m[2] + cx
     m[5] = m[3] * -cx + m[4] * -cy + m[5] + cy
@@ -166,8 +174,16 @@ def rotate(x: Tensor, degrees: Sequence[float], fill: Fill) -> Tensor:
     fixed = []
     for deg in degrees:
         a = rotation_matrix(float(deg), w, h)
-        fixed.append([_fix16(a[0]), _fix16(a[1]), _fix16(a[2] + a[1] * 0.5 + a[0] * 0.5),
-                      _fix16(a[3]), _fix16(a[4]), _fix16(a[5] + a[4] * 0.5 + a[3] * 0.5)])
+        fixed.append(
+            [
+                _fix16(a[0]),
+                _fix16(a[1]),
+                _fix16(a[2] + a[1] * 0.5 + a[0] * 0.5),
+                _fix16(a[3]),
+                _fix16(a[4]),
+                _fix16(a[5] + a[4] * 0.5 + a[3] * 0.5),
+            ]
+        )
     f = torch.tensor(fixed, dtype=torch.int64, device=x.device).view(n, 6, 1, 1)
     yi = torch.arange(h, device=x.device).view(1, h, 1)
     xi = torch.arange(w, device=x.device).view(1, 1, w)
@@ -315,7 +331,23 @@ def equalize(x: Tensor) -> Tensor:
 
 
 __all__ = [
-    "affine_bicubic", "autocontrast", "blend", "brightness", "color", "contrast", "equalize",
-    "gather_pixels", "grayscale", "invert", "posterize", "rotate", "rotation_matrix", "sharpness",
-    "shear_x", "shear_y", "smooth", "solarize", "translate",
+    "affine_bicubic",
+    "autocontrast",
+    "blend",
+    "brightness",
+    "color",
+    "contrast",
+    "equalize",
+    "gather_pixels",
+    "grayscale",
+    "invert",
+    "posterize",
+    "rotate",
+    "rotation_matrix",
+    "sharpness",
+    "shear_x",
+    "shear_y",
+    "smooth",
+    "solarize",
+    "translate",
 ]

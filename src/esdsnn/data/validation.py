@@ -5,6 +5,7 @@ does not train on and the test set is measured only at the end. The split is str
 class keeps its share) and seeded, so ``eval``, ``report`` and a resumed run rebuild exactly the
 same one from the saved config.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,10 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     n_classes = len(np.unique(labels))
     n_val = validation_size(len(labels), n_classes, fraction)
     if n_val >= len(labels) - n_classes + 1:
-        raise ConfigError(f"val_fraction {fraction:g} leaves too few training samples ({len(labels)} in all, "
-                          f"{n_classes} classes); lower --val-fraction")
+        raise ConfigError(
+            f"val_fraction {fraction:g} leaves too few training samples ({len(labels)} in all, "
+            f"{n_classes} classes); lower --val-fraction"
+        )
     train, val = train_test_split(np.arange(len(labels)), test_size=n_val, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(val)
 
@@ -42,8 +45,10 @@ def hold_out_validation(bundle: DataBundle, fraction: float, seed: int) -> DataB
         return bundle
     train, test = bundle.train, bundle.test
     if not isinstance(train, TensorBatches) or not isinstance(test, TensorBatches):
-        raise ConfigError(f"--val-fraction needs an in-memory data set; {bundle.name} is read from files in "
-                          f"batches: use --val-fraction 0 (it keeps its own test split)")
+        raise ConfigError(
+            f"--val-fraction needs an in-memory data set; {bundle.name} is read from files in "
+            f"batches: use --val-fraction 0 (it keeps its own test split)"
+        )
     labels = train.y.cpu().numpy()
     train_idx, val_idx = (torch.from_numpy(i).to(train.x.device) for i in split_indices(labels, fraction, seed))
     val = test.with_samples(train.x[val_idx], train.y[val_idx])

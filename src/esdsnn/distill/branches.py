@@ -1,8 +1,11 @@
 """Lightweight ANN branches on intermediate stages (SPEC §4), built from the model's declared stages."""
+
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from torch import Tensor, nn
 
@@ -45,8 +48,10 @@ class ResidualConvBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), *_bn_relu(channels),
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            *_bn_relu(channels),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
         )
         self.act = nn.ReLU(inplace=True)
 
@@ -64,7 +69,7 @@ class Branch(nn.Sequential):
         if style not in ("cifar", "imagenet"):
             raise ValueError(f"branch style must be 'cifar' or 'imagenet', got {style!r}")
         blocks: list[nn.Module] = []
-        for c_in, c_out in zip(channel_plan[:-1], channel_plan[1:]):
+        for c_in, c_out in itertools.pairwise(channel_plan):
             blocks.append(DSBlock(c_in, c_out))
             if style == "imagenet":
                 blocks.append(ResidualConvBlock(c_out))
@@ -120,24 +125,33 @@ def plan_named_branches(anatomy: Anatomy, names: Sequence[str]) -> list[list[int
     for name in names:
         out = anatomy.outputs.get(name)
         if out is None:
-            raise ConfigError(f"no submodule {name!r} ran in the model; spiking stages that could feed a branch: {known}")
+            raise ConfigError(
+                f"no submodule {name!r} ran in the model; spiking stages that could feed a branch: {known}"
+            )
         if out.name == last.name:
-            raise ConfigError(f"stage {name!r} is the model's last feature map, which the main head already reads; "
-                              f"a branch needs an earlier one: {known}")
+            raise ConfigError(
+                f"stage {name!r} is the model's last feature map, which the main head already reads; "
+                f"a branch needs an earlier one: {known}"
+            )
         if len(out.shape) != 3 or out.order >= last.order:
-            raise ConfigError(f"stage {name!r} comes after the last spatial layer {last.name!r} (output {out.shape}); "
-                              f"a branch needs a feature map before it: {known}")
+            raise ConfigError(
+                f"stage {name!r} comes after the last spatial layer {last.name!r} (output {out.shape}); "
+                f"a branch needs a feature map before it: {known}"
+            )
         if not out.spiking:
-            raise ConfigError(f"stage {name!r} does not output spikes (its output is real-valued); name a module "
-                              f"whose output is a LIF layer's or a SEW connection's spikes: {known}")
+            raise ConfigError(
+                f"stage {name!r} does not output spikes (its output is real-valued); name a module "
+                f"whose output is a LIF layer's or a SEW connection's spikes: {known}"
+            )
         c, h = out.shape[0], out.shape[1]
         blocks = max(1, int(round(math.log2(max(h, 1) / max(last.shape[1], 1)))))
         plans.append(channel_plan(c, last.shape[0], blocks))
     return plans
 
 
-def build_named_branches(model: nn.Module, names: Sequence[str], input_shape: Optional[Sequence[int]] = None,
-                         style: str = "cifar") -> nn.ModuleList:
+def build_named_branches(
+    model: nn.Module, names: Sequence[str], input_shape: Optional[Sequence[int]] = None, style: str = "cifar"
+) -> nn.ModuleList:
     """ESD branches on the submodules of ``model`` named ``names``, planned from one dry run."""
     anatomy = probe(model, input_shape)
     if not names:

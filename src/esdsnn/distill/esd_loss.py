@@ -12,10 +12,12 @@ local counts into the global count divided by the number of processes (see
 ``esdsnn.train.distributed.wrap_ddp``), and the averaged gradient is then exactly that of one
 process on the whole batch.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,17 +38,20 @@ class DistillConfig:
 
     alpha: float = option(1.0, "weight of the branch cross-entropy losses")
     beta: float = option(0.3, "weight of the distillation losses")
-    kd_tau: float = option(3.0, "temperature of the self-distillation (ESD/SD) softmax; was --tau, "
-                                "renamed because SpikingJelly users read tau as the membrane time constant")
-    teacher: TeacherMode = option("reliable", 
-        "teacher: reliable (ESD), all (plain self-distillation), main")
+    kd_tau: float = option(
+        3.0,
+        "temperature of the self-distillation (ESD/SD) softmax; was --tau, "
+        "renamed because SpikingJelly users read tau as the membrane time constant",
+    )
+    teacher: TeacherMode = option("reliable", "teacher: reliable (ESD), all (plain self-distillation), main")
     teacher_space: TeacherSpace = option("logits", "average the teacher in logits or probs")
-    unreliable: UnreliableMode = option("drop", 
-        "samples without a reliable teacher: drop, uniform, entropy")
+    unreliable: UnreliableMode = option("drop", "samples without a reliable teacher: drop, uniform, entropy")
     eta: float = option(0.1, "weight of the unreliable-sample term (uniform/entropy)")
     stages: Optional[tuple[str, ...]] = option(
-        None, "submodules whose outputs feed the ESD branches, by dotted name (e.g. layer1,layer2.1); "
-              "default: a built-in model's stages")
+        None,
+        "submodules whose outputs feed the ESD branches, by dotted name (e.g. layer1,layer2.1); "
+        "default: a built-in model's stages",
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.stages, str):

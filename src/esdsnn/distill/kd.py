@@ -1,9 +1,11 @@
 """ANN-teacher distillation terms of CKDSNN (SPEC §5): SAMD on attention maps, NLD on logits."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +49,7 @@ def student_attention(last_stage_rates: Tensor, T: int) -> Tensor:
     return last_stage_rates.sum(1) * T
 
 
-def classifier_weight(head: "nn.Module | Sequence[nn.Linear]") -> Tensor:
+def classifier_weight(head: nn.Module | Sequence[nn.Linear]) -> Tensor:
     """Class-by-channel weights of a classifier: its linear layer, or the product of several
     (ResNet-19's two); ``head`` is a module holding them or the linear layers in order."""
     linears = [m for m in head.modules() if isinstance(m, nn.Linear)] if isinstance(head, nn.Module) else list(head)
@@ -79,7 +81,9 @@ def class_activation_map(features: Tensor, weight: Tensor, classes: Tensor) -> T
 def samd_loss(student_map: Tensor, teacher_map: Tensor, temperature: float = 2.0) -> Tensor:
     """``KL(teacher ‖ student)`` of min-max-normalised maps turned into distributions over H·W."""
     if teacher_map.shape[-2:] != student_map.shape[-2:]:
-        teacher_map = F.interpolate(teacher_map.unsqueeze(1), size=student_map.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
+        teacher_map = F.interpolate(
+            teacher_map.unsqueeze(1), size=student_map.shape[-2:], mode="bilinear", align_corners=False
+        ).squeeze(1)
     s = minmax_per_sample(student_map).flatten(1) / temperature
     t = minmax_per_sample(teacher_map).flatten(1) / temperature
     return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="batchmean", log_target=True)

@@ -27,10 +27,12 @@ mapped node by node:
 The graph's output is the last layer's output at every step; esdsnn's readout is its mean over
 the T steps (the graph's metadata says so). Anything else is refused by name.
 """
+
 from __future__ import annotations
 
 import operator
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -87,8 +89,10 @@ def _neuron(nir: Any, lif: LIF, shape: tuple[int, ...], where: str) -> tuple[Any
     membrane is shifted (``v_reset ≠ 0``: the graph's ``v`` is esdsnn's ``u − v_reset``)."""
     p = lif.config
     if p.reset != "hard":
-        raise ConfigError(f"{where}: NIR neurons reset to v_reset, this model resets by subtraction (soft reset); "
-                          f"train it with --reset hard (LIF(reset='hard')) to export it")
+        raise ConfigError(
+            f"{where}: NIR neurons reset to v_reset, this model resets by subtraction (soft reset); "
+            f"train it with --reset hard (LIF(reset='hard')) to export it"
+        )
     ones = np.ones(shape)
     # esdsnn starts the membrane at v_reset, NIR at 0: in v = u − v_reset it starts at 0, resets to 0,
     # fires at θ − v_reset and leaks towards −v_reset (what u's leak towards 0 becomes)
@@ -99,8 +103,9 @@ def _neuron(nir: Any, lif: LIF, shape: tuple[int, ...], where: str) -> tuple[Any
     if decay >= 1.0:
         return nir.IF(r=ones / DT, v_threshold=threshold, v_reset=0 * ones), note
     steps = 1.0 / (1.0 - decay)  # τ in steps; r = τ/dt makes the input gain dt/τ·r = 1
-    return nir.LIF(tau=steps * DT * ones, r=steps * ones, v_leak=-shift * ones, v_threshold=threshold,
-                   v_reset=0 * ones), note
+    return nir.LIF(
+        tau=steps * DT * ones, r=steps * ones, v_leak=-shift * ones, v_threshold=threshold, v_reset=0 * ones
+    ), note
 
 
 def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
@@ -112,8 +117,10 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:
-        raise ConfigError(f"the model cannot be traced for export ({' '.join(str(exc).split())[:200]}): its forward "
-                          f"must only chain submodules and add residuals") from None
+        raise ConfigError(
+            f"the model cannot be traced for export ({' '.join(str(exc).split())[:200]}): its forward "
+            f"must only chain submodules and add residuals"
+        ) from None
     modules = dict(model.named_modules())
     nodes: dict[str, Any] = {}
     inputs: dict[str, list[str]] = {}  # node name -> names of the graph nodes feeding it
@@ -122,8 +129,12 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
     shifted: dict[str, str] = {}  # neuron node -> how its membrane relates to esdsnn's
 
     def producers(arg: Any) -> list[str]:
-        return [name for a in (arg if isinstance(arg, (list, tuple)) else [arg])
-                if isinstance(a, torch.fx.Node) for name in source[a.name]]
+        return [
+            name
+            for a in (arg if isinstance(arg, (list, tuple)) else [arg])
+            if isinstance(a, torch.fx.Node)
+            for name in source[a.name]
+        ]
 
     def out_shape(target: str) -> tuple[int, ...]:
         return anatomy.outputs[target].shape
@@ -141,13 +152,17 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             source[node.name] = producers(node.args[0]) + producers(node.args[1])  # NIR sums its inputs
             continue
         if node.op != "call_module":
-            raise ConfigError(f"{node.target} in the model's forward has no NIR counterpart (only submodules and "
-                              f"residual adds export)")
+            raise ConfigError(
+                f"{node.target} in the model's forward has no NIR counterpart (only submodules and "
+                f"residual adds export)"
+            )
         target, module = node.target, modules[node.target]
         if isinstance(module, SpikeElementWise):
             if module.connect != "ADD":
-                raise ConfigError(f"{target}: a SEW {module.connect} connection has no NIR counterpart (a NIR node "
-                                  f"sums its inputs: of the SEW connections only ADD exports)")
+                raise ConfigError(
+                    f"{target}: a SEW {module.connect} connection has no NIR counterpart (a NIR node "
+                    f"sums its inputs: of the SEW connections only ADD exports)"
+                )
             source[node.name] = producers(node.args[0]) + producers(node.args[1])
             continue
         if isinstance(module, _SKIPPED):
@@ -156,8 +171,9 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
         if isinstance(module, _NORMS):
             feeding = node.args[0]
             if not (feeding.op == "call_module" and feeding.target in folded and len(feeding.users) == 1):
-                raise ConfigError(f"{target}: a BatchNorm exports only folded into the convolution or linear layer "
-                                  f"right before it")
+                raise ConfigError(
+                    f"{target}: a BatchNorm exports only folded into the convolution or linear layer right before it"
+                )
             source[node.name] = producers(node.args[0])
             key = source[feeding.name][0]
             conv = modules[feeding.target]
@@ -167,9 +183,15 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
         name = target
         if isinstance(module, nn.Conv2d):
             in_hw = tuple(_shape_of(node.args[0], anatomy, input_shape)[1:])
-            nodes[name] = nir.Conv2d(input_shape=in_hw, weight=_np(module.weight), stride=module.stride,
-                                     padding=module.padding, dilation=module.dilation, groups=module.groups,
-                                     bias=_np(module.bias) if module.bias is not None else np.zeros(module.out_channels))
+            nodes[name] = nir.Conv2d(
+                input_shape=in_hw,
+                weight=_np(module.weight),
+                stride=module.stride,
+                padding=module.padding,
+                dilation=module.dilation,
+                groups=module.groups,
+                bias=_np(module.bias) if module.bias is not None else np.zeros(module.out_channels),
+            )
             folded.add(target)
         elif isinstance(module, nn.Linear):
             bias = _np(module.bias) if module.bias is not None else np.zeros(module.out_features)
@@ -180,35 +202,46 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             if note:
                 shifted[name] = note
         elif isinstance(module, nn.AvgPool2d):
-            nodes[name] = nir.AvgPool2d(kernel_size=np.array(_pair(module.kernel_size)),
-                                        stride=np.array(_pair(module.stride or module.kernel_size)),
-                                        padding=np.array(_pair(module.padding)))
+            nodes[name] = nir.AvgPool2d(
+                kernel_size=np.array(_pair(module.kernel_size)),
+                stride=np.array(_pair(module.stride or module.kernel_size)),
+                padding=np.array(_pair(module.padding)),
+            )
         elif isinstance(module, nn.AdaptiveAvgPool2d):
-            c, h, w = _shape_of(node.args[0], anatomy, input_shape)
+            _c, h, w = _shape_of(node.args[0], anatomy, input_shape)
             oh, ow = out_shape(target)[1:]
             if h % oh or w % ow:
-                raise ConfigError(f"{target}: adaptive pooling from {h}x{w} to {oh}x{ow} is not a plain average pooling")
+                raise ConfigError(
+                    f"{target}: adaptive pooling from {h}x{w} to {oh}x{ow} is not a plain average pooling"
+                )
             kernel = np.array((h // oh, w // ow))
             nodes[name] = nir.AvgPool2d(kernel_size=kernel, stride=kernel, padding=np.array((0, 0)))
         elif isinstance(module, nn.Flatten):
             shape = _shape_of(node.args[0], anatomy, input_shape)
-            nodes[name] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=module.start_dim - 1,
-                                      end_dim=module.end_dim if module.end_dim < 0 else module.end_dim - 1)
+            nodes[name] = nir.Flatten(
+                input_type={"input": np.array(shape)},
+                start_dim=module.start_dim - 1,
+                end_dim=module.end_dim if module.end_dim < 0 else module.end_dim - 1,
+            )
         elif isinstance(module, Affine):
             if module.shift != 0.0:
                 raise ConfigError(f"{target}: NIR has no elementwise shift (an Affine with shift {module.shift})")
             nodes[name] = nir.Scale(scale=module.scale * np.ones(_shape_of(node.args[0], anatomy, input_shape)))
         else:
-            raise ConfigError(f"{target} ({type(module).__name__}) has no NIR counterpart; esdsnn exports Conv2d, "
-                              f"Linear, BatchNorm (folded), LIF, average pooling, Flatten, Dropout and Affine scales")
+            raise ConfigError(
+                f"{target} ({type(module).__name__}) has no NIR counterpart; esdsnn exports Conv2d, "
+                f"Linear, BatchNorm (folded), LIF, average pooling, Flatten, Dropout and Affine scales"
+            )
         inputs[name] = producers(node.args[0])
         source[node.name] = [name]
     edges = [(src, dst) for dst, srcs in inputs.items() for src in srcs]
     metadata = {
-        "producer": "esdsnn", "dt": DT, "time_unit": "s",
+        "producer": "esdsnn",
+        "dt": DT,
+        "time_unit": "s",
         "readout": "mean over the T time steps of the output",
         "discretisation": f"forward Euler at dt = {DT:g} s, one graph step per esdsnn step: LIF tau = dt/(1 - decay), "
-                          f"r = tau/dt, v_leak = 0; IF r = 1/dt",
+        f"r = tau/dt, v_leak = 0; IF r = 1/dt",
         "threshold": "esdsnn fires at h >= v_threshold (NIR: v > v_threshold; equal except on the threshold)",
     }
     if shifted:
@@ -236,8 +269,15 @@ def _pair(v: Any) -> tuple[int, int]:
 
 def _rebuild(nir: Any, layer: nn.Module, weight: np.ndarray, bias: np.ndarray, old: Any) -> Any:
     if isinstance(layer, nn.Conv2d):
-        return nir.Conv2d(input_shape=old.input_shape, weight=weight, stride=old.stride, padding=old.padding,
-                          dilation=old.dilation, groups=old.groups, bias=bias)
+        return nir.Conv2d(
+            input_shape=old.input_shape,
+            weight=weight,
+            stride=old.stride,
+            padding=old.padding,
+            dilation=old.dilation,
+            groups=old.groups,
+            bias=bias,
+        )
     return nir.Affine(weight=weight, bias=bias)
 
 

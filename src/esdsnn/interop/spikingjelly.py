@@ -19,6 +19,7 @@ RateBP gives no gradient to a learnable decay: ``learnable_decay=False`` convert
 LIF with its decay fixed at its current value, for the RateBP-based methods. Anything else is
 refused in one line that names it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,10 +40,14 @@ from .spikingjelly_zoo import zoo_builder
 SURROGATE_NAMES = {"Sigmoid": "sigmoid", "ATan": "atan"}
 # each pooling class and the constructor arguments that define it
 _POOLS: dict[type, tuple[str, ...]] = {
-    **{cls: ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
-       for cls in (nn.MaxPool1d, nn.MaxPool2d)},
-    **{cls: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
-       for cls in (nn.AvgPool1d, nn.AvgPool2d)},
+    **{
+        cls: ("kernel_size", "stride", "padding", "dilation", "return_indices", "ceil_mode")
+        for cls in (nn.MaxPool1d, nn.MaxPool2d)
+    },
+    **{
+        cls: ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+        for cls in (nn.AvgPool1d, nn.AvgPool2d)
+    },
     **{cls: ("output_size",) for cls in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)},
 }
 
@@ -64,8 +69,10 @@ def _surrogate(node: nn.Module, where: str) -> tuple[str, float]:
     fn = getattr(node, "surrogate_function", None)
     name = SURROGATE_NAMES.get(type(fn).__name__)
     if name is None or not getattr(fn, "spiking", True):
-        raise ConfigError(f"{where}: surrogate {type(fn).__name__} has no esdsnn counterpart; esdsnn has "
-                          f"{', '.join(f'{k} ({v})' for k, v in SURROGATE_NAMES.items())}")
+        raise ConfigError(
+            f"{where}: surrogate {type(fn).__name__} has no esdsnn counterpart; esdsnn has "
+            f"{', '.join(f'{k} ({v})' for k, v in SURROGATE_NAMES.items())}"
+        )
     return name, float(fn.alpha)
 
 
@@ -88,8 +95,13 @@ def _neuron(node: nn.Module, where: str, like: Optional[Tensor], learnable_decay
     surrogate, alpha = _surrogate(node, where)
     v_reset = node.v_reset
     reset = dict(reset="soft") if v_reset is None else dict(reset="hard", v_reset=float(v_reset))
-    common = dict(threshold=float(node.v_threshold), detach_reset=bool(node.detach_reset), surrogate=surrogate,
-                  surrogate_alpha=alpha, **reset)
+    common = dict(
+        threshold=float(node.v_threshold),
+        detach_reset=bool(node.detach_reset),
+        surrogate=surrogate,
+        surrogate_alpha=alpha,
+        **reset,
+    )
     shift = 0.0 if v_reset is None else float(v_reset)
     if kind == "IFNode":
         return _lif(LIFConfig(decay=1.0, **common), like)
@@ -103,18 +115,23 @@ def _neuron(node: nn.Module, where: str, like: Optional[Tensor], learnable_decay
         return lif
     if kind == "ParametricLIFNode":
         if node.decay_input:
-            raise ConfigError(f"{where}: ParametricLIFNode with decay_input=True scales its input by the learnable "
-                              f"1/tau; esdsnn's learnable LIF does not (rebuild it with decay_input=False)")
+            raise ConfigError(
+                f"{where}: ParametricLIFNode with decay_input=True scales its input by the learnable "
+                f"1/tau; esdsnn's learnable LIF does not (rebuild it with decay_input=False)"
+            )
         if shift:
-            raise ConfigError(f"{where}: ParametricLIFNode leaks towards v_reset={shift} with a learnable rate; "
-                              f"esdsnn's leaks towards 0 (use v_reset=0.0 or None)")
+            raise ConfigError(
+                f"{where}: ParametricLIFNode leaks towards v_reset={shift} with a learnable rate; "
+                f"esdsnn's leaks towards 0 (use v_reset=0.0 or None)"
+            )
         k = float(torch.sigmoid(node.w.detach()))
         lif = LIF(LIFConfig(decay=1.0 - k, learnable_decay=learnable_decay, **common)).to(node.w.device, node.w.dtype)
         with torch.no_grad():
             lif.decay_logit.copy_(-node.w.detach())  # 1 - sigmoid(w) = sigmoid(-w)
         return lif
-    raise ConfigError(f"{where}: SpikingJelly neuron {kind} is not supported; esdsnn converts LIFNode, IFNode and "
-                      f"ParametricLIFNode")
+    raise ConfigError(
+        f"{where}: SpikingJelly neuron {kind} is not supported; esdsnn converts LIFNode, IFNode and ParametricLIFNode"
+    )
 
 
 def _with_state(new: nn.Module, old: nn.Module) -> nn.Module:
@@ -132,9 +149,20 @@ def _copy_norm(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
 
 
 def _copy_conv(conv: nn.Conv2d) -> Conv2d:
-    return _with_state(Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                              padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                              bias=conv.bias is not None, padding_mode=conv.padding_mode), conv)
+    return _with_state(
+        Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        ),
+        conv,
+    )
 
 
 def _copy_linear(linear: nn.Linear) -> nn.Linear:
@@ -168,12 +196,16 @@ def _convert(module: nn.Module, where: str, like: Optional[Tensor], learnable_de
     twin = zoo_builder(module)  # a network or block of SpikingJelly's model zoo
     container = _is_spikingjelly(module) and name == "SeqToANNContainer"
     if _is_spikingjelly(module) and twin is None and not container:
-        raise ConfigError(f"{_at(where, module)}: SpikingJelly module {name} is not supported; esdsnn converts "
-                          f"neuron.LIFNode, IFNode, ParametricLIFNode, layer.Conv2d, BatchNorm1d/2d, Linear, pooling, "
-                          f"Flatten, Dropout, SeqToANNContainer and the networks of activation_based.model's "
-                          f"spiking_resnet, sew_resnet and spiking_vgg")
-    children = {child_name: _convert(child, _child(where, child_name), like, learnable_decay)
-                for child_name, child in module.named_children()}
+        raise ConfigError(
+            f"{_at(where, module)}: SpikingJelly module {name} is not supported; esdsnn converts "
+            f"neuron.LIFNode, IFNode, ParametricLIFNode, layer.Conv2d, BatchNorm1d/2d, Linear, pooling, "
+            f"Flatten, Dropout, SeqToANNContainer and the networks of activation_based.model's "
+            f"spiking_resnet, sew_resnet and spiking_vgg"
+        )
+    children = {
+        child_name: _convert(child, _child(where, child_name), like, learnable_decay)
+        for child_name, child in module.named_children()
+    }
     if container:
         return nn.Sequential(*children.values())
     if twin is not None:

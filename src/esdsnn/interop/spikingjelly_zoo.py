@@ -17,9 +17,11 @@ SpikingJelly's source (the same in 0.0.0.0.14 and 2.0.0):
   the shortcut ``downsample_sn(downsample(x))`` or ``x`` and ``g`` a
   :class:`~esdsnn.layers.SpikeElementWise` (its child ``connect``, without state).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -133,5 +135,13 @@ def zoo_builder(module: nn.Module) -> Optional[Builder]:
     return ZOO.get((cls.__module__.rsplit(".", 1)[1], cls.__name__))
 
 
-__all__ = ["SEWBasicBlock", "SEWBottleneck", "SpikingBasicBlock", "SpikingBottleneck", "ZOO", "ZooResNet", "ZooVGG",
-           "zoo_builder"]
+__all__ = [
+    "ZOO",
+    "SEWBasicBlock",
+    "SEWBottleneck",
+    "SpikingBasicBlock",
+    "SpikingBottleneck",
+    "ZooResNet",
+    "ZooVGG",
+    "zoo_builder",
+]

@@ -8,6 +8,7 @@ ResNet's ADD / AND / IAND connections), ``time_mean`` and the
 fold/unfold helpers. Stateless torch layers (pooling, ``Flatten``, ``Linear``, adds) work on the
 folded ``[T·B, ...]`` activations as they are.
 """
+
 from ..neurons.lif import LIF
 from ..neurons.spikes import PackedSpikes, pack_spikes, unpack_spikes
 from .affine import Affine
@@ -22,7 +23,22 @@ BatchNorm1d = RateBatchNorm1d
 BatchNorm2d = RateBatchNorm2d
 
 __all__ = [
-    "Affine", "BatchNorm1d", "BatchNorm2d", "Conv2d", "Dropout", "LIF", "PackedSpikes", "RateBatchNorm1d", "RateBatchNorm2d",
+    "LIF",
+    "Affine",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv2d",
+    "Dropout",
+    "PackedSpikes",
+    "RateBatchNorm1d",
+    "RateBatchNorm2d",
     "SpikeElementWise",
-    "add_residual", "conv_bn", "fold", "pack_spikes", "rate_safe_", "time_mean", "unfold", "unpack_spikes",
+    "add_residual",
+    "conv_bn",
+    "fold",
+    "pack_spikes",
+    "rate_safe_",
+    "time_mean",
+    "unfold",
+    "unpack_spikes",
 ]

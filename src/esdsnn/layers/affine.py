@@ -1,6 +1,7 @@
 """A fixed elementwise affine map ``x·scale + shift``: how a converted SpikingJelly neuron keeps
 its own charge equation (``decay_input`` scales and shifts the input current). It is linear, so
 RateBP's rate stage applies it to the rates exactly as the spike stage applies it to each step."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn

@@ -10,9 +10,10 @@ RateBP another network's gradients are replaced by their rate-aware twins, with 
 Layers that cannot be converted (other norms that keep batch statistics, other dropouts) are
 refused by name.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
@@ -20,8 +21,18 @@ from ..errors import ConfigError
 from .dropout import Dropout
 from .rate_norm import RateBatchNorm1d, RateBatchNorm2d
 
-_UNSUPPORTED = (nn.BatchNorm3d, nn.SyncBatchNorm, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                nn.FeatureAlphaDropout, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+_UNSUPPORTED = (
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
 
 
 def _rate_norm(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:

@@ -7,6 +7,7 @@ belong to another network. This layer draws, in training, one mask per sample (s
 steps, as SpikingJelly's multi-step dropout does), records it in the spike stage and applies the
 recorded mask in the rate stage. In evaluation it is the identity.
 """
+
 from __future__ import annotations
 
 import torch

@@ -12,6 +12,7 @@ parallelism) every training statistic above covers the samples of all processes 
 ``process_group``, so that N processes with B samples each compute what one process computes on
 the N·B batch (the maths is in :mod:`esdsnn.layers.sync_norm`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -23,7 +24,15 @@ from torch import Tensor, nn
 from ..runtime.context import PassState, current_pass
 from ..runtime.trace import Trace
 from .conv import Conv2d
-from .sync_norm import LOW_PRECISION, global_batch_norm, global_mean, global_moments, global_sum, group_size, update_running_stats
+from .sync_norm import (
+    LOW_PRECISION,
+    global_batch_norm,
+    global_mean,
+    global_moments,
+    global_sum,
+    group_size,
+    update_running_stats,
+)
 
 
 class _RateNorm:
@@ -47,7 +56,7 @@ class _RateNorm:
         return super().extra_repr() + (", inplace=True" if self.inplace else "")
 
     def _reduce_dims(self, x: Tensor) -> list[int]:
-        return [0] + list(range(2, x.dim()))
+        return [0, *list(range(2, x.dim()))]
 
     def _channel_view(self, t: Tensor, x: Tensor) -> Tensor:
         return t.view(1, -1, *([1] * (x.dim() - 2)))
@@ -100,8 +109,12 @@ class _RateNorm:
         # input in float32); bfloat16 is normalised in place on CPU, where that kernel is checked
         # against out of place, half types elsewhere out of place.
         low = x.dtype in LOW_PRECISION
-        in_place = (self.inplace and state.memory.inplace_norm and type(x) is Tensor
-                    and (not low or (x.dtype == torch.bfloat16 and x.device.type == "cpu")))
+        in_place = (
+            self.inplace
+            and state.memory.inplace_norm
+            and type(x) is Tensor
+            and (not low or (x.dtype == torch.bfloat16 and x.device.type == "cpu"))
+        )
         if in_place:
             stats = torch.float32 if low else x.dtype
             mean, invstd = x.new_empty(x.shape[1], dtype=stats), x.new_empty(x.shape[1], dtype=stats)
@@ -153,10 +166,17 @@ class _RecordedStatsNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, mean: Tensor, var: Tensor, weight: Optional[Tensor],  # type: ignore[override]
-                bias: Optional[Tensor], eps: float) -> Tensor:
+    def forward(
+        ctx,
+        x: Tensor,
+        mean: Tensor,
+        var: Tensor,
+        weight: Optional[Tensor],  # type: ignore[override]
+        bias: Optional[Tensor],
+        eps: float,
+    ) -> Tensor:
         with torch.autocast(x.device.type, enabled=False):
-            dims = [0] + list(range(2, x.dim()))
+            dims = [0, *list(range(2, x.dim()))]
             batch_mean = x.mean(dim=dims, dtype=torch.promote_types(x.dtype, torch.float32))
             invstd = torch.rsqrt(var + eps)
             out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
@@ -171,7 +191,8 @@ class _RecordedStatsNorm(torch.autograd.Function):
         w = weight.detach() if affine else torch.ones_like(invstd)
         with torch.autocast(x.device.type, enabled=False):
             grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-                grad_out.to(x.dtype), x, w, None, None, mean, invstd, True, ctx.eps, [True, True, affine])
+                grad_out.to(x.dtype), x, w, None, None, mean, invstd, True, ctx.eps, [True, True, affine]
+            )
             count = x.numel() // x.shape[1]
             shift = invstd.square().mul_(w).mul_(grad_w).mul_(batch_mean - mean).div_(count)
             grad_x.add_(shift.to(grad_x.dtype).view(1, -1, *([1] * (x.dim() - 2))))  # (one type: vectorised)

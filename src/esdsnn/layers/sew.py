@@ -18,6 +18,7 @@ In each pass:
   (``mean_t (1 − y_t) = 1 − r_y``), the assumption the neurons' eligibilities make of their
   inputs, and at T = 1 it is BPTT's gradient.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -45,7 +46,9 @@ class SpikeElementWise(nn.Module):
     def __init__(self, connect: str) -> None:
         super().__init__()
         if connect not in CONNECTS:
-            raise ConfigError(f"spike-element-wise connect function {connect!r} is unknown; one of {', '.join(CONNECTS)}")
+            raise ConfigError(
+                f"spike-element-wise connect function {connect!r} is unknown; one of {', '.join(CONNECTS)}"
+            )
         self.connect = connect
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

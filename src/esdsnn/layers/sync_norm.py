@@ -9,6 +9,7 @@ over: layers that synchronise themselves (an attribute ``sync``, like
 :class:`~esdsnn.layers.rate_norm.RateBatchNorm2d`, which knows the RateBP stages) are told to;
 plain BatchNorms become :class:`GlobalBatchNorm`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -91,7 +92,7 @@ def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var:
 def global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, group: Optional[Any] = None) -> Tensor:
     """Training-mode BatchNorm of ``x`` with the statistics of the samples of all processes;
     differentiable, and updates ``bn``'s running statistics."""
-    dims = [0] + list(range(2, x.dim()))
+    dims = [0, *list(range(2, x.dim()))]
     xf = x.float() if x.dtype in LOW_PRECISION else x
     mean, count = global_mean(xf, dims, group)
     mean = mean.to(xf.dtype)
@@ -153,6 +154,12 @@ def _global_copy(bn: nn.modules.batchnorm._BatchNorm, group: Optional[Any]) -> G
 
 
 __all__ = [
-    "GlobalBatchNorm", "convert_sync_batchnorm", "global_batch_norm", "global_mean", "global_moments",
-    "global_sum", "group_size", "update_running_stats",
+    "GlobalBatchNorm",
+    "convert_sync_batchnorm",
+    "global_batch_norm",
+    "global_mean",
+    "global_moments",
+    "global_sum",
+    "group_size",
+    "update_running_stats",
 ]

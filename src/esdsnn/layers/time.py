@@ -3,14 +3,15 @@
 Stateless layers (conv, linear, pooling, BN) run on all steps at once on the folded view; only
 neurons loop over time. The number of folded steps comes from the running pass.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.fx
 from torch import Tensor
 
-from ..runtime.context import current_pass
 from ..neurons.spikes import PackedSpikes
+from ..runtime.context import current_pass
 
 
 def fold(x_seq: Tensor) -> Tensor:

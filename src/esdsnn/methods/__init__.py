@@ -3,6 +3,7 @@
 Every module of this package registers its methods when imported (:mod:`.registry`); all are
 imported here, so a new method is one new file.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,6 +24,16 @@ from .kd import ANNDistillation  # noqa: E402
 from .ratebp import RateBP  # noqa: E402
 
 __all__ = [
-    "ANN", "ANNDistillation", "BPTT", "MethodOutput", "MethodSpec", "RateBP", "SECTIONS", "TrainingMethod",
-    "create_method", "list_methods", "method_spec", "register_method",
+    "ANN",
+    "BPTT",
+    "SECTIONS",
+    "ANNDistillation",
+    "MethodOutput",
+    "MethodSpec",
+    "RateBP",
+    "TrainingMethod",
+    "create_method",
+    "list_methods",
+    "method_spec",
+    "register_method",
 ]

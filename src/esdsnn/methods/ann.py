@@ -1,4 +1,5 @@
 """The ANN twin trained with the same loop: the teacher for ANN-to-SNN distillation."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,7 +25,12 @@ class ANN(TrainingMethod):
         return run_bptt(self.model, x, 1, self.branch_taps, memory=self.memory)
 
 
-@register_method("ann", description="the ReLU twin of the architecture (ANN teacher for kd)",
-                 training_pass="ANN (one step)", spiking=False, prepare_model=to_relu_twin_)
+@register_method(
+    "ann",
+    description="the ReLU twin of the architecture (ANN teacher for kd)",
+    training_pass="ANN (one step)",
+    spiking=False,
+    prepare_model=to_relu_twin_,
+)
 def ann(model: nn.Module, T: int, **common: Any) -> ANN:
     return ANN(model, T, **common)

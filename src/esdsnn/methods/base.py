@@ -1,8 +1,10 @@
 """A training method is an ``nn.Module``: it chooses the pass and returns a loss record."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +151,7 @@ class SpikeCounter:
             self.total = spikes if self.total is None else self.total + spikes
             self.count += output.numel()
 
-    def __enter__(self) -> "SpikeCounter":
+    def __enter__(self) -> SpikeCounter:
         self.handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
         return self
 
@@ -164,8 +166,10 @@ class SpikeCounter:
 def require_neurons(model: nn.Module, method: str) -> None:
     """A spiking method on a model without a spiking neuron would train an ANN and call it an SNN."""
     if not any(isinstance(m, LIF) for m in model.modules()):
-        raise ConfigError(f"{method} trains spiking models, but this model has no esdsnn.layers.LIF neuron "
-                          f"(a SpikingJelly model: convert it with esdsnn.from_spikingjelly)")
+        raise ConfigError(
+            f"{method} trains spiking models, but this model has no esdsnn.layers.LIF neuron "
+            f"(a SpikingJelly model: convert it with esdsnn.from_spikingjelly)"
+        )
 
 
 def make_rate_safe(model: nn.Module) -> None:

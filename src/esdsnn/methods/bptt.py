@@ -1,4 +1,5 @@
 """Backpropagation through time with surrogate gradients (memory grows with T)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,7 +27,8 @@ class BPTT(TrainingMethod):
         return out
 
 
-@register_method("bptt", description="BPTT with surrogate gradients (baseline; memory grows with T)",
-                 training_pass="BPTT")
+@register_method(
+    "bptt", description="BPTT with surrogate gradients (baseline; memory grows with T)", training_pass="BPTT"
+)
 def bptt(model: nn.Module, T: int, **common: Any) -> BPTT:
     return BPTT(model, T, **common)

@@ -1,4 +1,5 @@
 """ANN-to-SNN distillation (CKDSNN, SPEC §5): CE + SAMD + NLD from a frozen ReLU-twin teacher."""
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -78,7 +79,10 @@ class ANNDistillation(TrainingMethod):
         nld = nld_loss(logits, teacher_logits, weight=self.kd.nld_mix, tau=self.kd.nld_tau)
         loss = ce + self.kd.samd_weight * samd + self.kd.nld_weight * nld
         parts = {
-            "ce_main": ce.detach(), "samd": samd.detach(), "nld": nld.detach(), "loss": loss.detach(),
+            "ce_main": ce.detach(),
+            "samd": samd.detach(),
+            "nld": nld.detach(),
+            "loss": loss.detach(),
             "acc_main": (logits.detach().argmax(-1) == y).float().mean(),
             "acc_teacher": (teacher_logits.argmax(-1) == y).float().mean(),
         }
@@ -88,10 +92,18 @@ class ANNDistillation(TrainingMethod):
         return MethodOutput(loss * self.loss_scale, logits, dict(zip(parts, values)))
 
 
-@register_method("kd", description="SNN student distilled from a trained ANN teacher (SAMD + NLD)",
-                 training_pass="BPTT or RateBP (kd.student_pass)", sections=("kd",), needs=("teacher",),
-                 teacher_method="ann", scales_loss_by_T=lambda settings: settings.get("student_pass") == "ratebp")
-def kd(model: nn.Module, T: int, *, kd: KDConfig, teacher: Optional[nn.Module] = None, **common: Any) -> ANNDistillation:
+@register_method(
+    "kd",
+    description="SNN student distilled from a trained ANN teacher (SAMD + NLD)",
+    training_pass="BPTT or RateBP (kd.student_pass)",
+    sections=("kd",),
+    needs=("teacher",),
+    teacher_method="ann",
+    scales_loss_by_T=lambda settings: settings.get("student_pass") == "ratebp",
+)
+def kd(
+    model: nn.Module, T: int, *, kd: KDConfig, teacher: Optional[nn.Module] = None, **common: Any
+) -> ANNDistillation:
     if teacher is None:
         raise ConfigError("method kd needs a teacher: train one with --method ann, then pass --teacher-run RUN_DIR")
     return ANNDistillation(model, T, teacher=teacher, kd=kd, **common)

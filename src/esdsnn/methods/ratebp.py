@@ -1,4 +1,5 @@
 """Rate-based backpropagation: no-grad spike stage, then one backward pass through rates."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,7 +41,8 @@ class RateBP(TrainingMethod):
         return run_rate_stage(self.model, x, trace, self.branch_taps, memory=self.memory)
 
 
-@register_method("ratebp", description="rate-based backpropagation (baseline)", training_pass="RateBP",
-                 scales_loss_by_T=True)
+@register_method(
+    "ratebp", description="rate-based backpropagation (baseline)", training_pass="RateBP", scales_loss_by_T=True
+)
 def ratebp(model: nn.Module, T: int, **common: Any) -> RateBP:
     return RateBP(model, T, **common)

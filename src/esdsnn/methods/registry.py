@@ -9,11 +9,13 @@ it does to the model. The training loop, the CLI, the report and the comparison 
 none of them compares method names. Adding a method is one file in ``esdsnn/methods/`` (every
 module there is imported on start) plus its tests.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from torch import nn
 
@@ -118,9 +120,12 @@ def method_settings(name: str) -> list[MethodSetting]:
         for f in dataclasses.fields(SECTIONS[section]):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             fixed = f.name in spec.forced
-            out.append(MethodSetting(f.name, section, default, f.metadata.get("help", ""),
-                                     spec.forced.get(f.name), fixed))
+            out.append(
+                MethodSetting(f.name, section, default, f.metadata.get("help", ""), spec.forced.get(f.name), fixed)
+            )
     return out
+
+
 def section_of(option: str) -> Optional[str]:
     """The option section (a key of :data:`SECTIONS`) holding ``option``, or None."""
     return next((s for s in SECTIONS if option in section_fields(s)), None)
@@ -142,8 +147,10 @@ def unread_options(name: str, options: Iterable[str]) -> list[str]:
 def unread_message(name: str, options: Sequence[str]) -> str:
     """The line that refuses ``options`` for method ``name``: which methods would read them."""
     readers = sorted({m for k in options for m in readers_of(section_of(k) or "")}, key=list(_METHODS).index)
-    return (f"method {name} does not read {', '.join(options)} (read only by {', '.join(readers) or 'no method'}); "
-            f"drop {'it' if len(options) == 1 else 'them'}, or choose one of those methods")
+    return (
+        f"method {name} does not read {', '.join(options)} (read only by {', '.join(readers) or 'no method'}); "
+        f"drop {'it' if len(options) == 1 else 'them'}, or choose one of those methods"
+    )
 
 
 def create_method(name: str, model: nn.Module, T: int, **options: Any) -> TrainingMethod:
@@ -182,5 +189,17 @@ def create_method(name: str, model: nn.Module, T: int, **options: Any) -> Traini
     return spec.build(model, T, **kwargs)
 
 
-__all__ = ["MethodSetting", "MethodSpec", "SECTIONS", "create_method", "list_methods", "method_settings", "method_spec",
-           "readers_of", "register_method", "section_of", "unread_message", "unread_options"]
+__all__ = [
+    "SECTIONS",
+    "MethodSetting",
+    "MethodSpec",
+    "create_method",
+    "list_methods",
+    "method_settings",
+    "method_spec",
+    "readers_of",
+    "register_method",
+    "section_of",
+    "unread_message",
+    "unread_options",
+]

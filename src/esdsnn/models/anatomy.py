@@ -6,10 +6,12 @@ Branches on named stages, the teacher's attention map and exports all need facts
 one step, two samples of random input from a private generator, so no state and no global RNG
 changes) with forward hooks that record them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -91,8 +93,10 @@ def _dry_run(model: nn.Module, x: Tensor, steps: int) -> Tensor:
     except ConfigError:
         raise
     except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"the model does not run on input of shape {tuple(x.shape[1:])} "
-                          f"({' '.join(str(exc).split())[:200]}); pass input_shape=(C, H, W)") from None
+        raise ConfigError(
+            f"the model does not run on input of shape {tuple(x.shape[1:])} "
+            f"({' '.join(str(exc).split())[:200]}); pass input_shape=(C, H, W)"
+        ) from None
     finally:
         model.train(was_training)
 
@@ -114,8 +118,9 @@ def probe(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> Anat
 
         return hook
 
-    handles = [m.register_forward_hook(record(n, not any(True for _ in m.children())))
-               for n, m in model.named_modules() if n]
+    handles = [
+        m.register_forward_hook(record(n, not any(True for _ in m.children()))) for n, m in model.named_modules() if n
+    ]
     try:
         logits = _dry_run(model, x, 1)
     finally:
@@ -132,7 +137,9 @@ def check_output_contract(model: nn.Module, input_shape: Optional[Sequence[int]]
     _dry_run(model, _dry_input(model, input_shape), 2)
 
 
-def feature_map_and_classifier(model: nn.Module, input_shape: Optional[Sequence[int]] = None) -> tuple[str, list[nn.Linear]]:
+def feature_map_and_classifier(
+    model: nn.Module, input_shape: Optional[Sequence[int]] = None
+) -> tuple[str, list[nn.Linear]]:
     """The name of the module whose output is the model's last feature map, and the linear layers
     after it (its classifier): a :class:`SpikingNet`'s last stage and head, else found by a dry run."""
     if isinstance(model, SpikingNet):
@@ -142,8 +149,11 @@ def feature_map_and_classifier(model: nn.Module, input_shape: Optional[Sequence[
     if last is None:
         raise ConfigError("the model has no feature map ([C, H, W] output) to build an attention map from")
     modules = dict(model.named_modules())
-    linears = [modules[n] for n, o in anatomy.outputs.items()
-               if o.leaf and o.order > last.order and isinstance(modules[n], nn.Linear)]
+    linears = [
+        modules[n]
+        for n, o in anatomy.outputs.items()
+        if o.leaf and o.order > last.order and isinstance(modules[n], nn.Linear)
+    ]
     return last.name, linears
 
 

@@ -5,6 +5,7 @@ steps are folded and averages the head's output over them. Stages are declared s
 branches find them without editing model code. (Any ``nn.Module`` of esdsnn layers is a model
 too; a ``SpikingNet`` only adds declared stages.)
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn

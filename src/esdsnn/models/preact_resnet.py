@@ -1,4 +1,5 @@
 """Pre-activation spiking ResNet-34 for ImageNet (SPEC §6): the residual stream stays real-valued."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -53,4 +54,10 @@ class PreActResNet(SpikingNet):
 
 @register_model("preact_resnet34")
 def preact_resnet34(num_classes: int, in_channels: int, neuron: LIFConfig) -> PreActResNet:
-    return PreActResNet(stage_channels=(64, 128, 256, 512), stage_blocks=(3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels, neuron=neuron)
+    return PreActResNet(
+        stage_channels=(64, 128, 256, 512),
+        stage_blocks=(3, 4, 6, 3),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron,
+    )

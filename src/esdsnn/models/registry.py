@@ -1,9 +1,11 @@
 """Models by name (``create_model("resnet18", num_classes=10)``)."""
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from torch import nn
 
@@ -11,7 +13,7 @@ from ..errors import ConfigError, brief
 from ..neurons.lif import LIFConfig
 
 ModelBuilder = Callable[..., nn.Module]
-_MODELS: Dict[str, ModelBuilder] = {}
+_MODELS: dict[str, ModelBuilder] = {}
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -30,8 +32,9 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(arch: str, num_classes: int = 10, in_channels: int = 3, *, neuron: Optional[LIFConfig] = None,
-                 **neuron_options) -> nn.Module:
+def create_model(
+    arch: str, num_classes: int = 10, in_channels: int = 3, *, neuron: Optional[LIFConfig] = None, **neuron_options
+) -> nn.Module:
     """Build a registered spiking model, or a user's own from ``arch = "package.module:factory"``
     (called as ``factory(num_classes=, in_channels=, **LIF options)``).
 
@@ -40,8 +43,10 @@ def create_model(arch: str, num_classes: int = 10, in_channels: int = 3, *, neur
     every LIF layer.
     """
     if arch not in _MODELS and ":" not in arch:
-        raise ConfigError(f"unknown arch {arch!r}: choose one of {', '.join(list_models())}, or name your own "
-                          f"factory as package.module:function")
+        raise ConfigError(
+            f"unknown arch {arch!r}: choose one of {', '.join(list_models())}, or name your own "
+            f"factory as package.module:function"
+        )
     if num_classes < 1 or in_channels < 1:
         raise ConfigError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
     try:
@@ -57,8 +62,10 @@ def create_model(arch: str, num_classes: int = 10, in_channels: int = 3, *, neur
     try:
         model = factory(num_classes=num_classes, in_channels=in_channels, **dataclasses.asdict(neuron))
     except Exception as exc:  # the user's code: any failure is named in one line
-        raise ConfigError(f"model factory {arch} failed: {brief(exc, 300, with_type=True)} (it is called as "
-                          f"{arch.split(':')[1]}(num_classes=, in_channels=, **LIF options))") from None
+        raise ConfigError(
+            f"model factory {arch} failed: {brief(exc, 300, with_type=True)} (it is called as "
+            f"{arch.split(':')[1]}(num_classes=, in_channels=, **LIF options))"
+        ) from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model factory {arch} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -73,8 +80,10 @@ def model_factory(spec: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise ConfigError(f"cannot import {module_name} for --arch {spec} ({brief(exc, 200, with_type=True)}); "
-                          f"put the folder holding it on PYTHONPATH") from None
+        raise ConfigError(
+            f"cannot import {module_name} for --arch {spec} ({brief(exc, 200, with_type=True)}); "
+            f"put the folder holding it on PYTHONPATH"
+        ) from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise ConfigError(f"module {module_name} has no function {func_name} (for --arch {spec})")

@@ -1,8 +1,9 @@
 """Spiking ResNets for CIFAR (ResNet-18, ResNet-19), the small default for 8×8 digits (SPEC §6) and
 small ones for other small images (the default for 17–64 px data without a recipe)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -72,16 +73,27 @@ class SpikingResNet(SpikingNet):
 @register_model("resnet18")
 def resnet18(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
     return SpikingResNet(
-        stem_channels=64, stage_channels=(64, 128, 256, 512), stage_blocks=(2, 2, 2, 2), stage_strides=(1, 2, 2, 2),
-        num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+        stem_channels=64,
+        stage_channels=(64, 128, 256, 512),
+        stage_blocks=(2, 2, 2, 2),
+        stage_strides=(1, 2, 2, 2),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron,
     )
 
 
 @register_model("resnet19")
 def resnet19(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
     return SpikingResNet(
-        stem_channels=128, stage_channels=(128, 256, 512), stage_blocks=(3, 3, 2), stage_strides=(1, 2, 2),
-        num_classes=num_classes, in_channels=in_channels, neuron=neuron, hidden_features=256,
+        stem_channels=128,
+        stage_channels=(128, 256, 512),
+        stage_blocks=(3, 3, 2),
+        stage_strides=(1, 2, 2),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron,
+        hidden_features=256,
     )
 
 
@@ -89,8 +101,13 @@ def resnet19(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingRe
 def digits_resnet(num_classes: int, in_channels: int, neuron: LIFConfig) -> SpikingResNet:
     """A small ResNet for 8×8 inputs (the bundled digits): 32-64-128 channels, one block a stage."""
     return SpikingResNet(
-        stem_channels=32, stage_channels=(32, 64, 128), stage_blocks=(1, 1, 1), stage_strides=(1, 2, 2),
-        num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+        stem_channels=32,
+        stage_channels=(32, 64, 128),
+        stage_blocks=(1, 1, 1),
+        stage_strides=(1, 2, 2),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron,
     )
 
 
@@ -102,8 +119,14 @@ def compact_resnet(num_classes: int, in_channels: int, neuron: LIFConfig) -> Spi
     parameters. It learns too little where position matters (26 letters at 28×28: 72 % after 2
     epochs, where ``small_resnet`` reaches 90 %)."""
     return SpikingResNet(
-        stem_channels=16, stem_stride=2, stage_channels=(32, 64), stage_blocks=(1, 1), stage_strides=(2, 2),
-        num_classes=num_classes, in_channels=in_channels, neuron=neuron,
+        stem_channels=16,
+        stem_stride=2,
+        stage_channels=(32, 64),
+        stage_blocks=(1, 1),
+        stage_strides=(2, 2),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron,
     )
 
 
@@ -118,6 +141,13 @@ def small_resnet(num_classes: int, in_channels: int, neuron: LIFConfig) -> Spiki
     gains 18 points on 26 letters and 3 on 32×32 RGB shapes, and takes about a third of the CSNN's
     time; on average pooling alone, or at full resolution, it falls behind the CSNN."""
     return SpikingResNet(
-        stem_channels=32, stem_stride=2, stage_channels=(64, 128), stage_blocks=(1, 1), stage_strides=(2, 2),
-        num_classes=num_classes, in_channels=in_channels, neuron=neuron, pooled_size=2,
+        stem_channels=32,
+        stem_stride=2,
+        stage_channels=(64, 128),
+        stage_blocks=(1, 1),
+        stage_strides=(2, 2),
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron,
+        pooled_size=2,
     )

@@ -1,4 +1,5 @@
 """The ReLU twin of a spiking model: the same layers with ReLU for every LIF, and no time."""
+
 from __future__ import annotations
 
 from torch import nn

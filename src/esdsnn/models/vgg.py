@@ -1,4 +1,5 @@
 """VGG-SNN for event data (CIFAR10-DVS recipe, SPEC §6)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -15,7 +16,9 @@ VGG_SNN_PLAN = (64, 128, "A", 256, 256, "A", 512, 512, "A", 512, 512, "A")
 class VGGSNN(SpikingNet):
     """conv3×3 (bias) + BN + LIF layers in four pooled stages, adaptive pooling to 3×3, linear."""
 
-    def __init__(self, *, plan=VGG_SNN_PLAN, num_classes: int, in_channels: int, neuron: LIFConfig, pooled_size: int = 3) -> None:
+    def __init__(
+        self, *, plan=VGG_SNN_PLAN, num_classes: int, in_channels: int, neuron: LIFConfig, pooled_size: int = 3
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -35,7 +38,9 @@ class VGGSNN(SpikingNet):
         self.stages = nn.ModuleList(stages)
         self.stage_channels = tuple(widths)
         self.branch_points = (1, 2)  # after the 2nd and 3rd pooling
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(pooled_size), nn.Flatten(), nn.Linear(c_in * pooled_size**2, num_classes))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(pooled_size), nn.Flatten(), nn.Linear(c_in * pooled_size**2, num_classes)
+        )
 
 
 @register_model("vggsnn")

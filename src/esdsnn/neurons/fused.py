@@ -15,9 +15,11 @@ which is what autograd computes through the loop, to float rounding (tested for 
 reset/detach rows and a learnable decay). The two loops are plain functions of tensors, so the
 GPU path compiles them (:func:`~esdsnn.neurons.lif.compiled_kernels`).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -44,8 +46,9 @@ def bptt_forward(x_seq: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple[Te
     return spikes, h_seq
 
 
-def bptt_backward(grad_spikes: Tensor, h_seq: Tensor, decay: Tensor | float, p: LIFConfig,
-                  want_decay_grad: bool) -> tuple[Tensor, Optional[Tensor]]:
+def bptt_backward(
+    grad_spikes: Tensor, h_seq: Tensor, decay: Tensor | float, p: LIFConfig, want_decay_grad: bool
+) -> tuple[Tensor, Optional[Tensor]]:
     """``(∂L/∂x [T, ...], ∂L/∂λ or None)`` from ``∂L/∂s`` and the saved membranes (the spikes
     recomputed from them by the step's :func:`fire`)."""
     T = h_seq.shape[0]
@@ -74,8 +77,14 @@ class _FusedLIF(torch.autograd.Function):
     """The multi-step LIF as one node (see the module notes)."""
 
     @staticmethod
-    def forward(ctx, x_seq: Tensor, decay: Tensor | float, p: LIFConfig,  # type: ignore[override]
-                forward_loop: Callable, backward_loop: Callable) -> Tensor:
+    def forward(
+        ctx,
+        x_seq: Tensor,
+        decay: Tensor | float,
+        p: LIFConfig,  # type: ignore[override]
+        forward_loop: Callable,
+        backward_loop: Callable,
+    ) -> Tensor:
         decay_value = decay.detach() if isinstance(decay, Tensor) else decay
         spikes, h_seq = forward_loop(x_seq, decay_value, p)
         ctx.p, ctx.backward_loop = p, backward_loop
@@ -89,15 +98,23 @@ class _FusedLIF(torch.autograd.Function):
         h_seq, *rest = ctx.saved_tensors
         decay = rest[0] if ctx.decay_is_tensor else ctx.decay_float
         want_decay = ctx.decay_is_tensor and ctx.needs_input_grad[1]
-        grad_x, grad_decay = ctx.backward_loop(grad_spikes.to(h_seq.dtype).contiguous(), h_seq, decay, ctx.p, want_decay)
+        grad_x, grad_decay = ctx.backward_loop(
+            grad_spikes.to(h_seq.dtype).contiguous(), h_seq, decay, ctx.p, want_decay
+        )
         grad_x = grad_x.to(grad_spikes.dtype)
         if grad_decay is not None:
             grad_decay = grad_decay.to(rest[0].dtype).reshape(rest[0].shape)
         return grad_x, grad_decay, None, None, None
 
 
-def lif_multistep_fused(x_seq: Tensor, decay: Tensor | float, p: LIFConfig, *,
-                        forward_loop: Callable = bptt_forward, backward_loop: Callable = bptt_backward) -> Tensor:
+def lif_multistep_fused(
+    x_seq: Tensor,
+    decay: Tensor | float,
+    p: LIFConfig,
+    *,
+    forward_loop: Callable = bptt_forward,
+    backward_loop: Callable = bptt_backward,
+) -> Tensor:
     """Spikes ``[T, ...]`` for inputs ``[T, ...]`` under autograd, as one autograd node; equal to
     :func:`~esdsnn.neurons.lif.lif_multistep` in values and gradients (to float rounding)."""
     return _FusedLIF.apply(x_seq, decay, p, forward_loop, backward_loop)

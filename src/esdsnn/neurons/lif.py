@@ -10,6 +10,7 @@ the rate and the eligibility ``e = ∂(mean_t s_t)/∂x`` of a constant input
 (:func:`lif_rate_eligibility`), with ``σ'`` from the configuration's surrogate object, the one
 BPTT differentiates. The rate stage returns the recorded rate with gradient ``e``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,8 @@ import functools
 import math
 import os
 import warnings
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -61,11 +63,17 @@ def _blocks(x_seq: Tensor, spikes: Tensor, *per_neuron: Tensor) -> list[tuple[Te
         flat = [x_seq.view(T, n), spikes.view(T, n)] + [t.view(n) for t in per_neuron]
     except RuntimeError:  # neurons not flat in memory (a strided view): one block
         return [(x_seq, spikes, *per_neuron)]
-    return [tuple(t[..., lo:lo + CPU_BLOCK] for t in flat) for lo in range(0, n, CPU_BLOCK)]
+    return [tuple(t[..., lo : lo + CPU_BLOCK] for t in flat) for lo in range(0, n, CPU_BLOCK)]
 
 
-def _run_steps(x_seq: Tensor, decay: Tensor | float, p: LIFConfig, spikes: Tensor,
-               observe: Optional[StepObserver] = None, scratch: Optional[Tensor] = None) -> Tensor:
+def _run_steps(
+    x_seq: Tensor,
+    decay: Tensor | float,
+    p: LIFConfig,
+    spikes: Tensor,
+    observe: Optional[StepObserver] = None,
+    scratch: Optional[Tensor] = None,
+) -> Tensor:
     """Charge, fire and reset in place for every step, writing ``spikes[t]``; ``observe(t, h, s)``
     sees each step's pre-reset membrane and spikes (in the membrane's type). ``scratch``: a
     membrane-sized buffer to use (the observer may use it too: it is free once a step's charge is
@@ -119,8 +127,9 @@ def lif_rate_eligibility(
     return spikes, rate.div_(T), eligibility.div_(T)
 
 
-def _rate_eligibility_block(x_seq: Tensor, spikes: Tensor, rate: Tensor, eligibility: Tensor,
-                            decay: Tensor | float, p: LIFConfig) -> None:
+def _rate_eligibility_block(
+    x_seq: Tensor, spikes: Tensor, rate: Tensor, eligibility: Tensor, decay: Tensor | float, p: LIFConfig
+) -> None:
     """:func:`lif_rate_eligibility` on one block of neurons, summing into ``rate`` and ``eligibility``."""
     T = x_seq.shape[0]
     scratch = torch.empty_like(rate)
@@ -168,14 +177,17 @@ class LIFKernels(NamedTuple):
 EAGER_KERNELS = LIFKernels(lif_multistep_fused, lif_rate_eligibility, lif_spikes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled_kernels() -> LIFKernels:
     """The kernels through ``torch.compile`` (built once, compiled on first use per shape). BPTT
     keeps its one autograd node and compiles the node's forward and backward loops."""
     from .fused import bptt_backward, bptt_forward
 
-    multistep = functools.partial(lif_multistep_fused, forward_loop=_with_fallback(torch.compile(bptt_forward), bptt_forward),
-                                  backward_loop=_with_fallback(torch.compile(bptt_backward), bptt_backward))
+    multistep = functools.partial(
+        lif_multistep_fused,
+        forward_loop=_with_fallback(torch.compile(bptt_forward), bptt_forward),
+        backward_loop=_with_fallback(torch.compile(bptt_backward), bptt_backward),
+    )
     return LIFKernels(multistep, *(_with_fallback(torch.compile(fn), fn) for fn in EAGER_KERNELS[1:]))
 
 
@@ -191,8 +203,12 @@ def _with_fallback(compiled: Callable, eager: Callable) -> Callable:
                 return compiled(*args, **kwargs)
             except Exception as exc:  # a compiler or backend failure; the eager call re-raises real errors
                 failed.append(exc)
-                warnings.warn(f"compiled neuron loop {eager.__name__} failed ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}); running it eagerly", RuntimeWarning)
+                warnings.warn(
+                    f"compiled neuron loop {eager.__name__} failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); running it eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         return eager(*args, **kwargs)
 
     return call
@@ -260,7 +276,9 @@ class LIF(nn.Module):
         if state.kind == "rate_stage":
             record = state.trace.neuron(self)
             if record.rate.shape != x.shape:
-                raise RuntimeError(f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}")
+                raise RuntimeError(
+                    f"rate stage input {tuple(x.shape)} does not match the recorded rate {tuple(record.rate.shape)}"
+                )
             return _RateWithEligibility.apply(x, record.rate, record.eligibility)
         x_seq = x.view(state.steps, -1, *x.shape[1:])
         kernels = kernels_for(x.device, self.kernels)

@@ -14,9 +14,11 @@ Writes in place (``x[:, 0] = 0``, ``x.mul_(mask)``, ``x += y``, ``F.relu(x, inpl
 written value is 0 or 1; any other value raises :class:`~esdsnn.errors.SpikeWriteError` naming
 the fix (a float copy, ``x = x.float()``), never a silently lost write.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -27,29 +29,101 @@ from ..errors import SpikeWriteError
 _T = torch.Tensor
 # Metadata that needs no conversion.
 _METADATA: set[Callable] = {
-    _T.dim, _T.size, _T.numel, _T.__len__, _T.stride, _T.is_contiguous, _T.data_ptr,
-    _T.shape.__get__, _T.ndim.__get__, _T.device.__get__, _T.is_cuda.__get__,
-    _T.requires_grad.__get__, _T.layout.__get__,
+    _T.dim,
+    _T.size,
+    _T.numel,
+    _T.__len__,
+    _T.stride,
+    _T.is_contiguous,
+    _T.data_ptr,
+    _T.shape.__get__,
+    _T.ndim.__get__,
+    _T.device.__get__,
+    _T.is_cuda.__get__,
+    _T.requires_grad.__get__,
+    _T.layout.__get__,
 }
 # Views and copies that keep spikes packed.
 _VIEWS: set[Callable] = {
-    _T.view, _T.reshape, _T.flatten, _T.unflatten, _T.chunk, _T.split, _T.unbind, _T.__getitem__,
-    _T.narrow, _T.select, _T.permute, _T.transpose, _T.movedim, _T.contiguous, _T.squeeze,
-    _T.unsqueeze, _T.expand, _T.detach, _T.clone, _T.view_as, _T.reshape_as, _T.expand_as, _T.t,
-    _T.swapaxes, _T.swapdims, _T.as_strided, _T.unfold, _T.diagonal, _T.T.__get__, _T.mT.__get__,
+    _T.view,
+    _T.reshape,
+    _T.flatten,
+    _T.unflatten,
+    _T.chunk,
+    _T.split,
+    _T.unbind,
+    _T.__getitem__,
+    _T.narrow,
+    _T.select,
+    _T.permute,
+    _T.transpose,
+    _T.movedim,
+    _T.contiguous,
+    _T.squeeze,
+    _T.unsqueeze,
+    _T.expand,
+    _T.detach,
+    _T.clone,
+    _T.view_as,
+    _T.reshape_as,
+    _T.expand_as,
+    _T.t,
+    _T.swapaxes,
+    _T.swapdims,
+    _T.as_strided,
+    _T.unfold,
+    _T.diagonal,
+    _T.T.__get__,
+    _T.mT.__get__,
     _T.data.__get__,
-    torch.flatten, torch.reshape, torch.chunk, torch.split, torch.unbind, torch.narrow,
-    torch.select, torch.permute, torch.transpose, torch.movedim, torch.squeeze, torch.unsqueeze,
-    torch.detach, torch.clone, torch.t, torch.swapaxes, torch.swapdims, torch.as_strided, torch.diagonal,
+    torch.flatten,
+    torch.reshape,
+    torch.chunk,
+    torch.split,
+    torch.unbind,
+    torch.narrow,
+    torch.select,
+    torch.permute,
+    torch.transpose,
+    torch.movedim,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.detach,
+    torch.clone,
+    torch.t,
+    torch.swapaxes,
+    torch.swapdims,
+    torch.as_strided,
+    torch.diagonal,
 }
 # In-place ops that change only how the bytes are viewed.
 _VIEWS_IN_PLACE: set[Callable] = {
-    _T.squeeze_, _T.unsqueeze_, _T.t_, _T.transpose_, _T.swapdims_, _T.swapaxes_, _T.as_strided_,
-    _T.detach_, _T.requires_grad_,
+    _T.squeeze_,
+    _T.unsqueeze_,
+    _T.t_,
+    _T.transpose_,
+    _T.swapdims_,
+    _T.swapaxes_,
+    _T.as_strided_,
+    _T.detach_,
+    _T.requires_grad_,
 }
 # Augmented assignments (``x += y`` reaches ``__torch_function__`` as ``add_``; these in case not).
-_IN_PLACE_DUNDERS = {"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
-                     "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__"}
+_IN_PLACE_DUNDERS = {
+    "__setitem__",
+    "__iadd__",
+    "__isub__",
+    "__imul__",
+    "__itruediv__",
+    "__ifloordiv__",
+    "__imod__",
+    "__ipow__",
+    "__iand__",
+    "__ior__",
+    "__ixor__",
+    "__ilshift__",
+    "__irshift__",
+}
 
 
 class PackedSpikes(torch.Tensor):
@@ -58,7 +132,7 @@ class PackedSpikes(torch.Tensor):
     float_dtype: torch.dtype
 
     @staticmethod
-    def __new__(cls, packed: Tensor, float_dtype: torch.dtype) -> "PackedSpikes":
+    def __new__(cls, packed: Tensor, float_dtype: torch.dtype) -> PackedSpikes:
         if packed.dtype != torch.uint8:
             raise TypeError(f"PackedSpikes holds uint8 spikes, got {packed.dtype}")
         out = packed.as_subclass(cls)
@@ -107,7 +181,9 @@ def _written(func: Callable, args: tuple, kwargs: dict) -> list[PackedSpikes]:
     out = kwargs.get("out")
     targets = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, PackedSpikes)]
     name = getattr(func, "__name__", "")
-    in_place = name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__")) or kwargs.get("inplace") is True
+    in_place = (
+        name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__")) or kwargs.get("inplace") is True
+    )
     if in_place and args and isinstance(args[0], PackedSpikes) and all(args[0] is not t for t in targets):
         targets.insert(0, args[0])
     return targets
@@ -118,19 +194,29 @@ def _write_in_place(func: Callable, targets: list[PackedSpikes], args: tuple, kw
     targets' bytes, after checking that every target receives only 0 and 1 (nothing is written
     otherwise). Returns what ``func`` returns, with each written copy replaced by its target."""
     copies = {id(t): t.unpack() for t in targets}
-    float_args, float_kwargs = tree_map(lambda a: (copies[id(a)] if id(a) in copies else a.unpack())
-                                        if isinstance(a, PackedSpikes) else a, (args, kwargs))
+    float_args, float_kwargs = tree_map(
+        lambda a: (copies[id(a)] if id(a) in copies else a.unpack()) if isinstance(a, PackedSpikes) else a,
+        (args, kwargs),
+    )
     result = func(*float_args, **float_kwargs)
     for target in targets:
         values = copies[id(target)]
         if values.shape != target.shape or not values.eq(0).logical_or_(values.eq(1)).all():
             name = getattr(func, "__name__", repr(func))
-            op = ("x[...] = value" if name == "__setitem__" else f"{name}(..., out=x)" if not args or target is not args[0]
-                  else f"{name}(x, inplace=True)" if kwargs.get("inplace") is True else f"x.{name}(...)")
+            op = (
+                "x[...] = value"
+                if name == "__setitem__"
+                else f"{name}(..., out=x)"
+                if not args or target is not args[0]
+                else f"{name}(x, inplace=True)"
+                if kwargs.get("inplace") is True
+                else f"x.{name}(...)"
+            )
             raise SpikeWriteError(
                 f"in-place {op} on a LIF layer's output writes values other than 0 and 1, which its packed "
                 "spikes (1 byte a value, in inference and RateBP's spike stage) cannot hold; write into a float "
-                "copy instead: x = x.float() before the in-place op (x.clone() stays packed)")
+                "copy instead: x = x.float() before the in-place op (x.clone() stays packed)"
+            )
     for target in targets:
         target.packed.copy_(copies[id(target)])
     written = {id(copies[id(t)]): t for t in targets}

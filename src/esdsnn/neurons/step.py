@@ -4,6 +4,7 @@ loop, inference and RateBP's spike stage with its eligibility), the fused BPTT n
 (:mod:`esdsnn.neurons.fused`, forward and backward) and their compiled versions all call these; the
 surrogate derivative ``σ'`` is written once in :mod:`esdsnn.neurons.surrogate`.
 """
+
 from __future__ import annotations
 
 import functools

@@ -7,6 +7,7 @@ fused BPTT node and RateBP's eligibilities call :meth:`derivative_` (the same fu
 place in a scratch buffer). A second surrogate is one more class with these two methods, and BPTT
 and RateBP cannot disagree about it.
 """
+
 from __future__ import annotations
 
 import math

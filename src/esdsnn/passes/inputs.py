@@ -1,4 +1,5 @@
 """Turn a batch into what each pass feeds the model."""
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,21 +1,21 @@
 """Rate-based backpropagation: a no-grad spike stage that records, then one pass on rates."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..runtime.context import MemorySaving, PassState, use_pass
 from ..runtime.precision import spike_dtype_for
+from ..runtime.trace import Trace
 from .inputs import rate_input, static_spike_input
 from .readout import run_model
-from ..runtime.trace import Trace
 
 
 @torch.no_grad()
-def run_spike_stage(model: nn.Module, x: Tensor, T: int,
-                    memory: MemorySaving = MemorySaving()) -> tuple[Tensor, Trace]:
+def run_spike_stage(model: nn.Module, x: Tensor, T: int, memory: MemorySaving = MemorySaving()) -> tuple[Tensor, Trace]:
     """T steps without autograd; every LIF records (rate, eligibility), every BN its statistics.
 
     Returns the spike-pass logits (free training accuracy) and the trace.
@@ -27,8 +27,9 @@ def run_spike_stage(model: nn.Module, x: Tensor, T: int,
     return logits, trace
 
 
-def run_rate_stage(model: nn.Module, x: Tensor, trace: Trace, features: Sequence[str] = (),
-                   memory: MemorySaving = MemorySaving()) -> tuple[Tensor, list[Tensor]]:
+def run_rate_stage(
+    model: nn.Module, x: Tensor, trace: Trace, features: Sequence[str] = (), memory: MemorySaving = MemorySaving()
+) -> tuple[Tensor, list[Tensor]]:
     """One differentiable step on the time-averaged input, with the outputs of the submodules
     named in ``features``; cost independent of T."""
     with use_pass(PassState("rate_stage", 1, trace, memory)):

@@ -7,9 +7,10 @@ attention is built from — are named by their dotted module names (``"layer2.1"
 ``"stages.0"``) and taken with forward hooks that live only for the call, each averaged over the
 steps as soon as it is produced.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -31,21 +32,27 @@ def output_problem(out: object, steps: int, batch: int) -> str:
     """Why ``out`` is not the logits ``[steps·B, K]`` a model must return ('' when it is)."""
     want = f"[T·B, K] = [{steps * batch}, K] for {batch} sample(s) at T={steps}"
     if isinstance(out, (tuple, list)):
-        return (f"the model returns a {type(out).__name__} of {len(out)} values; it must return one tensor, its "
-                f"logits {want}: return the logits only (ESD branches read intermediate outputs by their stage names)")
+        return (
+            f"the model returns a {type(out).__name__} of {len(out)} values; it must return one tensor, its "
+            f"logits {want}: return the logits only (ESD branches read intermediate outputs by their stage names)"
+        )
     if not isinstance(out, Tensor):
         return f"the model returns {type(out).__name__}; it must return one tensor, its logits {want}"
     shape = tuple(out.shape)
     if out.dim() > 2:
-        return (f"the model returns a feature map, {list(shape[1:])} per step and sample, not logits {want}: end "
-                f"it with a classifier, e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({shape[1]}, num_classes)")
+        return (
+            f"the model returns a feature map, {list(shape[1:])} per step and sample, not logits {want}: end "
+            f"it with a classifier, e.g. nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({shape[1]}, num_classes)"
+        )
     if out.dim() < 2:
         return f"the model returns shape {shape}, not logits {want}"
     if out.shape[0] != steps * batch:
         if steps > 1 and out.shape[0] == batch:
-            return (f"the model returns shape {shape}: it averages over the time steps itself; return the output "
-                    f"of every step, {want} (one row per step and sample, as its layers see them), and esdsnn "
-                    f"averages it")
+            return (
+                f"the model returns shape {shape}: it averages over the time steps itself; return the output "
+                f"of every step, {want} (one row per step and sample, as its layers see them), and esdsnn "
+                f"averages it"
+            )
         return f"the model returns shape {shape}, not logits {want} (one row per step and sample)"
     return ""
 

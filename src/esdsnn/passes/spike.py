@@ -1,7 +1,8 @@
 """The spike pass: T steps, readout averaged over time. Inference under no_grad; BPTT under autograd."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -12,8 +13,9 @@ from .inputs import static_spike_input
 from .readout import run_model
 
 
-def run_bptt(model: nn.Module, x: Tensor, T: int, features: Sequence[str] = (),
-             memory: MemorySaving = MemorySaving()) -> tuple[Tensor, list[Tensor]]:
+def run_bptt(
+    model: nn.Module, x: Tensor, T: int, features: Sequence[str] = (), memory: MemorySaving = MemorySaving()
+) -> tuple[Tensor, list[Tensor]]:
     """Spike pass with autograd through time (surrogate gradients); memory grows with T.
 
     Returns the time-averaged logits and the time mean, with gradient, of the outputs of the
@@ -34,8 +36,9 @@ def run_spike(model: nn.Module, x: Tensor, T: int, memory: MemorySaving = Memory
 
 
 @torch.no_grad()
-def run_spike_intermediates(model: nn.Module, x: Tensor, T: int, features: Sequence[str],
-                            memory: MemorySaving = MemorySaving()) -> tuple[Tensor, list[Tensor]]:
+def run_spike_intermediates(
+    model: nn.Module, x: Tensor, T: int, features: Sequence[str], memory: MemorySaving = MemorySaving()
+) -> tuple[Tensor, list[Tensor]]:
     """Inference with the time mean of named submodules' outputs (e.g. a frozen teacher's features)."""
     folded, static = static_spike_input(x, T, memory.static_input)
     with use_pass(PassState("spike", T, memory=memory, static=static, spike_dtype=spike_dtype_for(x.device))):

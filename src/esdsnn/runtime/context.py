@@ -6,12 +6,14 @@ rate-aware BatchNorm, the step-wise convolution, the residual add, the SEW conne
 current :class:`PassState`; runners set it with :func:`use_pass`, which restores the previous
 state in ``finally``. There are no mode flags on modules and nothing sniffs grad mode.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Optional
+from typing import Literal, Optional
 
 import torch
 

@@ -20,12 +20,14 @@ the rates), so any lower precision changes the run: only accuracy measured over 
 it (docs/performance.md). :func:`use_spike_dtype` is the lower-level switch of the spike stage's
 convolutions alone, for experiments from Python.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Iterator, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 import torch
 
@@ -155,6 +157,15 @@ def spike_dtype_for(device: torch.device | str) -> Optional[torch.dtype]:
 
 
 __all__ = [
-    "PRECISIONS", "Precision", "PrecisionSpec", "autocast_for", "cpu_capability", "native_bf16", "precision_native",
-    "precision_spec", "spike_dtype_for", "use_precision", "use_spike_dtype",
+    "PRECISIONS",
+    "Precision",
+    "PrecisionSpec",
+    "autocast_for",
+    "cpu_capability",
+    "native_bf16",
+    "precision_native",
+    "precision_spec",
+    "spike_dtype_for",
+    "use_precision",
+    "use_spike_dtype",
 ]

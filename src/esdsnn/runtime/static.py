@@ -12,6 +12,7 @@ copies' gradients: that is exactly the gradient of the general path, so BPTT is 
 An entry holds only while the folded tensor lives and is not modified in place (its version is
 checked), so a layer that writes into it (a residual add) simply loses the shortcut.
 """
+
 from __future__ import annotations
 
 import weakref

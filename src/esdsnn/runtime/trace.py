@@ -1,9 +1,10 @@
 """What the RateBP spike stage records, keyed by layer: neuron rates/eligibilities, BN statistics,
 dropout masks, the output rates of spike-element-wise gates."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -25,10 +26,10 @@ class Trace:
     """Records of one spike stage. Each layer records once; the rate stage reads each once."""
 
     T: int
-    neurons: Dict[nn.Module, NeuronRecord] = field(default_factory=dict)
-    norms: Dict[nn.Module, NormRecord] = field(default_factory=dict)
-    masks: Dict[nn.Module, Tensor] = field(default_factory=dict)  # dropout masks, one per sample
-    gates: Dict[nn.Module, Tensor] = field(default_factory=dict)  # output rates of SEW AND / IAND gates
+    neurons: dict[nn.Module, NeuronRecord] = field(default_factory=dict)
+    norms: dict[nn.Module, NormRecord] = field(default_factory=dict)
+    masks: dict[nn.Module, Tensor] = field(default_factory=dict)  # dropout masks, one per sample
+    gates: dict[nn.Module, Tensor] = field(default_factory=dict)  # output rates of SEW AND / IAND gates
 
     def record_neuron(self, layer: nn.Module, rate: Tensor, eligibility: Tensor) -> None:
         _record(self.neurons, layer, NeuronRecord(rate, eligibility), "neuron")
@@ -65,4 +66,6 @@ def _read(table: dict, layer: nn.Module) -> Any:
     try:
         return table[layer]
     except KeyError:
-        raise RuntimeError(f"{layer!r} has no record: the rate stage must follow the spike stage of the same model") from None
+        raise RuntimeError(
+            f"{layer!r} has no record: the rate stage must follow the spike stage of the same model"
+        ) from None

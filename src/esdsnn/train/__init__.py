@@ -2,6 +2,7 @@
 (:mod:`.session`), with the optimiser (:mod:`.optim`), the checkpointed state (:mod:`.state`),
 interrupts (:mod:`.interrupts`), data parallelism (:mod:`.distributed`) and progress
 (:mod:`.logging`)."""
+
 from .loop import RunResult, resume_config, train
 
 __all__ = ["RunResult", "resume_config", "train"]

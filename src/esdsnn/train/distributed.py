@@ -20,13 +20,15 @@ Gloo on CPU) and trains its share of every batch. What changes, and what does no
 - Loss, accuracy and test accuracy are reduced over all processes; only rank 0 prints, shows
   progress bars and writes files.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -220,8 +222,9 @@ def wrap_ddp(method: nn.Module, ctx: DistContext) -> nn.Module:
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # buffers (BN running statistics) are synced from rank 0 at every forward (DDP's default);
     # gradients live in the all-reduce buckets (no copy, and no layout warnings for odd strides)
-    return DistributedDataParallel(method, device_ids=device_ids, find_unused_parameters=False,
-                                   gradient_as_bucket_view=True)
+    return DistributedDataParallel(
+        method, device_ids=device_ids, find_unused_parameters=False, gradient_as_bucket_view=True
+    )
 
 
 __all__ = ["DistContext", "init_process_group", "launched_distributed", "leave_process_group", "session", "wrap_ddp"]

@@ -1,6 +1,7 @@
 """What a training run tells its user when it cannot go on: a diverged loss, memory that ran out, a
 disk that filled up. Each is one line naming the cause, the fix, and where the work is kept
 (continue with ``--resume`` only where there is a checkpoint to continue from)."""
+
 from __future__ import annotations
 
 import errno
@@ -33,7 +34,9 @@ def kept(run_dir: Optional[Path], saved: Optional[str]) -> str:
     return f"no checkpoint was written yet: {next_step(run_dir)}"
 
 
-def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, precision: str = "32") -> TrainingDiverged:
+def diverged_error(
+    run_dir: Path, epoch: int, step: int, lr: float, what: str, precision: str = "32"
+) -> TrainingDiverged:
     last = run_dir / "last.pt"
     kept_line = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
     precision = "; with --precision 16-mixed try bf16-mixed or 32" if precision == "16-mixed" else ""
@@ -43,8 +46,9 @@ def diverged_error(run_dir: Path, epoch: int, step: int, lr: float, what: str, p
     )
 
 
-def training_failure(exc: BaseException, run_dir: Optional[Path], config: TrainConfig, spec: MethodSpec,
-                     saved: Optional[str] = None) -> Optional[EsdsnnError]:
+def training_failure(
+    exc: BaseException, run_dir: Optional[Path], config: TrainConfig, spec: MethodSpec, saved: Optional[str] = None
+) -> Optional[EsdsnnError]:
     """The one-line error for ``exc`` raised while a run set up or trained, or None when it is
     not one of the failures named here (out of memory, a run directory that stopped taking
     writes)."""
@@ -58,11 +62,14 @@ def training_failure(exc: BaseException, run_dir: Optional[Path], config: TrainC
     target = Path(exc.filename).resolve() if isinstance(exc.filename, (str, Path)) else None
     inside = target is None or run_dir.resolve() in (target, *target.parents)
     if exc.errno in _DISK_FULL and inside:
-        return RunNotWritable(f"no space left on the device of {run_dir} ({exc.strerror or brief(exc)}); free some "
-                              f"space, then {next_step(run_dir)}")
+        return RunNotWritable(
+            f"no space left on the device of {run_dir} ({exc.strerror or brief(exc)}); free some "
+            f"space, then {next_step(run_dir)}"
+        )
     if exc.errno in _UNWRITABLE and target is not None and inside:
-        return RunNotWritable(f"cannot write {target} ({exc.strerror}); make {run_dir} writable, then "
-                              f"{next_step(run_dir)}")
+        return RunNotWritable(
+            f"cannot write {target} ({exc.strerror}); make {run_dir} writable, then {next_step(run_dir)}"
+        )
     return None
 
 

@@ -7,6 +7,7 @@ the run says in one line what was loaded and what was not. Only weights and Batc
 statistics move; the optimiser, schedule and counters start fresh (it is a new run). Weights do
 not depend on T, so a T = 4 run initialises a T = 6 one exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -71,16 +72,20 @@ def init_from(method: nn.Module, model: nn.Module, source: str | Path) -> InitRe
     report = InitReport(path)
     own_model, own_extra = split_state(method, model)
     merged_model = _matching(own_model, ckpt["model"], report, prefix="")
-    merged_extra = _matching(own_extra, ckpt.get("extra") or {}, report, prefix="branches: ") if own_extra else own_extra
+    merged_extra = (
+        _matching(own_extra, ckpt.get("extra") or {}, report, prefix="branches: ") if own_extra else own_extra
+    )
     if not report.loaded:
-        raise CheckpointError(f"--init-from {path}: no tensor matches this model by name and shape "
-                              f"(another architecture?)")
+        raise CheckpointError(
+            f"--init-from {path}: no tensor matches this model by name and shape (another architecture?)"
+        )
     load_split_state(method, model, merged_model, merged_extra)
     return report
 
 
-def _matching(own: dict[str, torch.Tensor], source: dict[str, torch.Tensor], report: InitReport,
-              prefix: str) -> dict[str, torch.Tensor]:
+def _matching(
+    own: dict[str, torch.Tensor], source: dict[str, torch.Tensor], report: InitReport, prefix: str
+) -> dict[str, torch.Tensor]:
     """``own`` with every tensor of ``source`` that fits by name and shape put in."""
     merged = dict(own)
     for key, value in source.items():

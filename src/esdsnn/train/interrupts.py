@@ -1,11 +1,13 @@
 """Stopping a run cleanly: the first Ctrl-C or SIGTERM, or a caller's own stop signal, ends the
 run after the current step with a checkpoint."""
+
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from typing import Any, Iterator, Optional, Protocol
+from collections.abc import Iterator
+from typing import Any, Optional, Protocol
 
 
 class StopSignal(Protocol):
@@ -25,7 +27,7 @@ class InterruptFlag:
         return self.signum is not None
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["InterruptFlag"]:
+    def installed(self) -> Iterator[InterruptFlag]:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signals can only be caught in the main thread
             return

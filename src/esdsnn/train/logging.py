@@ -1,8 +1,10 @@
 """What a training session shows while it runs: TensorBoard curves, one line per epoch, warnings."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 
@@ -21,7 +23,7 @@ class TensorBoardLog:
         self.writer = writer
 
     @classmethod
-    def open(cls, run_dir: str | Path, purge_step: Optional[int] = None) -> Optional["TensorBoardLog"]:
+    def open(cls, run_dir: str | Path, purge_step: Optional[int] = None) -> Optional[TensorBoardLog]:
         """A log in ``run_dir/tb``, or None when the tensorboard package is not installed."""
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -66,9 +68,18 @@ def _count(n: Optional[int]) -> str:
     return "?" if n is None else f"{n:,}"
 
 
-def run_header(config: Any, bundle: Any, chosen: Mapping[str, Any], model: Any, method: Any, device: Any,
-               world_size: int, run_dir: Path) -> str:
+def run_header(
+    config: Any,
+    bundle: Any,
+    chosen: Mapping[str, Any],
+    model: Any,
+    method: Any,
+    device: Any,
+    world_size: int,
+    run_dir: Path,
+) -> str:
     """The block printed before training: what runs on what, and why each default was chosen."""
+
     def why(*names: str) -> str:
         reasons = [f"{n.replace('_', ' ')}: {chosen[n].reason}" for n in names if n in chosen]
         return f"  [default: {'; '.join(reasons)}]" if reasons else ""
@@ -77,8 +88,10 @@ def run_header(config: Any, bundle: Any, chosen: Mapping[str, Any], model: Any, 
     shape = "×".join(str(v) for v in bundle.input_shape)
     kind = f"event frames, {bundle.time_steps} per sample, of {shape}" if bundle.time_steps else f"{shape} images"
     if bundle.val is not None:
-        split = (f"{_count(bundle.num_train)} train + {_count(bundle.num_val)} val ({c.val_fraction:.0%} held out, "
-                 f"stratified, seed {c.seed}) + {_count(bundle.num_test)} test")
+        split = (
+            f"{_count(bundle.num_train)} train + {_count(bundle.num_val)} val ({c.val_fraction:.0%} held out, "
+            f"stratified, seed {c.seed}) + {_count(bundle.num_test)} test"
+        )
         selection = "the best epoch is selected on the validation split; the test set is measured after the last epoch"
     else:
         split = f"{_count(bundle.num_train)} train + {_count(bundle.num_test)} test"
@@ -89,13 +102,14 @@ def run_header(config: Any, bundle: Any, chosen: Mapping[str, Any], model: Any, 
     lines = [
         f"{c.method} on {where} -> {run_dir}",
         f"  data    {split}; {kind}; {bundle.num_classes} classes",
-        f"  model   {c.arch}, {model_params:,} parameters" + (f" (+{extra:,} training-only)" if extra > 0 else "")
+        f"  model   {c.arch}, {model_params:,} parameters"
+        + (f" (+{extra:,} training-only)" if extra > 0 else "")
         + why("arch"),
         f"  train   T={c.T}, {c.optim.epochs} epochs, batch {c.optim.batch_size}"
         + (f" ({world_size} processes)" if world_size > 1 else "")
-        + f", lr {c.optim.lr:g} (SGD, cosine per {c.optim.lr_schedule})" + why("epochs", "batch_size", "lr", "lr_schedule"),
-        f"  device  {device}, {torch.get_num_threads()} thread(s)" + f", precision {c.run.precision}"
-        + why("threads"),
+        + f", lr {c.optim.lr:g} (SGD, cosine per {c.optim.lr_schedule})"
+        + why("epochs", "batch_size", "lr", "lr_schedule"),
+        f"  device  {device}, {torch.get_num_threads()} thread(s)" + f", precision {c.run.precision}" + why("threads"),
         f"  select  {selection}" + why("val_fraction"),
     ]
     return "\n".join(lines)

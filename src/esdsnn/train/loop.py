@@ -23,18 +23,20 @@ Runs can be left running:
 - **After training**: callbacks given to :func:`train` (the CLI passes the firing-rate and energy
   report) get the trained model and add their figures to ``summary.json``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from esdsnn.config import RESUMABLE_FIELDS, TrainConfig, read_yaml
 from esdsnn.errors import CheckpointError, ConfigError
-from esdsnn.runtime.precision import use_precision
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import resolve_device, torch_threads
 from esdsnn.runs.checkpoint import load_latest
 from esdsnn.runs.claim import stopped_before_first_checkpoint
+from esdsnn.runtime.precision import use_precision
 from esdsnn.train import distributed
 from esdsnn.train.interrupts import EitherStop, InterruptFlag, StopSignal
 from esdsnn.train.logging import stderr_warning
@@ -62,16 +64,21 @@ def train(
     if not resume:
         config.check_applicable()
     threads = config.resolved().run.threads  # the session fills in the rest once the data is read
-    paths = {k: str(Path(config.get(k)).expanduser().resolve())
-             for k in ("data_path", "teacher_run") if config.get(k) is not None}
+    paths = {
+        k: str(Path(config.get(k)).expanduser().resolve())
+        for k in ("data_path", "teacher_run")
+        if config.get(k) is not None
+    }
     if paths:  # absolute, so that eval and resume work from any folder
         config = config.replace(**paths)
     interrupt = InterruptFlag()
-    with torch_threads(threads), interrupt.installed(), \
-            distributed.session(config.run.device, resolve_device) as ctx:
+    with torch_threads(threads), interrupt.installed(), distributed.session(config.run.device, resolve_device) as ctx:
         quiet: Echo = lambda line: None  # noqa: E731
         session = Session(
-            config, ctx, EitherStop(interrupt, stop), interrupt,
+            config,
+            ctx,
+            EitherStop(interrupt, stop),
+            interrupt,
             echo=(echo or quiet) if ctx.is_main else quiet,
             warn=(warn or stderr_warning) if ctx.is_main else quiet,
             after_training=tuple(after_training),
@@ -92,8 +99,9 @@ def resume_config(run_dir: str | Path, overrides: Optional[dict[str, Any]] = Non
         try:
             path, ckpt, _ = load_latest(run_dir)
         except CheckpointError as exc:  # nothing to continue from: what is left is to train it again
-            raise CheckpointError(f"{exc}; retrain it: esdsnn train --config {run_dir / runfiles.CONFIG_FILE} "
-                                  f"--out NEW_DIR") from None
+            raise CheckpointError(
+                f"{exc}; retrain it: esdsnn train --config {run_dir / runfiles.CONFIG_FILE} --out NEW_DIR"
+            ) from None
         source, saved = path, ckpt["config"]
     overrides = dict(overrides or {})
     banned = sorted(k for k in overrides if k not in RESUMABLE_FIELDS)

@@ -11,6 +11,7 @@ an N-epoch run only when it is extended before its first epoch is complete (per 
 its first step (per step): the units before ran with the shorter schedule's learning rates. A
 finished run's rate, which had reached 0, rises again to that of its position in the N-epoch run
 (a warm restart)."""
+
 from __future__ import annotations
 
 import math
@@ -60,7 +61,9 @@ class CosineLR(torch.optim.lr_scheduler.CosineAnnealingLR):
             self.step()
 
 
-def make_optimizer(method: nn.Module, optim: OptimConfig, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, CosineLR]:
+def make_optimizer(
+    method: nn.Module, optim: OptimConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, CosineLR]:
     """SGD with momentum and a cosine schedule down to 0 (no warm-up), moved per epoch or, with
     ``lr_schedule: step``, per training step."""
     if optim.lr_schedule is None:
@@ -74,8 +77,9 @@ def cosine_lr(base_lr: float, done: int, total: int) -> float:
     return base_lr * (1 + math.cos(math.pi * done / total)) / 2
 
 
-def extend_schedule(optimizer: torch.optim.Optimizer, scheduler: CosineLR, *, done: int, planned: int,
-                    epochs: int) -> str:
+def extend_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: CosineLR, *, done: int, planned: int, epochs: int
+) -> str:
     """Re-plan the cosine of a run with ``done`` of ``planned`` epochs over ``epochs`` epochs
     (see the module notes); returns the line that says so."""
     if epochs < done:
@@ -85,8 +89,10 @@ def extend_schedule(optimizer: torch.optim.Optimizer, scheduler: CosineLR, *, do
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
         group["lr"] = cosine_lr(base, position, scheduler.T_max)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-    return (f"schedule re-planned from {planned} to {epochs} epochs: epoch {done + 1} continues at lr "
-            f"{optimizer.param_groups[0]['lr']:.4g}, the cosine of a {epochs}-epoch run")
+    return (
+        f"schedule re-planned from {planned} to {epochs} epochs: epoch {done + 1} continues at lr "
+        f"{optimizer.param_groups[0]['lr']:.4g}, the cosine of a {epochs}-epoch run"
+    )
 
 
 __all__ = ["CosineLR", "cosine_lr", "extend_schedule", "make_optimizer", "parameter_groups"]

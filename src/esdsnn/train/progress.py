@@ -4,11 +4,13 @@ A cluster job writes its output to a file, where a bar is either invisible or a 
 carriage returns; there, one plain line every ``log_every`` seconds says where the run is:
 epoch, step/total, loss, accuracy, samples/s and the time left in the epoch and in the run.
 """
+
 from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, Optional, TextIO
+from collections.abc import Callable
+from typing import Optional, TextIO
 
 from tqdm import tqdm
 
@@ -33,15 +35,36 @@ class EpochProgress:
     ``epochs_left`` (after this one) makes the ETA cover the whole run.
     """
 
-    def __init__(self, epoch: int, epochs: int, steps: int, start_step: int, *, bar: bool, log_every: float,
-                 echo: Echo, epochs_left: int = 0, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        epoch: int,
+        epochs: int,
+        steps: int,
+        start_step: int,
+        *,
+        bar: bool,
+        log_every: float,
+        echo: Echo,
+        epochs_left: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.epoch, self.epochs, self.steps = epoch, epochs, steps
         self.echo, self.log_every, self.epochs_left, self.clock = echo, log_every, epochs_left, clock
         self.started = self.last_line = clock()
         self.start_step = start_step
         self.samples = 0
-        self.bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}/{epochs}", leave=False,
-                        unit="batch", dynamic_ncols=True) if bar else None
+        self.bar = (
+            tqdm(
+                total=steps,
+                initial=start_step,
+                desc=f"epoch {epoch}/{epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+            )
+            if bar
+            else None
+        )
 
     def update(self, step: int, samples: int, loss: float, acc: float) -> None:
         """``step`` batches of the epoch are done; ``samples`` were trained in the last one."""
@@ -61,8 +84,10 @@ class EpochProgress:
         per_step = elapsed / max(step - self.start_step, 1)
         epoch_left = per_step * (self.steps - step)
         run_left = epoch_left + per_step * self.steps * self.epochs_left
-        return (f"epoch {self.epoch}/{self.epochs}  step {step}/{self.steps}  loss {loss:.4f}  train {acc:.2%}  "
-                f"{self.samples / elapsed:.0f} samples/s  ETA epoch {duration(epoch_left)}, run {duration(run_left)}")
+        return (
+            f"epoch {self.epoch}/{self.epochs}  step {step}/{self.steps}  loss {loss:.4f}  train {acc:.2%}  "
+            f"{self.samples / elapsed:.0f} samples/s  ETA epoch {duration(epoch_left)}, run {duration(run_left)}"
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -108,7 +133,7 @@ class ThreadGuard:
 
         if self.done or self.reference is None or torch.get_num_threads() <= 1:
             return None
-        self.recent = (self.recent + [step_seconds])[-self.window:]
+        self.recent = ([*self.recent, step_seconds])[-self.window :]
         if len(self.recent) < self.window:
             return None
         slow = statistics.median(self.recent)
@@ -117,8 +142,10 @@ class ThreadGuard:
         self.done = True
         before = torch.get_num_threads()
         torch.set_num_threads(1)
-        return (f"steps slowed from {self.reference:.3g} s to {slow:.3g} s (another job on the cores?): "
-                f"{before} -> 1 thread for the rest of this session")
+        return (
+            f"steps slowed from {self.reference:.3g} s to {slow:.3g} s (another job on the cores?): "
+            f"{before} -> 1 thread for the rest of this session"
+        )
 
 
 class StepWatch:
@@ -147,8 +174,10 @@ class StepWatch:
 def estimate_line(per_step: float, steps: int, steps_left: int, epochs_after: int) -> str:
     """The estimate printed after the first steps: per epoch and for the rest of the run."""
     left = per_step * (steps_left + steps * epochs_after)
-    return (f"estimate from the first steps: {per_step:.3g} s/step, {duration(per_step * steps)} per epoch of "
-            f"{steps} steps, {duration(left)} of training left (evaluation not included)")
+    return (
+        f"estimate from the first steps: {per_step:.3g} s/step, {duration(per_step * steps)} per epoch of "
+        f"{steps} steps, {duration(left)} of training left (evaluation not included)"
+    )
 
 
 def is_terminal(stream: TextIO = sys.stderr) -> bool:

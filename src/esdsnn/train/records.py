@@ -1,20 +1,21 @@
 """What a training session records about itself: ``summary.json`` (its figures, settings and
 environment) and ``env.json`` (where it ran, once per session)."""
+
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
 
 import esdsnn
-from esdsnn.runtime.precision import precision_native
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.checkpoint import LAST
+from esdsnn.runtime.precision import precision_native
 
 if TYPE_CHECKING:  # pragma: no cover
     from esdsnn.train.session import Session
 
 
-def summary_record(session: "Session", status: str) -> dict[str, Any]:
+def summary_record(session: Session, status: str) -> dict[str, Any]:
     """``summary.json``: accuracies as fractions (test: final weights; best_*: the epoch selected on
     ``selected_on``), the data's shape and fingerprint, how the epochs were planned (and re-planned
     by ``--resume --epochs``), the environment."""
@@ -59,13 +60,19 @@ def summary_record(session: "Session", status: str) -> dict[str, Any]:
     }
 
 
-def write_env(session: "Session", resumed: bool) -> None:
+def write_env(session: Session, resumed: bool) -> None:
     """``env.json``: written when the run starts; each resumed session adds its own entry."""
     run = session.config.run
-    env = runfiles.run_environment(session.device, session.ctx.world_size, git=session.git,
-                                   precision=run.precision, precision_native=precision_native(run.precision, session.device),
-                                   compile=run.compile, channels_last=run.channels_last,
-                                   data_fingerprint=session.fingerprint)
+    env = runfiles.run_environment(
+        session.device,
+        session.ctx.world_size,
+        git=session.git,
+        precision=run.precision,
+        precision_native=precision_native(run.precision, session.device),
+        compile=run.compile,
+        channels_last=run.channels_last,
+        data_fingerprint=session.fingerprint,
+    )
     path = session.run_dir / runfiles.ENV_FILE
     if resumed and path.is_file():
         try:

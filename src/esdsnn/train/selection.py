@@ -6,10 +6,12 @@ test set is measured once, after the last epoch, for the final and the best weig
 one (the paper's recipes) the test set is measured every ``eval_every`` epochs and the best epoch
 is the one with the highest test accuracy, as the paper selects.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -34,14 +36,20 @@ class Selection:
     def measure(self, batches: Any) -> Measured:
         figures = measure(self.model, batches, self.steps)
         if self.ctx.distributed:
-            correct, total, loss_sum = self.ctx.sum(torch.tensor(
-                [figures.correct, figures.total, figures.loss_sum], dtype=torch.float64)).tolist()
+            correct, total, loss_sum = self.ctx.sum(
+                torch.tensor([figures.correct, figures.total, figures.loss_sum], dtype=torch.float64)
+            ).tolist()
             figures = Measured(int(correct), int(total), loss_sum)
         return figures
 
     def record_test(self, state: RunState, row: dict[str, Any]) -> float:
         test = self.measure(self.test)
-        state.test_acc, state.test_correct, state.test_total, state.test_loss = test.acc, test.correct, test.total, test.loss
+        state.test_acc, state.test_correct, state.test_total, state.test_loss = (
+            test.acc,
+            test.correct,
+            test.total,
+            test.loss,
+        )
         row["test_acc"], row["test_loss"] = test.acc, test.loss
         return test.acc
 
@@ -58,8 +66,11 @@ class Selection:
             val = self.measure(self.val)
             row["val_acc"], row["val_loss"] = state.val_acc, state.val_loss = selection, loss = val.acc, val.loss
             best_loss = state.best_val_loss if state.best_val_loss is not None else math.inf
-            improved = (state.best_selection is None or selection > state.best_selection
-                        or (selection == state.best_selection and loss < best_loss))
+            improved = (
+                state.best_selection is None
+                or selection > state.best_selection
+                or (selection == state.best_selection and loss < best_loss)
+            )
             if improved:
                 state.best_val_acc, state.best_val_loss = selection, loss
                 self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -4,13 +4,15 @@ The session knows nothing of the model's insides: it calls ``method(x, y)``, bac
 ``out.loss``, steps the optimiser and measures test accuracy with :func:`esdsnn.predict` (spike
 pass, main head). What it must know about the method it asks the method's spec.
 """
+
 from __future__ import annotations
 
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -23,26 +25,34 @@ from esdsnn.methods import method_spec
 from esdsnn.models.anatomy import check_output_contract
 from esdsnn.models.base import SpikingNet
 from esdsnn.neurons.lif import compile_neurons_
-from esdsnn.runtime.precision import autocast_for, cpu_capability, precision_native, precision_spec
 from esdsnn.runs import files as runfiles
 from esdsnn.runs.build import build_method, build_model, build_training_data, load_teacher
 from esdsnn.runs.checkpoint import BEST, LAST, PREVIOUS, describe, load_checkpoint, load_latest, save_checkpoint
 from esdsnn.runs.claim import Claim, check_out_early, claim_existing, claim_new
 from esdsnn.runs.fingerprint import data_fingerprint
 from esdsnn.runs.load import TrainedModel
+from esdsnn.runtime.precision import autocast_for, cpu_capability, precision_native, precision_spec
 from esdsnn.train import distributed
 from esdsnn.train.distributed import DistContext
 from esdsnn.train.failures import diverged_error, training_failure
-from esdsnn.train.interrupts import InterruptFlag, StopSignal
 from esdsnn.train.init_from import init_from
+from esdsnn.train.interrupts import InterruptFlag, StopSignal
 from esdsnn.train.logging import TensorBoardLog, epoch_line, run_header
 from esdsnn.train.optim import extend_schedule, make_optimizer
 from esdsnn.train.progress import EpochProgress, StepWatch, is_terminal
 from esdsnn.train.records import summary_record, write_env
 from esdsnn.train.selection import Selection
 from esdsnn.train.state import (
-    RunResult, RunState, all_finite, checkpoint_nbytes, load_split_state, optimizer_tensors, replan_notes, rng_state,
-    set_rng_state, split_state,
+    RunResult,
+    RunState,
+    all_finite,
+    checkpoint_nbytes,
+    load_split_state,
+    optimizer_tensors,
+    replan_notes,
+    rng_state,
+    set_rng_state,
+    split_state,
 )
 
 Echo = Callable[[str], None]
@@ -53,8 +63,16 @@ AfterTraining = Callable[[TrainedModel, Echo], Optional[dict]]
 class Session:
     """One training session of a run (a fresh one, or a resumed one) in this process."""
 
-    def __init__(self, config: TrainConfig, ctx: DistContext, stop: StopSignal, interrupt: InterruptFlag,
-                 echo: Echo, warn: Echo, after_training: tuple[AfterTraining, ...] = ()) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        ctx: DistContext,
+        stop: StopSignal,
+        interrupt: InterruptFlag,
+        echo: Echo,
+        warn: Echo,
+        after_training: tuple[AfterTraining, ...] = (),
+    ) -> None:
         self.config = config
         self.ctx = ctx
         self.stop = stop
@@ -89,11 +107,15 @@ class Session:
     def _run(self, resume: bool) -> RunResult:
         config, ctx = self.config, self.ctx
         if config.run.precision == "16-mixed" and self.device.type != "cuda":
-            raise ConfigError(f"--precision 16-mixed needs a CUDA device (half-precision kernels and a gradient "
-                              f"scaler); on {self.device.type} use --precision bf16-mixed or 32")
+            raise ConfigError(
+                f"--precision 16-mixed needs a CUDA device (half-precision kernels and a gradient "
+                f"scaler); on {self.device.type} use --precision bf16-mixed or 32"
+            )
         if not precision_native(config.run.precision, self.device):
-            self.warn(f"--precision {config.run.precision}: this {self.device.type} ({cpu_capability()}) has no native "
-                      f"bfloat16, so it is emulated and many times slower than --precision 32")
+            self.warn(
+                f"--precision {config.run.precision}: this {self.device.type} ({cpu_capability()}) has no native "
+                f"bfloat16, so it is emulated and many times slower than --precision 32"
+            )
         ckpt = self._checkpoint_to_resume() if resume else None
         if not resume:  # before the data is read: a folder another process writes, or one that holds a run
             ctx.main_only(lambda: check_out_early(config.run.out))
@@ -165,7 +187,9 @@ class Session:
         self.test_batches = bundle.test.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.test
         self.val_batches = None
         if bundle.val is not None:
-            self.val_batches = bundle.val.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.val
+            self.val_batches = (
+                bundle.val.shard(ctx.rank, ctx.world_size, train=False) if ctx.distributed else bundle.val
+            )
         # threads chosen from the free cores (not by the user) drop to one when steps slow down
         self.watch = StepWatch(guard="threads" in self.chosen and not ctx.distributed)
         model = build_model(config, bundle)
@@ -204,8 +228,16 @@ class Session:
         return str(run_dir)
 
     def _header(self) -> str:
-        return run_header(self.config, self.bundle, self.chosen, self.model, self.method, self.device,
-                          self.ctx.world_size, self.run_dir)
+        return run_header(
+            self.config,
+            self.bundle,
+            self.chosen,
+            self.model,
+            self.method,
+            self.device,
+            self.ctx.world_size,
+            self.run_dir,
+        )
 
     def _restore(self, ckpt: dict[str, Any]) -> Optional[RunResult]:
         """Load the checkpoint's state; a :class:`RunResult` if the run is already complete."""
@@ -214,18 +246,24 @@ class Session:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         planned, done = int(ckpt["config"].get("epochs") or self.config.optim.epochs), int(ckpt["epoch"])
         if self.config.optim.epochs != planned:
-            self.echo(extend_schedule(self.optimizer, self.scheduler, done=done, planned=planned,
-                                      epochs=self.config.optim.epochs))
+            self.echo(
+                extend_schedule(
+                    self.optimizer, self.scheduler, done=done, planned=planned, epochs=self.config.optim.epochs
+                )
+            )
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
-        self.state = state = RunState.from_dict(ckpt.get("progress", {}), epoch=int(ckpt["epoch"]),
-                                                step=int(ckpt.get("step", 0)))
+        self.state = state = RunState.from_dict(
+            ckpt.get("progress", {}), epoch=int(ckpt["epoch"]), step=int(ckpt.get("step", 0))
+        )
         data = ckpt.get("data", {})
         if data.get("world_size", self.ctx.world_size) != self.ctx.world_size:
-            self.warn(f"the run was saved with {data['world_size']} process(es) and resumes with "
-                      f"{self.ctx.world_size}: the global batches stay the same, the summation order changes")
+            self.warn(
+                f"the run was saved with {data['world_size']} process(es) and resumes with "
+                f"{self.ctx.world_size}: the global batches stay the same, the summation order changes"
+            )
         if data.get("steps_per_epoch", len(self.train_batches)) != len(self.train_batches):
             raise CheckpointError(
                 f"the checkpoint of {self.run_dir} was saved with {data['steps_per_epoch']} steps per epoch, "
@@ -258,18 +296,30 @@ class Session:
             self.epoch_started = time.perf_counter()
             stop_now = False
             shown = config.run.progress and ctx.is_main
-            progress = EpochProgress(epoch, epochs, steps, state.step, bar=shown and is_terminal(),
-                                     log_every=config.run.log_every if shown else 0.0, echo=self.echo,
-                                     epochs_left=epochs - epoch)
+            progress = EpochProgress(
+                epoch,
+                epochs,
+                steps,
+                state.step,
+                bar=shown and is_terminal(),
+                log_every=config.run.log_every if shown else 0.0,
+                echo=self.echo,
+                epochs_left=epochs - epoch,
+            )
             try:
                 for i, (x, y) in enumerate(self.train_batches.iter_from(state.step), state.step):
                     began = time.perf_counter()
                     stop_now = self._step(x, y, epoch, i, lr)
                     state.step = i + 1
-                    progress.update(state.step, int(y.shape[0]) * ctx.world_size, state.mean("loss"),
-                                    state.train_correct / max(state.seen, 1))
-                    for line in self.watch.after_step(time.perf_counter() - began, steps, steps - state.step,
-                                                      epochs - epoch):
+                    progress.update(
+                        state.step,
+                        int(y.shape[0]) * ctx.world_size,
+                        state.mean("loss"),
+                        state.train_correct / max(state.seen, 1),
+                    )
+                    for line in self.watch.after_step(
+                        time.perf_counter() - began, steps, steps - state.step, epochs - epoch
+                    ):
                         self.echo(line)
                     if state.step >= steps:
                         break
@@ -298,8 +348,13 @@ class Session:
         keys = list(out.parts)
         loss_local = float(out.parts["loss"]) if "loss" in out.parts else float(out.loss.detach())
         correct = int((out.logits.detach().argmax(-1) == y).sum())
-        totals = [float(n), *(float(out.parts[k]) * n for k in keys), float(correct), loss_local * n,
-                  1.0 if self.stop.is_set() else 0.0]
+        totals = [
+            float(n),
+            *(float(out.parts[k]) * n for k in keys),
+            float(correct),
+            loss_local * n,
+            1.0 if self.stop.is_set() else 0.0,
+        ]
         if ctx.distributed:  # one small all-reduce: metrics, the NaN check and the stop flag agree
             totals = ctx.sum(torch.tensor(totals, dtype=torch.float64)).tolist()
         n_global = totals[0]
@@ -332,8 +387,9 @@ class Session:
         row["train_acc"] = state.train_acc = state.train_correct / max(state.seen, 1)
         state.firing_rate = row.get("firing_rate")
         last = epoch == config.optim.epochs
-        improved = self.selection.end_epoch(state, row, epoch, evaluate=epoch % config.run.eval_every == 0 or last,
-                                            last=last)
+        improved = self.selection.end_epoch(
+            state, row, epoch, evaluate=epoch % config.run.eval_every == 0 or last, last=last
+        )
         row["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
         if self.metrics is not None:
             self.metrics.write(row)
@@ -344,7 +400,9 @@ class Session:
         if improved:
             self.checkpoint(BEST)
         if last and self.val_batches is not None:
-            self.selection.test_best(state, lambda: load_checkpoint(self.run_dir / BEST, map_location=self.device)["model"])
+            self.selection.test_best(
+                state, lambda: load_checkpoint(self.run_dir / BEST, map_location=self.device)["model"]
+            )
         self.checkpoint(LAST)
 
     def _finish(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -352,13 +410,23 @@ class Session:
         a failing callback costs a warning, never the run."""
         if not self.ctx.is_main or not self.after_training:
             return summary
-        trained = TrainedModel(self.run_dir, self.config, self.spec, self.model, self.bundle.test, self.eval_T,
-                               self.device, tuple(self.bundle.input_shape))
+        trained = TrainedModel(
+            self.run_dir,
+            self.config,
+            self.spec,
+            self.model,
+            self.bundle.test,
+            self.eval_T,
+            self.device,
+            tuple(self.bundle.input_shape),
+        )
         for callback in self.after_training:
             try:
                 extra = callback(trained, self.echo)
             except Exception as exc:  # the run itself is saved: an extra must not lose it
-                self.echo(f"warning: {getattr(callback, '__name__', 'an after-training step')} failed ({brief(exc, 300)})")
+                self.echo(
+                    f"warning: {getattr(callback, '__name__', 'an after-training step')} failed ({brief(exc, 300)})"
+                )
                 continue
             if extra:
                 summary = {**summary, **extra}
@@ -378,8 +446,12 @@ class Session:
         finite = all_finite(self.method.state_dict().values()) and all_finite(optimizer_tensors(self.optimizer))
         if not ctx.all_true(finite):
             self.summary("diverged")
-            raise self._diverged(state.epoch + (1 if state.step else 0), state.step,
-                                 self.optimizer.param_groups[0]["lr"], "the weights are no longer finite")
+            raise self._diverged(
+                state.epoch + (1 if state.step else 0),
+                state.step,
+                self.optimizer.param_groups[0]["lr"],
+                "the weights are no longer finite",
+            )
         if not ctx.is_main:
             return
         model_state, extra = split_state(self.method, self.model)
@@ -387,27 +459,46 @@ class Session:
         if state.step:  # mid-epoch: the time of the epoch so far
             progress["epoch_s"] = state.epoch_s + time.perf_counter() - self.epoch_started
         if name == BEST:  # to evaluate, report, export or --init-from; resuming takes last.pt
-            save_checkpoint(self.run_dir / name, {
-                "model": model_state, "extra": extra, "epoch": state.epoch, "step": 0, "weights_only": True,
-                "selected_on": self.selection.selected_on, "selection_acc": state.best_selection,
-                "config": self.config.to_dict(), "esdsnn": esdsnn.__version__,
-            })
+            save_checkpoint(
+                self.run_dir / name,
+                {
+                    "model": model_state,
+                    "extra": extra,
+                    "epoch": state.epoch,
+                    "step": 0,
+                    "weights_only": True,
+                    "selected_on": self.selection.selected_on,
+                    "selection_acc": state.best_selection,
+                    "config": self.config.to_dict(),
+                    "esdsnn": esdsnn.__version__,
+                },
+            )
             return
-        save_checkpoint(self.run_dir / name, {
-            "model": model_state,
-            "extra": extra,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "epoch": state.epoch,
-            "step": state.step,
-            "progress": progress,
-            "data": {"epoch": state.epoch, "step": state.step, "steps_per_epoch": len(self.train_batches),
-                     "world_size": ctx.world_size, "batch_size": self.config.optim.batch_size, "seed": self.config.seed},
-            "rng": rng_state(cuda=self.device.type == "cuda"),
-            "config": self.config.to_dict(),
-            "esdsnn": esdsnn.__version__,
-        }, keep_previous=self.run_dir / PREVIOUS if name == LAST else None)
+        save_checkpoint(
+            self.run_dir / name,
+            {
+                "model": model_state,
+                "extra": extra,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+                "epoch": state.epoch,
+                "step": state.step,
+                "progress": progress,
+                "data": {
+                    "epoch": state.epoch,
+                    "step": state.step,
+                    "steps_per_epoch": len(self.train_batches),
+                    "world_size": ctx.world_size,
+                    "batch_size": self.config.optim.batch_size,
+                    "seed": self.config.seed,
+                },
+                "rng": rng_state(cuda=self.device.type == "cuda"),
+                "config": self.config.to_dict(),
+                "esdsnn": esdsnn.__version__,
+            },
+            keep_previous=self.run_dir / PREVIOUS if name == LAST else None,
+        )
         self.saved = describe({"epoch": state.epoch, "step": state.step})
 
     def summary(self, status: str) -> dict[str, Any]:
@@ -419,8 +510,16 @@ class Session:
 
     def _result(self, summary: dict[str, Any], status: str) -> RunResult:
         interrupted = status == "interrupted"
-        return RunResult(self.run_dir, summary, status, self.state.epoch, self.state.step if interrupted else 0,
-                         len(self.train_batches), self.interrupt.signum if interrupted else None, self.ctx.rank)
+        return RunResult(
+            self.run_dir,
+            summary,
+            status,
+            self.state.epoch,
+            self.state.step if interrupted else 0,
+            len(self.train_batches),
+            self.interrupt.signum if interrupted else None,
+            self.ctx.rank,
+        )
 
     def _diverged(self, epoch: int, step: int, lr: float, what: str) -> TrainingDiverged:
         return diverged_error(self.run_dir, epoch, step, lr, what, precision=self.config.run.precision)

@@ -2,12 +2,14 @@
 model/method split of the weights, every RNG state, finiteness checks and the size estimate of
 one checkpoint (the files themselves: :mod:`esdsnn.runs.checkpoint`); and what a session
 returns (:class:`RunResult`)."""
+
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -74,8 +76,13 @@ def rng_state(cuda: bool = False) -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     if cuda and torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
@@ -93,8 +100,9 @@ def set_rng_state(state: Any) -> None:
         random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     npy = state.get("numpy")
     if npy is not None:
-        np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                             npy["has_gauss"], npy["cached_gaussian"]))
+        np.random.set_state(
+            (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+        )
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda][: torch.cuda.device_count()])
@@ -148,7 +156,7 @@ class RunState:
         return {k: v for k, v in self.__dict__.items() if k not in ("epoch", "step")}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, epoch: int, step: int) -> "RunState":
+    def from_dict(cls, data: dict[str, Any], *, epoch: int, step: int) -> RunState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         if "best_selection" not in known:  # saved before validation splits: selected on the test set
             known["best_selection"] = known.get("best_test_acc")
@@ -161,7 +169,8 @@ def replan_notes(replans: Iterable[dict[str, int]]) -> tuple[str, ...]:
         f"epochs: {'extended' if r['to'] > r['from'] else 'shortened'} from {r['from']} to {r['to']} by "
         f"esdsnn train --resume after epoch {r['after_epoch']}; the cosine was re-planned there (a warm restart), "
         f"so this is not a {r['to']}-epoch run from the start"
-        for r in replans)
+        for r in replans
+    )
 
 
 @dataclass

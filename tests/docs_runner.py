@@ -72,6 +72,7 @@ DATA_FLAGS = {
 SCRIPT_FLAGS = {
     "make_digits28_npz.py": ["--train", "300", "--test", "100"],
     "make_shapes_npz.py": ["--train", "200", "--test", "100"],
+    "make_glyphs28_npz.py": ["--train", "200", "--test", "100"],
     "spikingjelly_csnn_npz.py": ["--threads", "1"],
 }
 #: Optional packages a block may need: (text in the block, module to import, what to install).

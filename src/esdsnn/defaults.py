@@ -15,7 +15,7 @@ Three kinds of data set (:class:`esdsnn.data.DatasetInfo`):
   set to reach its accuracy within a few epochs: a cosine that moves every step (so that even a
   2-epoch run anneals to 0) and a step of :data:`SIZED_STEP` on the unscaled loss (lr 0.4 for
   the RateBP methods at T = 4, whose loss is scaled by 1/T; 0.1 for BPTT). Chosen by racing
-  SpikingJelly's tutorial CSNN for 2 epochs on three sets (README, "Your own data").
+  SpikingJelly's tutorial CSNN for 2 epochs on three sets (docs/own-data.md).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, durable: bool = Fa
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             _set_mode(fh.fileno(), tmp, default_file_mode())
             yield fh
             if durable:

@@ -213,6 +213,7 @@ class TrainConfig:
         spec = method_spec(self.method)
         for key, value in spec.forced.items():  # what the method fixes is what the run records
             section = LEAVES[key].section
+            assert section is not None  # what a method fixes lives in a section
             given = getattr(getattr(self, section), key)
             _check(
                 given in (value, LEAVES[key].default),
@@ -385,7 +386,7 @@ def _renamed(values: Mapping[str, Any], source: str) -> dict[str, Any]:
             if key not in table:
                 raise ConfigError(
                     f"{old} (in {source}) must be one of {', '.join(table)}, got {value!r}; "
-                    f"it is now --{new.replace('_', '-')} {' | '.join(choices(LEAVES[new].hint))}"
+                    f"it is now --{new.replace('_', '-')} {' | '.join(choices(LEAVES[new].hint) or ())}"
                 )
             value = table[key]
         flag = f"--{new.replace('_', '-')}"

@@ -50,7 +50,8 @@ def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...], bool], ...]:
 
 def check_choices(instance: Any) -> None:
     """Refuse a value outside its ``Literal`` choices (settings built from Python, not flags)."""
-    for name, options, optional in _literal_fields(type(instance)):
+    cls: type = type(instance)
+    for name, options, optional in _literal_fields(cls):
         value = getattr(instance, name)
         if value is None and optional:
             continue

@@ -193,6 +193,18 @@ def test_soft_reset_and_unsupported_layers_are_refused():
         esdsnn.export_nir(maxpool, SHAPE)
 
 
+def test_a_batchnorm_without_running_statistics_is_refused():
+    net = nn.Sequential(
+        snn.Conv2d(1, 2, 3),
+        nn.BatchNorm2d(2, track_running_stats=False),
+        snn.LIF(**HARD),
+        nn.Flatten(),
+        nn.Linear(72, 2),
+    )
+    with pytest.raises(ConfigError, match="1: a BatchNorm exports only with running statistics"):
+        esdsnn.export_nir(net.eval(), SHAPE)
+
+
 def test_cli_export_of_a_trained_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert (

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..neurons.lif import LIF
 
 INSTALL_HINT = (
     "install it with: pip install --no-deps spikingjelly==2.0.0 loguru "
@@ -52,7 +55,7 @@ def spikingjelly_version() -> str:
         return str(getattr(spikingjelly, "__version__", "unknown"))
 
 
-def _neuron(lif: nn.Module, neuron: Any, surrogate: Any) -> nn.Module:
+def _neuron(lif: LIF, neuron: Any, surrogate: Any) -> nn.Module:
     p = lif.config
     decay = float(lif.decay)
     if decay >= 1.0 or lif.learnable_decay:
@@ -86,30 +89,31 @@ def _leaf(module: nn.Module, where: str, sj: tuple[Any, Any, Any, Any]) -> nn.Mo
     if isinstance(module, LIF):
         return _neuron(module, neuron, surrogate)
     if isinstance(module, nn.Conv2d):
-        m = module
+        conv = module
         return _with_state(
             layer.Conv2d(
-                m.in_channels,
-                m.out_channels,
-                m.kernel_size,
-                m.stride,
-                m.padding,
-                m.dilation,
-                m.groups,
-                m.bias is not None,
-                m.padding_mode,
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                conv.groups,
+                conv.bias is not None,
+                conv.padding_mode,
                 step_mode="m",
             ),
-            m,
+            conv,
         )
     if isinstance(module, nn.BatchNorm2d):
-        m = module
+        bn = module
         return _with_state(
-            layer.BatchNorm2d(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, step_mode="m"), m
+            layer.BatchNorm2d(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, step_mode="m"),
+            bn,
         )
     if isinstance(module, nn.Linear):
-        m = module
-        return _with_state(layer.Linear(m.in_features, m.out_features, m.bias is not None, step_mode="m"), m)
+        fc = module
+        return _with_state(layer.Linear(fc.in_features, fc.out_features, fc.bias is not None, step_mode="m"), fc)
     if isinstance(module, nn.AdaptiveAvgPool2d):
         return layer.AdaptiveAvgPool2d(module.output_size, step_mode="m")
     if isinstance(module, nn.AvgPool2d):

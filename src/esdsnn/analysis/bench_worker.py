@@ -33,6 +33,14 @@ def _proc_status_kib(field: str) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
+def _proc_status_bytes(field: str) -> int:
+    """A field of /proc/self/status that was read before (:class:`_PeakMemory` checks), in bytes."""
+    kib = _proc_status_kib(field)
+    if kib is None:
+        raise RuntimeError(f"/proc/self/status has no {field} line")
+    return kib * 1024
+
+
 def _malloc_trim() -> None:
     """Hand memory that glibc's malloc holds but no tensor uses back to the OS (glibc only), so
     that freed warm-up memory does not hide inside the baseline RSS."""
@@ -68,7 +76,7 @@ class _PeakMemory:
             reset = False
         if reset:
             self.method = "VmHWM (reset via /proc/self/clear_refs) - RSS at baseline"
-            self.baseline = _proc_status_kib("VmRSS") * 1024
+            self.baseline = _proc_status_bytes("VmRSS")
         else:
             self.method = "ru_maxrss - RSS at baseline"
             self.baseline = rss * 1024 if rss is not None else self._maxrss()
@@ -85,7 +93,7 @@ class _PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return int(torch.cuda.max_memory_allocated(self.device) - self.baseline)
-        peak = _proc_status_kib("VmHWM") * 1024 if self._reset else self._maxrss()
+        peak = _proc_status_bytes("VmHWM") if self._reset else self._maxrss()
         return int(max(peak - self.baseline, 0))
 
 

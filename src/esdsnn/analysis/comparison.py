@@ -153,6 +153,7 @@ def noise_note(rows: Sequence[Mapping[str, Any]]) -> str:
         base, what = ablation
         gain = by[base]["test_acc_mean"] - row["test_acc_mean"]
         noise = _combined_std(by[base], row)
+        assert noise is not None  # every compared method has a std (returned above otherwise)
         verdict = "within noise" if abs(gain) <= noise else "beyond one combined std"
         text += (
             f" {what[0].upper() + what[1:]} ({base} − {name}, the ablation): {gain * 100:+.2f} pp, combined std "
@@ -201,7 +202,7 @@ def compare_markdown(
             f"{_num(r['peak_rss_mib'], '.0f')} | {_num(r['avg_firing_rate'], '.4f')} |"
         )
     note = noise_note(rows)
-    totals = {r.get("test_total") for r in records if r.get("test_total")}
+    totals = {r["test_total"] for r in records if r.get("test_total")}
     if len(totals) == 1:
         note += f" (One test sample is {100 / totals.pop():.2f} pp.)"
     lines += ["", note, ""]
@@ -301,7 +302,7 @@ def compare_figure(rows: Sequence[Mapping[str, Any]], title: Optional[str] = Non
             )
 
     bars(ax_acc, "test_acc", 100.0)
-    dot_label = "one seed"  # in the legend once
+    dot_label: Optional[str] = "one seed"  # in the legend once
     for x, r in zip(xs, rows):
         if r["test_accs"]:
             ax_acc.plot(

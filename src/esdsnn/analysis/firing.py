@@ -25,7 +25,7 @@ data source and observes it with forward hooks registered only for the call and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -249,7 +249,7 @@ class _SynapseCounter:
         self.binary = True
         self.repeated = True
 
-    def __call__(self, module: nn.Module, inputs, output: Tensor) -> None:
+    def __call__(self, module: nn.Linear | nn.modules.conv._ConvNd, inputs, output: Tensor) -> None:
         x = inputs[0].detach()
         steps = current_pass().steps
         if isinstance(module, nn.Linear):
@@ -301,6 +301,7 @@ def measure_firing(
 
     handles = []
     for module in model.modules():
+        counter: Callable[..., None]
         if isinstance(module, LIF):
             counter = neurons[module] = _NeuronCounter(T)
         elif isinstance(module, _SYNAPSE_TYPES):
@@ -353,10 +354,10 @@ def measure_firing(
     for module in order:
         if module not in synapses:
             continue
-        c = synapses[module]
-        macs_step = c.macs / samples
-        rate = c.nonzero / max(c.elements, 1)
-        binary = c.binary and not first
+        syn = synapses[module]
+        macs_step = syn.macs / samples
+        rate = syn.nonzero / max(syn.elements, 1)
+        binary = syn.binary and not first
         if binary:
             op = LayerOps(
                 names[module],
@@ -364,14 +365,16 @@ def measure_firing(
                 macs_step,
                 rate,
                 True,
-                c.repeated,
+                syn.repeated,
                 "sop",
                 0.0,
                 rate * T * macs_step,
             )
         else:
-            macs = macs_step * (1 if c.repeated else T)
-            op = LayerOps(names[module], type(module).__name__, macs_step, rate, c.binary, c.repeated, "mac", macs, 0.0)
+            macs = macs_step * (1 if syn.repeated else T)
+            op = LayerOps(
+                names[module], type(module).__name__, macs_step, rate, syn.binary, syn.repeated, "mac", macs, 0.0
+            )
         ops.append(op)
         first = False
     total_macs = sum(op.macs for op in ops)

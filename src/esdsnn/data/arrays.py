@@ -270,7 +270,7 @@ def make_bundle(
         seed=seed,
         drop_last=drop_last,
         prepare=None if crop_flip else prepare,
-        augment=CropFlip(augment, prepare) if crop_flip else None,
+        augment=CropFlip(augment, prepare) if crop_flip and augment is not None else None,
         device=device,
     )
     test = TensorBatches(x_test, y_test, eval_batch_size or batch_size, shuffle=False, prepare=prepare, device=device)
@@ -280,7 +280,7 @@ def make_bundle(
         train=train,
         test=test,
         num_classes=num_classes,
-        input_shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]
+        input_shape=tuple(int(s) for s in shape),  # type: ignore[arg-type]  # (C, H, W): three dims here
         time_steps=int(x_train.shape[1]) if events else None,
     )
 

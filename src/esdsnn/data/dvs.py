@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import IO, Optional
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def convert_file(src: str, dst: str, T: int) -> tuple[int, int]:
     return len(events.x), events.special
 
 
-def _write_npz(fh: BinaryIO, **arrays: np.ndarray) -> None:
+def _write_npz(fh: IO[bytes], **arrays: np.ndarray | np.generic) -> None:
     """Like ``np.savez_compressed`` (``np.load`` reads it), at deflate level 1: frames of event
     counts are mostly zeros, and level 1 is ~3× faster than the default at a similar size."""
     with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:

@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -78,9 +78,9 @@ def random_resized_crop_box(
 def train_transform(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
     """RandomResizedCrop to ``size``×``size`` (bilinear) and a horizontal flip with p = 0.5."""
     box = random_resized_crop_box(img.width, img.height, rng)
-    out = img.resize((size, size), Image.BILINEAR, box=box)
+    out = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
     if rng.random() < 0.5:
-        out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return out
 
 
@@ -91,7 +91,7 @@ def eval_transform(img: Image.Image, size: int, resize: int) -> Image.Image:
         new_w, new_h = resize, int(resize * h / w)
     else:
         new_w, new_h = int(resize * w / h), resize
-    img = img.resize((new_w, new_h), Image.BILINEAR)
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     top = int(round((new_h - size) / 2.0))
     left = int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
@@ -368,11 +368,11 @@ def load_imagenet(
         raise DataError(f"ImageNet not found in {root}: {_LAYOUT_HINT}")
     classes, train_samples = scan_split(root / "train")
     _, val_samples = scan_split(root / "val", classes)
-    common = dict(seed=seed, device=device, workers=workers, image_size=image_size)
+    common: dict[str, Any] = dict(seed=seed, device=device, workers=workers, image_size=image_size)
     return DataBundle(
         name="imagenet",
-        train=imagenet_loader(train_samples, train=True, batch_size=batch_size, **common),  # type: ignore[arg-type]
-        test=imagenet_loader(val_samples, train=False, batch_size=eval_batch_size or batch_size, **common),  # type: ignore[arg-type]
+        train=imagenet_loader(train_samples, train=True, batch_size=batch_size, **common),
+        test=imagenet_loader(val_samples, train=False, batch_size=eval_batch_size or batch_size, **common),
         num_classes=len(classes),
         input_shape=(3, image_size, image_size),
     )

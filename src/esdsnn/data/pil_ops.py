@@ -97,9 +97,10 @@ def affine_bicubic(x: Tensor, coeffs: Tensor, fill: Fill) -> Tensor:
 
     rows = []
     for i in range(4):
-        taps = [tap(y0 + i, x0 + j) for j in range(4)]
-        rows.append(_bicubic_weights(*taps, dx))
-    v = _bicubic_weights(*rows, dy)
+        t0, t1, t2, t3 = [tap(y0 + i, x0 + j) for j in range(4)]
+        rows.append(_bicubic_weights(t0, t1, t2, t3, dx))
+    r0, r1, r2, r3 = rows
+    v = _bicubic_weights(r0, r1, r2, r3, dy)
     out = torch.where(v <= 0, 0.0, torch.where(v >= 255, 255.0, torch.trunc(v))).to(x.dtype)
     return torch.where(inside.unsqueeze(1), out, _fill_tensor(fill, x))
 

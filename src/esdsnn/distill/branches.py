@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Optional, cast
 
 from torch import Tensor, nn
 
@@ -99,9 +99,10 @@ def build_branches(
 
 def build_branches_for(model: nn.Module) -> nn.ModuleList:
     """The ESD branches of a model, read from its declared stages (any registered model)."""
+    # declared plain attributes of the model (nn.Module's __getattr__ types them as submodules)
     return build_branches(
-        model.stage_channels,
-        model.num_classes,
+        cast(Sequence[int], model.stage_channels),
+        cast(int, model.num_classes),
         getattr(model, "branch_points", None),
         getattr(model, "branch_style", "cifar"),
     )

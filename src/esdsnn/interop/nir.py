@@ -72,8 +72,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
-def _fold(weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+def _fold(
+    weight: torch.Tensor, bias: Optional[torch.Tensor], bn: nn.modules.batchnorm._BatchNorm, where: str
+) -> tuple[np.ndarray, np.ndarray]:
     """A conv/linear followed by BatchNorm (running statistics) as one conv/linear."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ConfigError(f"{where}: a BatchNorm exports only with running statistics (track_running_stats=True)")
     w = weight.detach().double()
     b = bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
     scale = torch.rsqrt(bn.running_var.double() + bn.eps)
@@ -177,8 +181,8 @@ def export_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
             source[node.name] = producers(node.args[0])
             key = source[feeding.name][0]
             conv = modules[feeding.target]
-            w, b = _fold(conv.weight, conv.bias, module)
-            nodes[key] = _rebuild(nir, conv, w, b, nodes[key])
+            weight, bias = _fold(conv.weight, conv.bias, module, target)
+            nodes[key] = _rebuild(nir, conv, weight, bias, nodes[key])
             continue
         name = target
         if isinstance(module, nn.Conv2d):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Optional
+from typing import Any, Optional, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,10 @@ from ..layers.dropout import Dropout
 from ..layers.rate_norm import RateBatchNorm1d, RateBatchNorm2d
 from ..neurons.lif import IF_LOGIT, LIF, LIFConfig
 from .spikingjelly_zoo import zoo_builder
+
+_M = TypeVar("_M", bound=nn.Module)
+# nn.Conv2d's sizes are typed as every _ConvNd's (tuple[int, ...]); its __init__ takes pairs
+_Pair = tuple[int, int]
 
 SURROGATE_NAMES = {"Sigmoid": "sigmoid", "ATan": "atan"}
 # each pooling class and the constructor arguments that define it
@@ -68,7 +72,7 @@ def _child(where: str, name: object) -> str:
 def _surrogate(node: nn.Module, where: str) -> tuple[str, float]:
     fn = getattr(node, "surrogate_function", None)
     name = SURROGATE_NAMES.get(type(fn).__name__)
-    if name is None or not getattr(fn, "spiking", True):
+    if fn is None or name is None or not getattr(fn, "spiking", True):
         raise ConfigError(
             f"{where}: surrogate {type(fn).__name__} has no esdsnn counterpart; esdsnn has "
             f"{', '.join(f'{k} ({v})' for k, v in SURROGATE_NAMES.items())}"
@@ -88,14 +92,15 @@ def _lif(config: LIFConfig, like: Optional[Tensor]) -> LIF:
     return lif
 
 
-def _neuron(node: nn.Module, where: str, like: Optional[Tensor], learnable_decay: bool) -> nn.Module:
+def _neuron(node: Any, where: str, like: Optional[Tensor], learnable_decay: bool) -> nn.Module:
     """A LIF (behind an Affine where SpikingJelly scales or shifts the input) for an SJ node."""
+    # node: Any, as SpikingJelly has no type information; its attributes are read by name
     kind = type(node).__name__
     where = _at(where, node)
     surrogate, alpha = _surrogate(node, where)
     v_reset = node.v_reset
-    reset = dict(reset="soft") if v_reset is None else dict(reset="hard", v_reset=float(v_reset))
-    common = dict(
+    reset: dict[str, Any] = dict(reset="soft") if v_reset is None else dict(reset="hard", v_reset=float(v_reset))
+    common: dict[str, Any] = dict(
         threshold=float(node.v_threshold),
         detach_reset=bool(node.detach_reset),
         surrogate=surrogate,
@@ -134,7 +139,7 @@ def _neuron(node: nn.Module, where: str, like: Optional[Tensor], learnable_decay
     )
 
 
-def _with_state(new: nn.Module, old: nn.Module) -> nn.Module:
+def _with_state(new: _M, old: nn.Module) -> _M:
     """``new`` on ``old``'s device and float type, holding ``old``'s parameters and buffers."""
     ref = next((t for t in old.state_dict().values() if t.is_floating_point()), None)
     if ref is not None:
@@ -153,10 +158,10 @@ def _copy_conv(conv: nn.Conv2d) -> Conv2d:
         Conv2d(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            cast(_Pair, conv.kernel_size),
+            stride=cast(_Pair, conv.stride),
+            padding=cast("str | _Pair", conv.padding),
+            dilation=cast(_Pair, conv.dilation),
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,
@@ -192,7 +197,7 @@ def _convert(module: nn.Module, where: str, like: Optional[Tensor], learnable_de
     if isinstance(module, nn.Flatten):
         return nn.Flatten(module.start_dim, module.end_dim)
     if _is_spikingjelly(module) and name == "Dropout":
-        return Dropout(float(module.p))
+        return Dropout(float(cast(Any, module).p))  # (SpikingJelly's dropout keeps p as a plain float)
     twin = zoo_builder(module)  # a network or block of SpikingJelly's model zoo
     container = _is_spikingjelly(module) and name == "SeqToANNContainer"
     if _is_spikingjelly(module) and twin is None and not container:

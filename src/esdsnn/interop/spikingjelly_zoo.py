@@ -21,7 +21,7 @@ SpikingJelly's source (the same in 0.0.0.0.14 and 2.0.0):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,11 @@ class _Twin(nn.Module):
         super().__init__()
         for name, child in children.items():
             self.add_module(name, child)
+
+    if TYPE_CHECKING:
+        # for the type checker only: the children are added by their twin's names, so any attribute
+        # read here is one of them (nn.Module's own __getattr__ says "a tensor or a module")
+        def __getattr__(self, name: str) -> nn.Module: ...
 
 
 class _Block(_Twin):

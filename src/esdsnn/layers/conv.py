@@ -54,9 +54,10 @@ class Conv2d(nn.Conv2d):
         if isinstance(x, PackedSpikes):
             x = x.packed
         state = current_pass(required=False)
-        once = state.static.one_step(x) if state is not None and state.static is not None else None
-        if once is not None:  # T equal steps (a direct-encoded image): convolve one, repeat it
-            return state.static.repeat(self._conv(once))
+        if state is not None and state.static is not None:
+            once = state.static.one_step(x)
+            if once is not None:  # T equal steps (a direct-encoded image): convolve one, repeat it
+                return state.static.repeat(self._conv(once))
         low = _low_precision(state, x.device)
         if low is not None and x.is_floating_point() and x.dtype != low:
             low = None  # real-valued input (an image, event frames): the weights' type, or the autocast's
@@ -64,6 +65,7 @@ class Conv2d(nn.Conv2d):
         stepwise = state is not None and state.no_grad and state.steps > 1 and x.device.type == "cpu"
         if keep or not stepwise:
             return self._conv(x, low, keep)
+        assert state is not None  # stepwise implies a pass
         chunks = x.chunk(state.steps)
         first = self._conv(chunks[0], low)
         out = torch.empty((x.shape[0], *first.shape[1:]), dtype=first.dtype, device=first.device)

@@ -14,6 +14,7 @@ refused by name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -43,7 +44,8 @@ def _rate_norm(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     return new.to(state[0].device if state else "cpu").train(bn.training)
 
 
-_CONVERSIONS: dict[type, Callable[[nn.Module], nn.Module]] = {
+# each conversion takes a module of its key's type (which a dict's type cannot say: Any)
+_CONVERSIONS: dict[type, Callable[[Any], nn.Module]] = {
     nn.BatchNorm1d: _rate_norm,
     nn.BatchNorm2d: _rate_norm,
     nn.Dropout: lambda m: Dropout(m.p),

@@ -39,9 +39,11 @@ class Dropout(nn.Module):
         state = current_pass()
         x = unpack_spikes(x)
         if state.kind == "rate_stage":
+            assert state.trace is not None  # the RateBP stages carry a trace (PassState checks)
             return x * state.trace.mask(self)
         batch = x.shape[0] // state.steps
         mask = self._draw(x, batch)
         if state.kind == "spike_stage":
+            assert state.trace is not None
             state.trace.record_mask(self, mask)
         return (x.view(state.steps, batch, *x.shape[1:]) * mask).flatten(0, 1)

@@ -15,7 +15,7 @@ the N·B batch (the maths is in :mod:`esdsnn.layers.sync_norm`).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +34,15 @@ from .sync_norm import (
     update_running_stats,
 )
 
+if TYPE_CHECKING:
+    # The mixin runs only ahead of nn.BatchNorm1d/2d in their MRO: for the type checker it is
+    # a _BatchNorm (its attributes, super().forward, ...); at run time a plain object mixin.
+    _NormMixinBase = nn.modules.batchnorm._BatchNorm
+else:
+    _NormMixinBase = object
 
-class _RateNorm:
+
+class _RateNorm(_NormMixinBase):
     """The pass-aware forward of :class:`RateBatchNorm1d` and :class:`RateBatchNorm2d`.
 
     ``inplace=True`` (as in ``nn.ReLU(inplace=True)``): the RateBP spike stage normalises its
@@ -64,15 +71,17 @@ class _RateNorm:
     def forward(self, x: Tensor) -> Tensor:
         state = current_pass(required=False)
         synced = self.sync and group_size(self.process_group) > 1
-        once = state.static.one_step(x) if state is not None and state.static is not None and not synced else None
-        if once is not None:  # T equal steps: the statistics of one copy are those of all T
-            return state.static.repeat(self._static_forward(once, state))
+        if state is not None and state.static is not None and not synced:
+            once = state.static.one_step(x)
+            if once is not None:  # T equal steps: the statistics of one copy are those of all T
+                return state.static.repeat(self._static_forward(once, state))
         if not self.training or (state is not None and state.kind == "spike"):
             return super().forward(x)
         if state is None or state.kind == "bptt":
             return global_batch_norm(self, x, self.process_group) if synced else super().forward(x)
         if state.kind == "spike_stage":
             return self._spike_stage(x, state, synced)
+        assert state.trace is not None  # the RateBP stages carry a trace (PassState checks)
         return self._rate_stage(x, state.trace, synced)
 
     def _static_forward(self, once: Tensor, state: PassState) -> Tensor:
@@ -87,12 +96,14 @@ class _RateNorm:
             count = torch.tensor(float(state.steps * once.numel() // once.shape[1]), dtype=torch.float64)
             update_running_stats(self, mean.detach(), var, count)
         if state.kind == "spike_stage":
+            assert state.trace is not None
             state.trace.record_norm(self, mean.detach(), var)
         return out
 
     @torch.no_grad()
     def _spike_stage(self, x: Tensor, state: PassState, synced: bool) -> Tensor:
         trace = state.trace
+        assert trace is not None  # the RateBP stages carry a trace (PassState checks)
         if synced:
             mean, var, count = global_moments(x, self._reduce_dims(x), self.process_group)
             update_running_stats(self, mean, var, count)
@@ -102,6 +113,7 @@ class _RateNorm:
         # one fused kernel: batch statistics, normalisation and the running-statistics update
         momentum = 0.0
         if self.track_running_stats:
+            assert self.num_batches_tracked is not None  # registered when tracking running statistics
             self.num_batches_tracked.add_(1)
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
         args = (x, self.weight, self.bias, self.running_mean, self.running_var, True, momentum, self.eps)
@@ -171,7 +183,7 @@ class _RecordedStatsNorm(torch.autograd.Function):
         x: Tensor,
         mean: Tensor,
         var: Tensor,
-        weight: Optional[Tensor],  # type: ignore[override]
+        weight: Optional[Tensor],
         bias: Optional[Tensor],
         eps: float,
     ) -> Tensor:
@@ -185,7 +197,7 @@ class _RecordedStatsNorm(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):
         x, mean, invstd, batch_mean, weight = ctx.saved_tensors
         affine = weight is not None
         w = weight.detach() if affine else torch.ones_like(invstd)

@@ -59,9 +59,11 @@ class SpikeElementWise(nn.Module):
             formula = connect_values(self.connect, x, y)
             if self.connect == "ADD":
                 return formula
+            assert state.trace is not None  # the RateBP stages carry a trace (PassState checks)
             return state.trace.gate(self) + (formula - formula.detach())  # value: the recorded rate
         out = self._on_spikes(x, y)
         if state.kind == "spike_stage" and self.connect != "ADD":
+            assert state.trace is not None
             state.trace.record_gate(self, time_mean(out))
         return out
 

@@ -12,7 +12,7 @@ plain BatchNorms become :class:`GlobalBatchNorm`.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +82,8 @@ def update_running_stats(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var:
     (``var`` biased; the running variance takes the unbiased one)."""
     if not bn.track_running_stats or bn.running_mean is None:
         return
+    # BatchNorm registers all three buffers when it tracks running statistics
+    assert bn.running_var is not None and bn.num_batches_tracked is not None
     bn.num_batches_tracked.add_(1)
     momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
     unbiased = var.double() * (count / (count - 1).clamp_min(1))
@@ -130,12 +132,13 @@ def convert_sync_batchnorm(module: nn.Module, process_group: Optional[Any] = Non
     buffers. Call before building the optimizer (parameters are shared anyway).
     """
     if hasattr(module, "sync"):
-        module.sync, module.process_group = True, process_group
+        layer: Any = module  # a layer with its own sync attribute (a RateBatchNorm); plain attributes
+        layer.sync, layer.process_group = True, process_group
         return module
     plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     for name, child in list(module.named_children()):
         if type(child) in plain:
-            setattr(module, name, _global_copy(child, process_group))
+            setattr(module, name, _global_copy(cast(nn.modules.batchnorm._BatchNorm, child), process_group))
         else:
             convert_sync_batchnorm(child, process_group)
     return module

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Optional, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,8 @@ class TrainingMethod(nn.Module):
         self.T = T
         self.distill = distill
         self.input_shape = None if input_shape is None else tuple(input_shape)
+        self.branches: Optional[nn.ModuleList]
+        self.branch_taps: list[str]
         self.branches, self.branch_taps = (None, []) if distill is None else self._branches(distill)
         if loss_scale == "auto":
             self.loss_scale = 1.0 / T if self.scales_loss_by_T else 1.0
@@ -110,6 +112,7 @@ class TrainingMethod(nn.Module):
         else:
             heads = [branch(f) for branch, f in zip(self.branches, features)] + [logits]
             reduce = self.reduce_teacher_counts if self.training else None
+            assert self.distill is not None  # the branches are built from it
             loss, parts = esd_loss(heads, y, self.distill, reduce)
             for i, z in enumerate(heads[:-1]):
                 parts[f"acc_head{i + 1}"] = (z.detach().argmax(-1) == y).float().mean()
@@ -133,7 +136,8 @@ def trace_firing_rate(trace: Trace) -> Optional[Tensor]:
     rates = [record.rate for record in trace.neurons.values()]
     if not rates:
         return None
-    return mean_rate(sum(r.float().sum() for r in rates), sum(r.numel() for r in rates))
+    # (a sum of tensors is a tensor: the 0 it starts from only shows in the type)
+    return mean_rate(cast(Tensor, sum(r.float().sum() for r in rates)), sum(r.numel() for r in rates))
 
 
 class SpikeCounter:

@@ -25,6 +25,11 @@ class ANNDistillation(TrainingMethod):
     submodule: it is not in ``parameters()``, the optimizer, checkpoints or DDP.
     """
 
+    # set in __init__ with object.__setattr__ (not registered: see above)
+    teacher: nn.Module
+    teacher_tap: str
+    teacher_classifier: list[nn.Linear]
+
     def __init__(self, model: nn.Module, T: int, *, teacher: nn.Module, kd: KDConfig = KDConfig(), **kwargs) -> None:
         self.scales_loss_by_T = kd.student_pass == "ratebp"
         require_neurons(model, "kd")

@@ -23,7 +23,10 @@ class VGGSNN(SpikingNet):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.stem = nn.Identity()
-        stages, layers, widths, c_in = [], [], [], in_channels
+        stages: list[nn.Module] = []
+        layers: list[nn.Module] = []
+        widths: list[int] = []
+        c_in = in_channels
         for item in plan:
             if item == "A":
                 layers.append(nn.AvgPool2d(2))

@@ -81,7 +81,7 @@ class _FusedLIF(torch.autograd.Function):
         ctx,
         x_seq: Tensor,
         decay: Tensor | float,
-        p: LIFConfig,  # type: ignore[override]
+        p: LIFConfig,
         forward_loop: Callable,
         backward_loop: Callable,
     ) -> Tensor:
@@ -94,7 +94,7 @@ class _FusedLIF(torch.autograd.Function):
         return spikes
 
     @staticmethod
-    def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_spikes: Tensor):
         h_seq, *rest = ctx.saved_tensors
         decay = rest[0] if ctx.decay_is_tensor else ctx.decay_float
         want_decay = ctx.decay_is_tensor and ctx.needs_input_grad[1]

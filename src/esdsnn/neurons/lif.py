@@ -86,8 +86,9 @@ def _run_steps(
     widen = x_seq.dtype != u.dtype
     if widen and scratch is None:
         scratch = torch.empty_like(u)
+    wide = scratch if widen else None  # the buffer half-type input is widened in
     for t in range(x_seq.shape[0]):
-        h = charge(u, scratch.copy_(x_seq[t]) if widen else x_seq[t], decay, out=u)
+        h = charge(u, x_seq[t] if wide is None else wide.copy_(x_seq[t]), decay, out=u)
         s = fire(h, p, out=spikes[t] if fired is None else fired)  # (x_seq[t] was read above: spikes may overwrite it)
         if observe is not None:
             observe(t, h, s)
@@ -122,8 +123,8 @@ def lif_rate_eligibility(
     spikes = torch.empty_like(x_seq) if out is None else out
     rate = torch.zeros_like(x_seq[0], dtype=membrane_dtype(x_seq))
     eligibility = torch.zeros_like(rate)
-    for block in _blocks(x_seq, spikes, rate, eligibility):
-        _rate_eligibility_block(*block, decay, p)
+    for x_block, spikes_block, rate_block, eligibility_block in _blocks(x_seq, spikes, rate, eligibility):
+        _rate_eligibility_block(x_block, spikes_block, rate_block, eligibility_block, decay, p)
     return spikes, rate.div_(T), eligibility.div_(T)
 
 
@@ -154,12 +155,12 @@ class _RateWithEligibility(torch.autograd.Function):
     """Rate-stage neuron: value = recorded rate, gradient w.r.t. the input = eligibility."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, rate: Tensor, eligibility: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, rate: Tensor, eligibility: Tensor) -> Tensor:
         ctx.save_for_backward(eligibility)
         return rate.clone()
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):
         (eligibility,) = ctx.saved_tensors
         return grad_out * eligibility, None, None
 
@@ -274,6 +275,7 @@ class LIF(nn.Module):
         state = current_pass()
         p = self.config
         if state.kind == "rate_stage":
+            assert state.trace is not None  # the RateBP stages carry a trace (PassState checks)
             record = state.trace.neuron(self)
             if record.rate.shape != x.shape:
                 raise RuntimeError(
@@ -290,6 +292,7 @@ class LIF(nn.Module):
         out = torch.empty_like(x_seq, dtype=torch.uint8) if packed else None
         if state.kind == "spike_stage":
             spikes, rate, eligibility = kernels.rate_eligibility(x_seq, self.decay.detach(), p, out=out)
+            assert state.trace is not None
             state.trace.record_neuron(self, rate, eligibility)
         else:
             spikes = kernels.spikes(x_seq, self.decay.detach(), p, out=out)

@@ -27,6 +27,10 @@ from torch.utils._pytree import tree_map
 from ..errors import SpikeWriteError
 
 _T = torch.Tensor
+# The same class for its properties: the stubs type ``Tensor.shape`` and the like as their values
+# (``Size``, ``dtype``, ...); on the class each is a descriptor, whose ``__get__`` is the function
+# ``__torch_function__`` receives for reading the attribute.
+_P: Any = torch.Tensor
 # Metadata that needs no conversion.
 _METADATA: set[Callable] = {
     _T.dim,
@@ -36,12 +40,12 @@ _METADATA: set[Callable] = {
     _T.stride,
     _T.is_contiguous,
     _T.data_ptr,
-    _T.shape.__get__,
-    _T.ndim.__get__,
-    _T.device.__get__,
-    _T.is_cuda.__get__,
-    _T.requires_grad.__get__,
-    _T.layout.__get__,
+    _P.shape.__get__,
+    _P.ndim.__get__,
+    _P.device.__get__,
+    _P.is_cuda.__get__,
+    _P.requires_grad.__get__,
+    _P.layout.__get__,
 }
 # Views and copies that keep spikes packed.
 _VIEWS: set[Callable] = {
@@ -73,9 +77,9 @@ _VIEWS: set[Callable] = {
     _T.as_strided,
     _T.unfold,
     _T.diagonal,
-    _T.T.__get__,
-    _T.mT.__get__,
-    _T.data.__get__,
+    _P.T.__get__,
+    _P.mT.__get__,
+    _P.data.__get__,
     torch.flatten,
     torch.reshape,
     torch.chunk,
@@ -151,7 +155,7 @@ class PackedSpikes(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func: Callable, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func is _T.dtype.__get__:
+        if func is _P.dtype.__get__:
             return args[0].float_dtype
         if func is _T.is_floating_point:
             return True
@@ -171,7 +175,7 @@ class PackedSpikes(torch.Tensor):
         args, kwargs = tree_map(lambda a: a.unpack() if isinstance(a, PackedSpikes) else a, (args, kwargs))
         return func(*args, **kwargs)
 
-    def __repr__(self) -> str:  # type: ignore[override]
+    def __repr__(self) -> str:  # type: ignore[override]  # Tensor's takes tensor_contents=, never passed here
         return f"PackedSpikes({self.unpack()!r})"
 
 

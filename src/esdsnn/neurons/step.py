@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -98,13 +98,13 @@ class _FireWithSurrogate(torch.autograd.Function):
     """:func:`fire` forward; the surrogate derivative ``σ'(h − θ)`` backward."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, p: LIFConfig) -> Tensor:  # type: ignore[override]
+    def forward(ctx, h: Tensor, p: LIFConfig) -> Tensor:
         ctx.save_for_backward(h)
         ctx.p = p
         return fire(h, p)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):
         (h,) = ctx.saved_tensors
         return grad_out * ctx.p.surrogate_fn.derivative(h - ctx.p.threshold), None
 
@@ -121,10 +121,12 @@ def lif_step(x: Tensor, u: Tensor, decay: Tensor | float, p: LIFConfig) -> tuple
     return s, reset(h, s.detach() if p.detach_reset else s, p)
 
 
-def membrane_derivative(s: Tensor, h: Tensor, sg: Tensor, p: LIFConfig) -> Tensor | float:
-    """``∂u_t/∂h_t`` by the reset rule (SPEC §3 table); ``sg`` is ``σ'(h_t − θ)``."""
+def membrane_derivative(s: Optional[Tensor], h: Tensor, sg: Tensor, p: LIFConfig) -> Tensor | float:
+    """``∂u_t/∂h_t`` by the reset rule (SPEC §3 table); ``sg`` is ``σ'(h_t − θ)``. Only the hard
+    reset reads the spikes ``s`` (the soft reset's callers may pass ``None``)."""
     if p.reset == "soft":
         return 1.0 if p.detach_reset else 1.0 - p.threshold * sg
+    assert s is not None, "the hard reset's derivative reads the spikes"
     if p.detach_reset:
         return 1.0 - s
     return 1.0 - s + (p.v_reset - h) * sg

@@ -85,12 +85,14 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
             facts.num_train, facts.num_classes, fraction))
     chosen = config.chosen_defaults(facts)
     config = config.resolved(facts)
-    if config.optim.batch_size != read_with and isinstance(bundle.train, TensorBatches):
-        bundle = bundle.rebatched(config.optim.batch_size)
+    batch_size = config.optim.batch_size
+    assert batch_size is not None  # resolved() sets it
+    if batch_size != read_with and isinstance(bundle.train, TensorBatches):
+        bundle = bundle.rebatched(batch_size)
     bundle = hold_out_validation(bundle, config.val_fraction or 0.0, config.seed)
     n = bundle.num_train
-    if n is not None and config.optim.batch_size > n:
-        raise ConfigError(f"batch_size {config.optim.batch_size} is larger than the {n} training samples"
+    if n is not None and batch_size > n:
+        raise ConfigError(f"batch_size {batch_size} is larger than the {n} training samples"
                           + (" left after the validation split" if bundle.val is not None else "")
                           + f"; use --batch-size {n} or less")
     return config, bundle, chosen
@@ -98,6 +100,7 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
 
 def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
     """The SNN of ``config`` for the data's classes and channels."""
+    assert config.arch is not None  # a resolved config names its model
     return esdsnn.create_model(config.arch, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
                                neuron=config.neuron)
 
@@ -123,6 +126,7 @@ def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) 
     """The frozen teacher in ``config.teacher_run`` (trained with the method the config's method
     distils from, on the same data set), from its last checkpoint."""
     wanted = method_spec(config.method).teacher_method
+    assert config.teacher_run is not None  # TrainConfig requires it of a distilling method
     run_dir = existing_run_dir(config.teacher_run)
     ckpt = load_checkpoint(run_dir / LAST)
     teacher_config = TrainConfig.from_saved(ckpt["config"], source=str(run_dir / LAST)).resolved()

@@ -112,7 +112,7 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def existing_run_dir(run: str | Path) -> Path:
+def existing_run_dir(run: str | os.PathLike) -> Path:
     """Check that ``run`` is a run directory (it has a config.yaml)."""
     path = Path(run)
     if not path.is_dir():

@@ -7,6 +7,7 @@ checkpoint by :func:`load_run`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -52,7 +53,7 @@ class LoadedRun(TrainedModel):
     still_training: Optional[str] = None  # the process writing the run while it was read, in words
 
 
-def load_run(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
+def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: Optional[str] = None,
              threads: Optional[int] = None) -> LoadedRun:
     """Rebuild a run's model from a checkpoint (``last``, ``best`` or a file) with its data set,
     as its method trained it (the ReLU twin for ``ann``; a distilled student without its teacher).

@@ -28,7 +28,7 @@ from esdsnn.errors import ConfigError, RunInUse
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no module on Windows: the lock is then a no-op
 
 LOCK_FILE = "writer.lock"
 #: How long a writer retries before it concludes the lock is held: a reader's probe holds a shared

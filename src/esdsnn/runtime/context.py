@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, overload
 
 import torch
 
@@ -92,6 +92,10 @@ def use_pass(state: PassState) -> Iterator[PassState]:
         _current.reset(token)
 
 
+@overload
+def current_pass(required: Literal[True] = ...) -> PassState: ...
+@overload
+def current_pass(required: bool) -> Optional[PassState]: ...
 def current_pass(required: bool = True) -> Optional[PassState]:
     """The running pass; raises if none runs and ``required`` (a spiking layer called bare)."""
     state = _current.get()

@@ -153,7 +153,7 @@ def spike_dtype_for(device: torch.device | str) -> Optional[torch.dtype]:
     dtype = _current.get()
     if dtype == "auto":
         return torch.bfloat16 if native_bf16(device) else None
-    return dtype  # type: ignore[return-value]
+    return dtype  # type: ignore[return-value]  # not "auto" (returned above): == does not narrow the Literal
 
 
 __all__ = [

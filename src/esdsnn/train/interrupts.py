@@ -31,7 +31,7 @@ class InterruptFlag:
         if threading.current_thread() is not threading.main_thread():
             yield self  # signals can only be caught in the main thread
             return
-        previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        previous: dict[int, Any] = {s: signal.getsignal(s) for s in self.SIGNALS}  # (read by number)
 
         def handler(signum: int, frame: Any) -> None:
             if self.signum is None:
@@ -46,8 +46,8 @@ class InterruptFlag:
         try:
             yield self
         finally:
-            for s, before in previous.items():
-                signal.signal(s, before if before is not None else signal.SIG_DFL)
+            for number, before in previous.items():
+                signal.signal(number, before if before is not None else signal.SIG_DFL)
 
 
 class EitherStop:

@@ -66,8 +66,8 @@ def make_optimizer(
 ) -> tuple[torch.optim.Optimizer, CosineLR]:
     """SGD with momentum and a cosine schedule down to 0 (no warm-up), moved per epoch or, with
     ``lr_schedule: step``, per training step."""
-    if optim.lr_schedule is None:
-        raise ValueError("lr_schedule is unset: resolve the config (TrainConfig.resolved) first")
+    if optim.lr_schedule is None or optim.lr is None or optim.epochs is None:
+        raise ValueError("lr, epochs or lr_schedule is unset: resolve the config (TrainConfig.resolved) first")
     optimizer = torch.optim.SGD(parameter_groups(method, optim.weight_decay), lr=optim.lr, momentum=optim.momentum)
     return optimizer, CosineLR(optimizer, optim.epochs, steps_per_epoch, per_step=optim.lr_schedule == "step")
 
@@ -87,7 +87,7 @@ def extend_schedule(
     scheduler.T_max = epochs * scheduler.units_per_epoch
     position = scheduler.last_epoch if scheduler.per_step else done  # steps so far, or epochs
     for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-        group["lr"] = cosine_lr(base, position, scheduler.T_max)
+        group["lr"] = cosine_lr(float(base), position, scheduler.T_max)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
     return (
         f"schedule re-planned from {planned} to {epochs} epochs: epoch {done + 1} continues at lr "

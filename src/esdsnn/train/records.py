@@ -73,6 +73,7 @@ def write_env(session: Session, resumed: bool) -> None:
         channels_last=run.channels_last,
         data_fingerprint=session.fingerprint,
     )
+    assert session.run_dir is not None  # set before the run's files are written
     path = session.run_dir / runfiles.ENV_FILE
     if resumed and path.is_file():
         try:

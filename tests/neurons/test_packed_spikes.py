@@ -88,3 +88,30 @@ def test_in_place_reshapes_keep_the_bytes():
     packed = pack_spikes(SPIKES.clone(), torch.float32)
     assert packed.unsqueeze_(0) is packed and packed.shape == (1, 2, 2, 3)
     assert isinstance(packed, PackedSpikes) and torch.equal(packed.unpack()[0], SPIKES.float())
+
+
+@pytest.mark.parametrize("read", ["dtype", "shape", "device", "ndim", "size", "dim", "is_floating_point"])
+def test_reading_metadata_makes_no_float_copy(monkeypatch, read):
+    """Metadata reads (``x.dtype`` above all: every layer asks) answer from the packed bytes; a
+    float copy of the spikes for each would cost a layer's activations in time and memory."""
+    from esdsnn.neurons import spikes
+
+    copies = []
+    real = spikes.PackedSpikes.unpack
+    monkeypatch.setattr(spikes.PackedSpikes, "unpack", lambda self: copies.append(1) or real(self))
+    x = pack_spikes(torch.ones(2, 3, dtype=torch.uint8), torch.bfloat16)
+    value = getattr(x, read)
+    value = value() if callable(value) else value
+    assert (
+        value
+        == {
+            "dtype": torch.bfloat16,
+            "shape": (2, 3),
+            "device": torch.device("cpu"),
+            "ndim": 2,
+            "size": (2, 3),
+            "dim": 2,
+            "is_floating_point": True,
+        }[read]
+    )
+    assert copies == []

@@ -155,7 +155,7 @@ class PackedSpikes(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func: Callable, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func is _P.dtype.__get__:
+        if func == _P.dtype.__get__:  # (a method-wrapper: a new object at each access, so ==, not is)
             return args[0].float_dtype
         if func is _T.is_floating_point:
             return True

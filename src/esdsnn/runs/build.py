@@ -3,11 +3,13 @@
 Training builds its parts with these, and so does everything that reloads a run (``eval``,
 ``report``, a kd student's teacher), so a saved run is rebuilt exactly as it was trained.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Optional
 
 import torch
 from torch import nn
@@ -58,14 +60,23 @@ PROVISIONAL_BATCH = 64
 def build_data(config: TrainConfig, device: torch.device) -> DataBundle:
     """The data set of ``config`` on ``device`` (global batches; training shards them), with
     its validation split when ``config.val_fraction`` > 0."""
-    request = DataRequest(data_path=config.data_path, batch_size=config.optim.batch_size or PROVISIONAL_BATCH,
-                          seed=config.seed, device=device, T=config.T, workers=config.run.workers,
-                          augment=config.augment, options=config.data)
+    request = DataRequest(
+        data_path=config.data_path,
+        batch_size=config.optim.batch_size or PROVISIONAL_BATCH,
+        seed=config.seed,
+        device=device,
+        T=config.T,
+        workers=config.run.workers,
+        augment=config.augment,
+        options=config.data,
+    )
     bundle = dataset_loader(config.dataset)(request)
     if bundle.time_steps is not None and bundle.time_steps != config.T:
-        raise ConfigError(f"dataset {config.dataset} gives {bundle.time_steps} frames per sample but T={config.T}: "
-                          f"use --T {bundle.time_steps}" + (", or convert the data again with that T"
-                                                            if config.dataset == "cifar10-dvs" else ""))
+        raise ConfigError(
+            f"dataset {config.dataset} gives {bundle.time_steps} frames per sample but T={config.T}: "
+            f"use --T {bundle.time_steps}"
+            + (", or convert the data again with that T" if config.dataset == "cifar10-dvs" else "")
+        )
     return hold_out_validation(bundle, config.val_fraction or 0.0, config.seed)
 
 
@@ -81,8 +92,9 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
     facts = DataFacts.of(bundle)
     if facts.num_train is not None:  # sized to what trains, after the validation split
         fraction = config.resolved().val_fraction or 0.0
-        facts = dataclasses.replace(facts, num_train=facts.num_train - validation_size(
-            facts.num_train, facts.num_classes, fraction))
+        facts = dataclasses.replace(
+            facts, num_train=facts.num_train - validation_size(facts.num_train, facts.num_classes, fraction)
+        )
     chosen = config.chosen_defaults(facts)
     config = config.resolved(facts)
     batch_size = config.optim.batch_size
@@ -92,21 +104,28 @@ def build_training_data(config: TrainConfig, device: torch.device) -> tuple[Trai
     bundle = hold_out_validation(bundle, config.val_fraction or 0.0, config.seed)
     n = bundle.num_train
     if n is not None and batch_size > n:
-        raise ConfigError(f"batch_size {batch_size} is larger than the {n} training samples"
-                          + (" left after the validation split" if bundle.val is not None else "")
-                          + f"; use --batch-size {n} or less")
+        raise ConfigError(
+            f"batch_size {batch_size} is larger than the {n} training samples"
+            + (" left after the validation split" if bundle.val is not None else "")
+            + f"; use --batch-size {n} or less"
+        )
     return config, bundle, chosen
 
 
 def build_model(config: TrainConfig, bundle: DataBundle) -> nn.Module:
     """The SNN of ``config`` for the data's classes and channels."""
     assert config.arch is not None  # a resolved config names its model
-    return esdsnn.create_model(config.arch, num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                               neuron=config.neuron)
+    return esdsnn.create_model(
+        config.arch, num_classes=bundle.num_classes, in_channels=bundle.in_channels, neuron=config.neuron
+    )
 
 
-def build_method(config: TrainConfig, model: nn.Module, teacher: Optional[nn.Module] = None,
-                 input_shape: Optional[Sequence[int]] = None) -> TrainingMethod:
+def build_method(
+    config: TrainConfig,
+    model: nn.Module,
+    teacher: Optional[nn.Module] = None,
+    input_shape: Optional[Sequence[int]] = None,
+) -> TrainingMethod:
     """The training method around ``model``, with the config sections the method reads; a
     distilling method also gets its trained ``teacher``. ``input_shape``: one sample's (C, H, W),
     for the dry run that plans branches on a plain model's named stages."""
@@ -115,11 +134,14 @@ def build_method(config: TrainConfig, model: nn.Module, teacher: Optional[nn.Mod
     if spec.teacher_method is not None:
         options["teacher"] = teacher
     try:
-        return esdsnn.create_method(config.method, model, T=config.T, loss_scale=config.loss_scale,
-                                    input_shape=input_shape, **options)
+        return esdsnn.create_method(
+            config.method, model, T=config.T, loss_scale=config.loss_scale, input_shape=input_shape, **options
+        )
     except LearnableDecayUnderRateBP:
-        raise ConfigError(f"--learnable-decay needs a BPTT-based method: --method {config.method} (RateBP) gives no "
-                          f"gradient to the decay; use --no-learnable-decay or --method esd-bptt") from None
+        raise ConfigError(
+            f"--learnable-decay needs a BPTT-based method: --method {config.method} (RateBP) gives no "
+            f"gradient to the decay; use --no-learnable-decay or --method esd-bptt"
+        ) from None
 
 
 def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) -> nn.Module:
@@ -131,8 +153,10 @@ def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) 
     ckpt = load_checkpoint(run_dir / LAST)
     teacher_config = TrainConfig.from_saved(ckpt["config"], source=str(run_dir / LAST)).resolved()
     if teacher_config.method != wanted:
-        raise ConfigError(f"teacher run {run_dir} was trained with --method {teacher_config.method}; "
-                          f"{config.method} needs a --method {wanted} run")
+        raise ConfigError(
+            f"teacher run {run_dir} was trained with --method {teacher_config.method}; "
+            f"{config.method} needs a --method {wanted} run"
+        )
     if teacher_config.dataset != config.dataset:
         raise ConfigError(f"teacher run {run_dir} was trained on {teacher_config.dataset}, not {config.dataset}")
     teacher = method_spec(teacher_config.method).prepared(build_model(teacher_config, bundle))
@@ -143,5 +167,13 @@ def load_teacher(config: TrainConfig, bundle: DataBundle, device: torch.device) 
     return teacher.to(device).eval().requires_grad_(False)
 
 
-__all__ = ["PROVISIONAL_BATCH", "build_data", "build_method", "build_model", "build_training_data", "load_teacher",
-           "resolve_device", "torch_threads"]
+__all__ = [
+    "PROVISIONAL_BATCH",
+    "build_data",
+    "build_method",
+    "build_model",
+    "build_training_data",
+    "load_teacher",
+    "resolve_device",
+    "torch_threads",
+]

@@ -26,6 +26,7 @@ Resuming (:func:`load_latest`) takes ``last.pt``; if it is missing, truncated or
 so in one line and takes ``last.prev.pt`` (or an older run's full ``best.pt``). Readers
 (``eval``, ``report``, ``export``) fall back the same way, to ``best.pt``'s weights too.
 """
+
 from __future__ import annotations
 
 import os
@@ -84,8 +85,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is not an esdsnn checkpoint")
     if data["format_version"] not in READABLE_VERSIONS:
         raise CheckpointError(
-            f"checkpoint {path} has format version {data['format_version']}, this esdsnn reads "
-            f"version {FORMAT_VERSION}"
+            f"checkpoint {path} has format version {data['format_version']}, this esdsnn reads version {FORMAT_VERSION}"
         )
     missing = [k for k in ("model", "config", "epoch") if k not in data]
     if missing:
@@ -93,8 +93,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
-def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu", *,
-                weights_only: bool = False) -> tuple[Path, dict[str, Any], list[str]]:
+def load_latest(
+    run_dir: str | Path, map_location: str | torch.device = "cpu", *, weights_only: bool = False
+) -> tuple[Path, dict[str, Any], list[str]]:
     """The checkpoint to resume ``run_dir`` from: ``(path, data, problems)``.
 
     ``last.pt`` when it reads; otherwise the most advanced (epoch, step) readable one of
@@ -123,8 +124,11 @@ def load_latest(run_dir: str | Path, map_location: str | torch.device = "cpu", *
             continue
         fallbacks.append(((int(data["epoch"]), int(data.get("step", 0))), path, data))
     if not fallbacks:
-        others = f"; no readable {PREVIOUS} or {BEST} to fall back on" if len(problems) > 1 or any(
-            (run_dir / n).exists() for n in (PREVIOUS, BEST)) else ""
+        others = (
+            f"; no readable {PREVIOUS} or {BEST} to fall back on"
+            if len(problems) > 1 or any((run_dir / n).exists() for n in (PREVIOUS, BEST))
+            else ""
+        )
         raise CheckpointError(problems[0] + others)
     _, path, data = max(fallbacks, key=lambda item: item[0])
     return path, data, problems

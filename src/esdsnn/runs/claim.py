@@ -9,15 +9,17 @@ before the first write.
 - Temporary files of saves that were killed (``.last.pt.<random>.tmp``) are removed once the
   writer holds the lock, so they cannot pile up over many interrupted sessions.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from esdsnn.errors import ConfigError
-from esdsnn.runs.checkpoint import LAST, PREVIOUS
 from esdsnn.runs import files as runfiles
+from esdsnn.runs.checkpoint import LAST, PREVIOUS
 from esdsnn.runs.files import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 from esdsnn.runs.lock import RunLock, refuse_if_busy
 
@@ -44,13 +46,17 @@ def check_new_out(path: Path) -> None:
     """Refuse ``--out`` for a new run when it holds a run (or a run's weights), with the fix.
     A folder stopped before its first checkpoint passes (it is started afresh)."""
     if resumable(path):
-        raise ConfigError(f"run directory {path} already holds a run; choose another --out, or continue it "
-                          f"with esdsnn train --resume {path}")
+        raise ConfigError(
+            f"run directory {path} already holds a run; choose another --out, or continue it "
+            f"with esdsnn train --resume {path}"
+        )
     weights = sorted(p.name for p in path.glob("*.pt")) if path.is_dir() else []
     if weights:
-        raise ConfigError(f"run directory {path} already holds a trained model ({', '.join(weights)}) and no "
-                          f"checkpoint to resume from; choose another --out (or start from its weights with "
-                          f"--init-from {path})")
+        raise ConfigError(
+            f"run directory {path} already holds a trained model ({', '.join(weights)}) and no "
+            f"checkpoint to resume from; choose another --out (or start from its weights with "
+            f"--init-from {path})"
+        )
 
 
 def check_out_early(out: Optional[str]) -> None:
@@ -94,8 +100,9 @@ def claim_new(out: Optional[str], method: str, notice: Notice) -> Claim:
 def claim_existing(run_dir: Path, notice: Notice) -> Claim:
     """Lock the directory of a run to continue it (``--resume``); a run without a checkpoint is
     prepared to start afresh in place."""
-    lock = RunLock(run_dir).acquire(fix=f"wait for it to finish, or stop it first; then continue with "
-                                        f"esdsnn train --resume {run_dir}")
+    lock = RunLock(run_dir).acquire(
+        fix=f"wait for it to finish, or stop it first; then continue with esdsnn train --resume {run_dir}"
+    )
     try:
         afresh = stopped_before_first_checkpoint(run_dir)
         prepare(run_dir, notice, afresh)
@@ -114,8 +121,10 @@ def prepare(run_dir: Path, notice: Notice, afresh: bool) -> None:
     if afresh:
         for name in STALE_FILES:
             (run_dir / name).unlink(missing_ok=True)
-        notice(f"{run_dir} holds a run that stopped before its first checkpoint (during set-up): starting it "
-               f"afresh in place")
+        notice(
+            f"{run_dir} holds a run that stopped before its first checkpoint (during set-up): starting it "
+            f"afresh in place"
+        )
 
 
 def remove_stale_temporaries(run_dir: Path) -> tuple[int, int]:
@@ -134,5 +143,14 @@ def remove_stale_temporaries(run_dir: Path) -> tuple[int, int]:
     return count, size
 
 
-__all__ = ["Claim", "check_new_out", "check_out_early", "claim_existing", "claim_new", "prepare",
-           "remove_stale_temporaries", "resumable", "stopped_before_first_checkpoint"]
+__all__ = [
+    "Claim",
+    "check_new_out",
+    "check_out_early",
+    "claim_existing",
+    "claim_new",
+    "prepare",
+    "remove_stale_temporaries",
+    "resumable",
+    "stopped_before_first_checkpoint",
+]

@@ -9,6 +9,7 @@ each resumed session), the checkpoints ``last.pt`` / ``last.prev.pt`` / ``best.p
 ``tensorboard`` package installed, TensorBoard event files in ``tb/``. Every file is written
 atomically (:mod:`esdsnn.atomic`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,15 +21,16 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Optional
 
 import torch
 
-from esdsnn.runtime.precision import cpu_capability
-
-from esdsnn.atomic import write_json_atomic as write_json, write_text_atomic  # noqa: F401  (write_json: the run files API)
+from esdsnn.atomic import write_json_atomic as write_json  # noqa: F401  (write_json: the run files API)
+from esdsnn.atomic import write_text_atomic
 from esdsnn.errors import CheckpointError, ConfigError
+from esdsnn.runtime.precision import cpu_capability
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.csv"
@@ -235,12 +237,15 @@ def git_revision() -> Optional[str]:
     or None outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return rev.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
@@ -263,5 +268,3 @@ def read_summary(run: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from None
-
-

@@ -6,6 +6,7 @@ relative paths and sizes of its files down to ``MANIFEST_DEPTH`` levels (the fil
 large folder are not read). Comparing first looks at size and time, so an untouched file is not
 hashed again; a file that was only touched (same content) does not count as changed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,12 +56,24 @@ def data_fingerprint(data_path: Optional[str]) -> Optional[dict[str, Any]]:
     try:
         if path.is_file():
             stat = path.stat()
-            return {"path": str(path), "kind": "file", "size": stat.st_size, "mtime": int(stat.st_mtime),
-                    "mtime_ns": stat.st_mtime_ns, "sha256": file_sha256(path)}
+            return {
+                "path": str(path),
+                "kind": "file",
+                "size": stat.st_size,
+                "mtime": int(stat.st_mtime),
+                "mtime_ns": stat.st_mtime_ns,
+                "sha256": file_sha256(path),
+            }
         if path.is_dir():
             digest, count, partial = _manifest(path)
-            return {"path": str(path), "kind": "folder", "files": count, "manifest_sha256": digest,
-                    "manifest_depth": MANIFEST_DEPTH, "partial": partial}
+            return {
+                "path": str(path),
+                "kind": "folder",
+                "files": count,
+                "manifest_sha256": digest,
+                "manifest_depth": MANIFEST_DEPTH,
+                "partial": partial,
+            }
     except OSError:
         return None
     return None
@@ -82,14 +95,18 @@ def data_changed(recorded: Optional[dict[str, Any]], data_path: Optional[str]) -
             return None
         if stat.st_size == recorded.get("size") and file_sha256(path) == recorded.get("sha256"):
             return None
-        return (f"the data file {path} changed since training (size {recorded.get('size')} -> {stat.st_size} "
-                f"bytes, content hash differs): figures are not those of the trained data")
+        return (
+            f"the data file {path} changed since training (size {recorded.get('size')} -> {stat.st_size} "
+            f"bytes, content hash differs): figures are not those of the trained data"
+        )
     now = data_fingerprint(data_path)
     if now is None or now.get("kind") != recorded.get("kind"):
         return f"the data {path} is no longer what the run was trained on (a {recorded.get('kind')} then)"
     if now.get("manifest_sha256") != recorded.get("manifest_sha256"):
-        return (f"the data folder {path} changed since training ({recorded.get('files')} -> {now.get('files')} "
-                f"files, or their sizes): figures are not those of the trained data")
+        return (
+            f"the data folder {path} changed since training ({recorded.get('files')} -> {now.get('files')} "
+            f"files, or their sizes): figures are not those of the trained data"
+        )
     return None
 
 

@@ -5,6 +5,7 @@ test data, the steps of its evaluation pass and its method's spec — whether it
 (training hands one to its after-training callbacks, such as the report) or reloaded from a
 checkpoint by :func:`load_run`.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,13 +22,13 @@ from esdsnn.config import TrainConfig
 from esdsnn.data import BatchSource
 from esdsnn.errors import CheckpointError, ConfigError, brief, notice, warning
 from esdsnn.methods import MethodSpec, method_spec
-from esdsnn.runtime.precision import use_precision
 from esdsnn.runs.build import build_data, build_model, resolve_device, torch_threads
 from esdsnn.runs.checkpoint import BEST, LAST, describe, load_checkpoint, load_latest
 from esdsnn.runs.claim import stopped_before_first_checkpoint
 from esdsnn.runs.files import CONFIG_FILE, ENV_FILE, SUMMARY_FILE, existing_run_dir, read_json
-from esdsnn.runs.lock import Holder, holder
 from esdsnn.runs.fingerprint import data_changed
+from esdsnn.runs.lock import Holder, holder
+from esdsnn.runtime.precision import use_precision
 
 
 @dataclass
@@ -53,8 +54,9 @@ class LoadedRun(TrainedModel):
     still_training: Optional[str] = None  # the process writing the run while it was read, in words
 
 
-def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: Optional[str] = None,
-             threads: Optional[int] = None) -> LoadedRun:
+def load_run(
+    run_dir: str | os.PathLike, *, checkpoint: str = "last", device: Optional[str] = None, threads: Optional[int] = None
+) -> LoadedRun:
     """Rebuild a run's model from a checkpoint (``last``, ``best`` or a file) with its data set,
     as its method trained it (the ReLU twin for ``ann``; a distilled student without its teacher).
     A run that is still training can be read (its lock is not taken): a notice says which epoch
@@ -63,8 +65,10 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: Op
     writer = holder(run_dir)
     path, ckpt = read_checkpoint(run_dir, checkpoint, writer)
     if writer is not None:
-        notice(f"{run_dir} is still training ({writer.describe()}): reading its checkpoint {path.name} from "
-               f"{describe(ckpt)}, not the final model")
+        notice(
+            f"{run_dir} is still training ({writer.describe()}): reading its checkpoint {path.name} from "
+            f"{describe(ckpt)}, not the final model"
+        )
     try:
         config = TrainConfig.from_saved(ckpt["config"], source=str(path)).resolved()
     except ConfigError as exc:
@@ -83,9 +87,19 @@ def load_run(run_dir: str | os.PathLike, *, checkpoint: str = "last", device: Op
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path} does not fit model {config.arch}: {brief(exc, 300)}") from None
-    return LoadedRun(run_dir, config, spec, model.to(dev), bundle.test, spec.inference_steps(config.T), dev,
-                     tuple(bundle.input_shape), checkpoint=path, ckpt=ckpt,
-                     still_training=None if writer is None else writer.describe())
+    return LoadedRun(
+        run_dir,
+        config,
+        spec,
+        model.to(dev),
+        bundle.test,
+        spec.inference_steps(config.T),
+        dev,
+        tuple(bundle.input_shape),
+        checkpoint=path,
+        ckpt=ckpt,
+        still_training=None if writer is None else writer.describe(),
+    )
 
 
 def read_checkpoint(run_dir: Path, checkpoint: str, writer: Optional[Holder] = None) -> tuple[Path, dict[str, Any]]:
@@ -106,8 +120,7 @@ def read_checkpoint(run_dir: Path, checkpoint: str, writer: Optional[Holder] = N
         if writer is not None:
             fix = f"the run is still starting ({writer.describe()}): try again once it has saved its first checkpoint"
         elif stopped_before_first_checkpoint(run_dir):
-            fix = (f"the run stopped before its first checkpoint: start it again with esdsnn train --resume "
-                   f"{run_dir}")
+            fix = f"the run stopped before its first checkpoint: start it again with esdsnn train --resume {run_dir}"
         else:
             fix = f"retrain it: esdsnn train --config {run_dir / CONFIG_FILE} --out NEW_DIR"
         raise CheckpointError(f"{exc}; {fix}") from None
@@ -140,8 +153,9 @@ def measure(model: nn.Module, batches: BatchSource, T: int) -> Measured:
     loss_sum = 0.0
     for x, y in batches:
         logits = esdsnn.predict(model, x, T)
-        hits, loss = torch.stack([(logits.argmax(-1) == y).sum().double(),
-                                  F.cross_entropy(logits.float(), y, reduction="sum").double()]).tolist()
+        hits, loss = torch.stack(
+            [(logits.argmax(-1) == y).sum().double(), F.cross_entropy(logits.float(), y, reduction="sum").double()]
+        ).tolist()
         correct, loss_sum, total = correct + int(hits), loss_sum + loss, total + int(y.numel())
     return Measured(correct, total, loss_sum)
 
@@ -174,11 +188,14 @@ class EvalResult:
     spiking: bool
     step: int = 0
     config: dict[str, Any] = field(default_factory=dict)
-    still_training: Optional[str] = None  # the run was still training (its writer, in words): an intermediate checkpoint
+    still_training: Optional[str] = (
+        None  # the run was still training (its writer, in words): an intermediate checkpoint
+    )
 
 
-def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None,
-             threads: Optional[int] = None) -> EvalResult:
+def evaluate(
+    run_dir: str | Path, *, checkpoint: str = "last", device: Optional[str] = None, threads: Optional[int] = None
+) -> EvalResult:
     """Reload the model of a run (``last`` or ``best`` checkpoint, or a file path) and measure its
     test accuracy (spike pass, main head) on the run's data set and split with the run's T."""
     with torch_threads(None):  # restores the caller's thread count
@@ -186,11 +203,28 @@ def evaluate(run_dir: str | Path, *, checkpoint: str = "last", device: Optional[
         with use_precision(run.config.run.precision):
             correct, total = test_accuracy(run.model, run.test, run.steps)
     return EvalResult(
-        test_acc=correct / max(total, 1), correct=correct, total=total, checkpoint=run.checkpoint,
-        epoch=int(run.ckpt["epoch"]), T=run.steps, spiking=run.spec.spiking, step=int(run.ckpt.get("step", 0)),
-        config=run.config.to_dict(), still_training=run.still_training,
+        test_acc=correct / max(total, 1),
+        correct=correct,
+        total=total,
+        checkpoint=run.checkpoint,
+        epoch=int(run.ckpt["epoch"]),
+        T=run.steps,
+        spiking=run.spec.spiking,
+        step=int(run.ckpt.get("step", 0)),
+        config=run.config.to_dict(),
+        still_training=run.still_training,
     )
 
 
-__all__ = ["EvalResult", "LoadedRun", "Measured", "TrainedModel", "evaluate", "load_run", "measure", "read_checkpoint",
-           "recorded_fingerprint", "test_accuracy"]
+__all__ = [
+    "EvalResult",
+    "LoadedRun",
+    "Measured",
+    "TrainedModel",
+    "evaluate",
+    "load_run",
+    "measure",
+    "read_checkpoint",
+    "recorded_fingerprint",
+    "test_accuracy",
+]

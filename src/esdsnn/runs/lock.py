@@ -12,6 +12,7 @@ writer is at work, to say that what they read is an intermediate checkpoint. Und
 rank 0 writes, so only rank 0 takes the lock. Where ``fcntl`` does not exist (Windows) nothing is
 locked.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,15 +79,17 @@ class RunLock:
     def held(self) -> bool:
         return self.fd is not None
 
-    def acquire(self, fix: str = "") -> "RunLock":
+    def acquire(self, fix: str = "") -> RunLock:
         """Take the lock, or raise :class:`RunInUse` naming the holder (and ``fix``, what to do)."""
         if fcntl is None or self.fd is not None:  # pragma: no cover - Windows
             return self
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
-            raise ConfigError(f"cannot write to {self.what} {self.run_dir}: {exc.strerror or exc}; make it writable, "
-                              f"or choose another folder") from None
+            raise ConfigError(
+                f"cannot write to {self.what} {self.run_dir}: {exc.strerror or exc}; make it writable, "
+                f"or choose another folder"
+            ) from None
         deadline = time.monotonic() + RETRY_S
         while True:
             try:
@@ -103,8 +106,14 @@ class RunLock:
                 os.close(fd)
                 return self
         self.fd = fd
-        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)})
+        record = json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join(sys.argv),
+            }
+        )
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, record.encode("utf-8") + b"\n", 0)
@@ -121,7 +130,7 @@ class RunLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -153,7 +162,9 @@ def holder(run_dir: str | Path) -> Optional[Holder]:
 def busy_message(run_dir: Path, who: Holder, what: str = "run directory", fix: str = "") -> str:
     """The one line a second writer gets."""
     fix = fix or f"wait for it to finish, or stop it (kill {who.pid or 'PID'}) first"
-    return f"{what} {run_dir} is being written by another esdsnn process ({who.describe()}); a run has one writer: {fix}"
+    return (
+        f"{what} {run_dir} is being written by another esdsnn process ({who.describe()}); a run has one writer: {fix}"
+    )
 
 
 def refuse_if_busy(run_dir: str | Path, what: str = "run directory", fix: str = "") -> None:
@@ -164,4 +175,4 @@ def refuse_if_busy(run_dir: str | Path, what: str = "run directory", fix: str = 
         raise RunInUse(busy_message(Path(run_dir), who, what, fix))
 
 
-__all__ = ["Holder", "LOCK_FILE", "RunLock", "busy_message", "holder", "refuse_if_busy"]
+__all__ = ["LOCK_FILE", "Holder", "RunLock", "busy_message", "holder", "refuse_if_busy"]

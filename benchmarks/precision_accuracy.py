@@ -73,13 +73,15 @@ def train(data: str, method: str, precision: str, seed: int, args: argparse.Name
     return folder
 
 
-def table(out: Path, datas: list[str], seeds: list[int]) -> tuple[str, list[dict]]:
+def table(
+    out: Path, datas: list[str], seeds: list[int], methods=METHODS, precisions=PRECISIONS
+) -> tuple[str, list[dict]]:
     records, lines = [], []
     lines.append("| data set | method | precision | test accuracy (mean ± std) | per seed | precision native |")
     lines.append("|---|---|---|---|---|---|")
     for data in datas:
-        for method in METHODS:
-            for precision in PRECISIONS:
+        for method in methods:
+            for precision in precisions:
                 accs, native, device = [], None, None
                 for seed in seeds:
                     summary_path = run_dir(out, data, method, precision, seed) / "summary.json"
@@ -120,16 +122,21 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--T", type=int, default=4)
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default: esd,bptt)")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated (default: 32,bf16-mixed)")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path("runs/precision-accuracy"))
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(d, m, pr, s) for d in args.data for m in METHODS for pr in PRECISIONS for s in seeds]
+    methods, precisions = args.methods.split(","), args.precisions.split(",")
+    jobs = [(d, m, pr, s) for d in args.data for m in methods for pr in precisions for s in seeds]
     started = time.time()
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         for done in concurrent.futures.as_completed([pool.submit(train, *j, args) for j in jobs]):
             print(f"[{time.time() - started:7.0f} s] {done.result()}", flush=True)
-    markdown, records = table(args.out, args.data, seeds)
+    markdown, records = table(args.out, args.data, seeds, methods, precisions)
+    capabilities = sorted({str(r["cpu_capability"]) for r in records})
+    markdown += f"\nCPU capability of the runs: {', '.join(capabilities)}\n"
     (args.out / "precision_accuracy.md").write_text(markdown)
     (args.out / "precision_accuracy.json").write_text(json.dumps(records, indent=1))
     print(markdown)

@@ -9,7 +9,7 @@ What a fence's language means:
 - ``yaml`` with a file title: written to that file.
 - ``bash``: run command by command (``&&`` chains and ``\\`` continuations as a shell reads them,
   ``#`` comments skipped). ``esdsnn ...`` runs ``esdsnn.cli.main`` in this process, ``python
-  examples/...`` and ``torchrun`` run in child processes of the current interpreter, each with the
+  examples/...``, ``python benchmarks/...`` and ``torchrun`` run in child processes of the current interpreter, each with the
   substitutions below; installation steps (``python3 -m venv``, ``pip install``) are what CI does
   and are not run again; ``python -m pytest ...`` (the README's test command) is collected, not run
   (the suite cannot run itself).
@@ -68,12 +68,14 @@ DATA_FLAGS = {
     "cifar10-dvs": ["--batch-size", "4", "--T", "2", "--workers", "0"],
     "imagenet": ["--batch-size", "4", "--T", "1", "--workers", "0"],
 }
-#: ``python examples/X.py``: flags added for small data.
+#: ``python examples/X.py`` and ``python benchmarks/X.py``: flags added for small data and few runs.
 SCRIPT_FLAGS = {
     "make_digits28_npz.py": ["--train", "300", "--test", "100"],
     "make_shapes_npz.py": ["--train", "200", "--test", "100"],
     "make_glyphs28_npz.py": ["--train", "200", "--test", "100"],
     "spikingjelly_csnn_npz.py": ["--threads", "1"],
+    # one seed, one epoch, ESD under 32 only, one job
+    "precision_accuracy.py": ["--seeds", "0", "--epochs", "1", "--methods", "esd", "--precisions", "32", "--jobs", "1"],
 }
 #: Optional packages a block may need: (text in the block, module to import, what to install).
 NEEDS = [
@@ -404,7 +406,7 @@ def run_command(tokens: list[str], fixtures: Fixtures, where: str) -> str:
             argv = [sys.executable, "-m", "pytest", *rest, "--collect-only", "-qq", "-p", "no:cacheprovider"]
             _child(argv, env, ROOT, where)
             return "pytest (collected)"
-        if args and args[0].startswith("examples/"):
+        if args and args[0].startswith(("examples/", "benchmarks/")):
             script = ROOT / args[0]
             rest = args[1:]
             for flag, value in SMALLER.items():
@@ -414,7 +416,7 @@ def run_command(tokens: list[str], fixtures: Fixtures, where: str) -> str:
             return f"python {args[0]}"
     raise ValueError(
         f"{where}: the docs tests do not know how to run `{shlex.join(tokens)}`: run it through "
-        f"esdsnn, python examples/..., torchrun or pytest, or mark the block not run"
+        f"esdsnn, python examples/... or benchmarks/..., torchrun or pytest, or mark the block not run"
     )
 
 

@@ -158,6 +158,25 @@ def test_validation_split_is_stratified_seeded_and_disjoint():
     assert not np.array_equal(split_indices(labels, 0.1, seed=4)[1], val)
 
 
+def test_a_class_with_one_training_sample_trains_and_is_not_held_out():
+    """A small set can hold a class with a single sample (e.g. 200 images of 26 letters): the
+    stratified split cannot hold it out, so it stays in training and the other classes are split
+    as they would be; the split of data without such a class is exactly the earlier one."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.array([0] * 10 + [1] * 10 + [2] + [3] * 10)
+    single = np.flatnonzero(labels == 2)
+    train, val = split_indices(labels, 0.2, seed=0)
+    assert np.isin(single, train).all() and not np.isin(single, val).any()
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == len(labels)
+    assert np.array_equal(np.bincount(labels[val], minlength=4), [2, 2, 0, 2])
+    plain = np.repeat(np.arange(3), [10, 10, 10])
+    want = train_test_split(np.arange(30), test_size=3, stratify=plain, random_state=5)[1]
+    assert np.array_equal(split_indices(plain, 0.1, seed=5)[1], np.sort(want))
+    with pytest.raises(ConfigError, match="single sample.*--val-fraction"):
+        split_indices(np.arange(5), 0.1, seed=0)  # every class a single sample
+
+
 def test_validation_batches_come_from_training_samples_prepared_like_test():
     x = torch.rand(100, 1, 4, 4)
     y = torch.arange(100) % 2

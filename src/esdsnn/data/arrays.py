@@ -81,7 +81,7 @@ def _values(values: np.ndarray, limit: int = 8) -> str:
 def check_labels(y_train: np.ndarray, y_test: np.ndarray, where: str) -> int:
     """The number of classes K of integer labels that are exactly ``0..K−1`` with every class in
     the training set; anything else (a gap such as labels 1..10, a class only in the test set,
-    fewer than two training samples per class) raises :class:`DataError` naming the values and
+    fewer training samples than two per class on average) raises :class:`DataError` naming the values and
     the fix. A label 99 among 0..9 would otherwise silently make a 100-class head."""
     present = np.unique(y_train)
     if len(present) < 2:

@@ -24,18 +24,23 @@ def validation_size(n: int, n_classes: int, fraction: float) -> int:
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train, val)`` indices: ``fraction`` of each class held out (at least one sample per
-    class), stratified and seeded, each sorted."""
+    class), stratified and seeded, each sorted. A class with a single training sample stays in
+    training (holding it out would leave the class nothing to learn from)."""
     from sklearn.model_selection import train_test_split
 
-    n_classes = len(np.unique(labels))
-    n_val = validation_size(len(labels), n_classes, fraction)
-    if n_val >= len(labels) - n_classes + 1:
+    classes, counts = np.unique(labels, return_counts=True)
+    single = np.isin(labels, classes[counts < 2])
+    eligible = np.flatnonzero(~single)
+    n_classes = int((counts >= 2).sum())
+    n_val = validation_size(len(eligible), n_classes, fraction)
+    if n_classes == 0 or n_val >= len(eligible) - n_classes + 1:
         raise ConfigError(
             f"val_fraction {fraction:g} leaves too few training samples ({len(labels)} in all, "
-            f"{n_classes} classes); lower --val-fraction"
+            f"{len(classes)} classes, {len(classes) - n_classes} of them with a single sample); lower "
+            "--val-fraction, or 0 to select on the test set"
         )
-    train, val = train_test_split(np.arange(len(labels)), test_size=n_val, stratify=labels, random_state=seed)
-    return np.sort(train), np.sort(val)
+    train, val = train_test_split(eligible, test_size=n_val, stratify=labels[eligible], random_state=seed)
+    return np.sort(np.concatenate([train, np.flatnonzero(single)])), np.sort(val)
 
 
 def hold_out_validation(bundle: DataBundle, fraction: float, seed: int) -> DataBundle:

@@ -290,6 +290,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from esdsnn.analysis import bench, pipeline_bench
+    from esdsnn.analysis.bench_report import bench_markdown
     from esdsnn.atomic import write_json_atomic
     from esdsnn.errors import ConfigError
 
@@ -321,7 +322,7 @@ def run_bench(args: argparse.Namespace) -> int:
             progress=args.progress,
             timeout_s=args.timeout,
         )
-        _out(bench.bench_markdown(records))
+        _out(bench_markdown(records))
     if args.loaders:
         device = args.device or ("cuda" if _cuda() else "cpu")
         loaders = pipeline_bench.measure_loaders(device=device, threads=args.threads)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import esdsnn
-from esdsnn.analysis.bench import RECORD_KEYS, _run_worker, bench_markdown, measure_config, run_bench
+from esdsnn.analysis.bench import RECORD_KEYS, _run_worker, measure_config, run_bench
+from esdsnn.analysis.bench_report import bench_markdown
 from esdsnn.errors import ConfigError
 
 SMALL = dict(

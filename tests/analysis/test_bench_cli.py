@@ -7,6 +7,7 @@ import re
 import pytest
 
 from esdsnn.analysis import bench
+from esdsnn.analysis.bench_report import bench_markdown
 from esdsnn.cli import main
 from esdsnn.errors import ConfigError
 
@@ -92,7 +93,7 @@ def test_out_of_memory_in_a_worker_is_one_line_with_the_fix(tmp_path):
     assert "--batch" in r["error"] and "--method esd" in r["error"] and "\n" not in r["error"]
     killed = bench.failure_reason(-9, "")
     assert killed.startswith("out of memory") and "signal 9" in killed and "--method esd" in killed
-    row = bench.bench_markdown([{**r, "T": 2}])
+    row = bench_markdown([{**r, "T": 2}])
     assert "| bptt | 2 | failed: out of memory" in row
 
 
@@ -113,7 +114,7 @@ def test_compiled_neuron_rows_are_labelled_and_bad_choices_refused(tmp_path):
         }
         for n in ("eager", "compiled")
     ]
-    md = bench.bench_markdown(rows)
+    md = bench_markdown(rows)
     assert "| bptt | 2 |" in md and "| bptt (compiled) | 2 |" in md
     with pytest.raises(ConfigError, match="neurons"):
         bench.run_bench(methods=["bptt"], Ts=[1], neurons="jit", out_dir=tmp_path, progress=False)

@@ -58,7 +58,7 @@ import torch
 
 from esdsnn.atomic import write_json_atomic
 
-from .bench_report import BENCH_JSON, bench_markdown, write_bench_files
+from .bench_report import BENCH_JSON, write_bench_files
 from .bench_worker import BASELINE_METHODS, is_out_of_memory, measure_config, out_of_memory_message
 
 DEFAULT_METHODS = ("bptt", "ratebp", "esd", "esd-bptt")
@@ -357,13 +357,6 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected C,H,W, got {text!r}") from None
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _worker_main(args: argparse.Namespace) -> int:
     """Measure one configuration and print its record as one JSON line; running out of memory is
     a record with a one-line ``error`` (and exit code 3), not a traceback."""
@@ -398,53 +391,29 @@ def _worker_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m esdsnn.analysis.bench`` (a whole benchmark) or ``... --worker`` (one configuration)."""
+    """``python -m esdsnn.analysis.bench --worker ...``: measure one configuration in this fresh
+    process (what ``esdsnn bench`` starts for each; the benchmark itself is ``esdsnn bench``)."""
     p = argparse.ArgumentParser(prog="python -m esdsnn.analysis.bench", description=__doc__.splitlines()[0])
     p.add_argument("--worker", action="store_true", help="measure one configuration and print one JSON line")
     p.add_argument("--arch", default=DEFAULT_ARCH)
-    p.add_argument("--method", default=None, help="(worker) the method")
-    p.add_argument("--T", type=int, default=None, help="(worker) the number of time steps")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    p.add_argument("--Ts", type=_ints, default=list(DEFAULT_TS))
+    p.add_argument("--method", required=True)
+    p.add_argument("--T", type=int, required=True, help="the number of time steps")
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--input-shape", type=_shape, default=None)
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--dataset", default=None)
-    p.add_argument("--event", action="store_true", help="(worker) event frames [T, B, C, H, W] as input")
+    p.add_argument("--event", action="store_true", help="event frames [T, B, C, H, W] as input")
     p.add_argument("--baseline", default=None, choices=sorted(BASELINES))
     p.add_argument("--neurons", default="eager", choices=list(NEURON_LOOPS))
-    p.add_argument("--precision", default="32", help="(worker) the precision; (parent) comma-separated precisions")
+    p.add_argument("--precision", default="32")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    if args.worker:
-        if args.method is None or args.T is None:
-            p.error("--worker needs --method and --T")
-        return _worker_main(args)
-    out = prepare_out_dir(args.out)
-    records = run_bench(
-        arch=args.arch,
-        methods=[m for m in args.methods.split(",") if m],
-        Ts=args.Ts,
-        batch=args.batch,
-        threads=args.threads,
-        input_shape=args.input_shape,
-        num_classes=args.num_classes,
-        dataset=args.dataset,
-        baseline=args.baseline,
-        neurons=args.neurons,
-        precisions=args.precision.split(","),
-        repeats=args.repeats,
-        warmup=args.warmup,
-        device=args.device,
-        out_dir=out,
-    )
-    print(bench_markdown(records))
-    print(f"results in {out}")
-    return 0
+    if not args.worker:
+        p.error("this entry point measures one configuration (--worker); run the benchmark with `esdsnn bench`")
+    return _worker_main(args)
 
 
 if __name__ == "__main__":

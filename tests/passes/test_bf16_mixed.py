@@ -4,6 +4,7 @@ records stay float32; evaluation (no autocast) is unchanged."""
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -118,3 +119,20 @@ def test_bf16_mixed_records_float32_and_evaluation_is_unchanged():
         run_spike(model.eval(), x, 3)
     hook.remove()
     assert seen == [(torch.float32, PackedSpikes)]
+
+
+@pytest.mark.parametrize("name", ["ratebp", "esd"])
+def test_every_parameter_gets_a_gradient_under_bf16_mixed(name):
+    """torch < 2.5 caches autocast's bf16 copies of the weights made in the no-grad spike stage and
+    hands them to the rate stage, whose stem and classifier then got no gradient at all (seen on
+    torch 2.4.1); the spike stage drops them."""
+    torch.manual_seed(0)
+    net = esdsnn.create_model("digits_resnet", num_classes=10, in_channels=1)
+    method = esdsnn.create_method(name, net, T=2).train()
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    with use_precision("bf16-mixed"), autocast_for("bf16-mixed", "cpu"):
+        out = method(x, y)
+    out.loss.backward()
+    missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(bool(torch.isfinite(p.grad).all()) for p in method.parameters() if p.grad is not None)

@@ -24,6 +24,10 @@ def run_spike_stage(model: nn.Module, x: Tensor, T: int, memory: MemorySaving = 
     folded, static = static_spike_input(x, T, memory.static_input)
     with use_pass(PassState("spike_stage", T, trace, memory, static, spike_dtype_for(x.device))):
         logits, _ = run_model(model, folded, T)
+    # Under an autocast, torch < 2.5 caches the low-precision copies of the weights made here, without
+    # grad, and hands them to the rate stage: its weights would then get no gradient. Drop them.
+    if torch.is_autocast_enabled(x.device.type):
+        torch.clear_autocast_cache()
     return logits, trace
 
 

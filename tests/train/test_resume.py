@@ -276,7 +276,7 @@ def net(num_classes, in_channels, **lif):
 """
 
 
-def _interrupted_then_resumed_equals_uninterrupted(tmp_path, **changes):
+def assert_interrupted_then_resumed_equals_uninterrupted(tmp_path, **changes):
     """Stopped mid-epoch 1 at a step checkpoint, then resumed, a run ends with the weights,
     branches, momentum and metrics of one that never stopped; with the RNG state not restored
     (the random draws of the steps after the cut then differ), it would not."""
@@ -294,11 +294,11 @@ def _interrupted_then_resumed_equals_uninterrupted(tmp_path, **changes):
 def test_kd_resumes_bit_exact_with_its_noise(tmp_path):
     """kd draws NLD's noise from the global RNG at every step."""
     teacher = loop.train(_config(tmp_path, "teacher", method="ann", epochs=1, save_every_steps=0))
-    _interrupted_then_resumed_equals_uninterrupted(tmp_path, method="kd", teacher_run=str(teacher.run_dir))
+    assert_interrupted_then_resumed_equals_uninterrupted(tmp_path, method="kd", teacher_run=str(teacher.run_dir))
 
 
 def test_a_model_with_dropout_resumes_bit_exact(tmp_path, monkeypatch):
     """Dropout draws one mask per sample and step of training from the global RNG."""
     (tmp_path / "dropnets.py").write_text(DROPOUT_FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
-    _interrupted_then_resumed_equals_uninterrupted(tmp_path, method="ratebp", arch="dropnets:net")
+    assert_interrupted_then_resumed_equals_uninterrupted(tmp_path, method="ratebp", arch="dropnets:net")

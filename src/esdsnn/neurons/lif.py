@@ -46,7 +46,7 @@ StepObserver = Callable[[int, Tensor, Tensor], None]
 #: Neurons the no-grad loops take at a time on CPU. Each op of a step reads and writes one
 #: membrane-sized buffer or more; for so many neurons (1 MiB a float32 buffer) the loop's buffers
 #: stay in the cache over the T steps, where those of a whole large layer stream from memory in
-#: every op (measured, one thread: 64 channels 32×32, batch 32, T = 6, bfloat16 input: 56 ms whole,
+#: every op (measured on an AVX512-BF16 CPU, one thread: 64 channels 32×32, batch 32, T = 6, bfloat16 input: 56 ms whole,
 #: 28 ms in blocks). Every op is elementwise and blocks start at multiples of the vector width (each
 #: value takes the vectorised or scalar path it takes in one pass), so blocks compute exactly what
 #: one pass computes.
